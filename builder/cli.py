@@ -1,0 +1,200 @@
+"""The `builder` command line. Each command loads the matrix, selects cells and hands off to a
+module that does one thing; errors become one line on stderr with the error's exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from .cells import Cell, expand
+from .errors import BuilderError, InputError
+from .matrix import Matrix, load_matrix
+from .patches import PatchRecord, load_patches, plan_static
+from .plan import BuildPlan, ImageNames, build_labels, cell_plan
+from .render import BuildContext, RenderOptions, TEMPLATE_ROOT, render_cell, write_context
+from .selection import Selector, make_selector, require_cells, select_excluded
+from .table import print_table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Build, patch, test and promote LLM inference-engine images from matrix.yaml.\n\n"
+                       "Example: builder build --arch sm_121a --dry-run")
+
+# Options shared by every command that selects cells.
+MatrixOpt = typer.Option(Path(os.environ.get("BUILDER_MATRIX", "matrix.yaml")), "--matrix",
+                         help="The matrix file (env BUILDER_MATRIX).")
+ArchOpt = typer.Option(None, "--arch", help="Only these archs (repeat or comma-separate), e.g. sm_121a.")
+CudaOpt = typer.Option(None, "--cuda", help="Only these CUDA releases, e.g. 13.0.")
+EngineOpt = typer.Option(None, "--engine", help="Engine with an optional version specifier, e.g. 'vllm==0.20.2'.")
+CellOpt = typer.Option(None, "--cell", help="Cell ids or globs, e.g. 'vllm-0.20.2-*'.")
+RegistryOpt = typer.Option(None, "--registry", help="Registry host[:port] (env BUILDER_REGISTRY; default from matrix.yaml).")
+
+
+class Session:
+    """What every command needs: the matrix, its expansion and the selected cells."""
+
+    def __init__(self, matrix_path: Path, arch, cuda, engine, cell, registry: str | None = None):
+        self.matrix: Matrix = load_matrix(matrix_path)
+        self.expansion = expand(self.matrix)
+        self.selector: Selector = make_selector(self.matrix, arch, cuda, engine, cell)
+        registry = registry or os.environ.get("BUILDER_REGISTRY") or self.matrix.registry
+        self.names = ImageNames(registry, self.matrix.repository)
+
+    @property
+    def root(self) -> Path:
+        return self.matrix.directory
+
+    @property
+    def template_root(self) -> Path:
+        local = self.root / "dockerfiles"
+        return local if local.is_dir() else TEMPLATE_ROOT
+
+    def cells(self) -> list[Cell]:
+        return require_cells(self.expansion, self.selector)
+
+    def patches(self, engine: str | None = None) -> list[PatchRecord]:
+        return load_patches(self.root / "patches", engine)
+
+    def render(self, cell: Cell, options: RenderOptions = RenderOptions()) -> BuildContext:
+        return render_cell(cell, plan_static(self.patches(cell.engine.name), cell), options, self.template_root)
+
+
+def _cell_row(session: Session, cell: Cell) -> dict:
+    return {"id": cell.id, "arch": cell.arch.name, "platform": cell.platform, "cuda": cell.cuda_version,
+            "engine": cell.engine.name, "version": cell.engine_version.label, "mode": cell.mode,
+            "base_image": cell.base_image, "tag": session.names.friendly(cell.id)}
+
+
+@app.command("matrix")
+def matrix_cmd(
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+    registry: Optional[str] = RegistryOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    explain: bool = typer.Option(False, "--explain", help="Also list excluded cells and why (with the matrix line)."),
+):
+    """List the cells of the build matrix.
+
+    Example: builder matrix --arch sm_121a --explain
+    """
+    session = Session(matrix, arch, cuda, engine, cell, registry)
+    from .selection import select_cells
+    rows = [_cell_row(session, c) for c in select_cells(session.expansion, session.selector)]
+    excluded = select_excluded(session.expansion, session.selector) if explain else []
+    if as_json:
+        out = {"cells": rows}
+        if explain:
+            out["excluded"] = [{"id": e.cell_id, "reason": e.reason, "line": e.rule_line} for e in excluded]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    print_table(["cell", "arch", "platform", "cuda", "engine", "version", "mode", "friendly tag"],
+                [[r["id"], r["arch"], r["platform"], r["cuda"] or "-", r["engine"], r["version"], r["mode"], r["tag"]]
+                 for r in rows])
+    typer.echo(f"{len(rows)} cell(s)" + (f", {len(excluded)} excluded" if explain else ""))
+    if excluded:
+        typer.echo("")
+        print_table(["excluded cell", "why", "rule"],
+                    [[e.cell_id, e.reason, f"{session.matrix.path}:{e.rule_line}"] for e in excluded])
+
+
+@app.command("render")
+def render_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory; each cell's context goes to OUT/<cell id>/."),
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip (air-gapped runners)."),
+):
+    """Write a self-contained build context (Dockerfile, patches, overlays, provenance) per cell.
+
+    Example: builder render --arch sm_121a --out build/contexts
+    """
+    session = Session(matrix, arch, cuda, engine, cell)
+    options = RenderOptions(find_links=_existing_dir(find_links, "--find-links"))
+    for item in session.cells():
+        context = session.render(item, options)
+        target = write_context(context, out)
+        note = "" if context.self_contained else "  (source not fetched: `builder build` adds it)"
+        typer.echo(f"{item.id}: {target}  hash {context.tag_hash}{note}")
+
+
+def _existing_dir(path: Optional[Path], option: str) -> Optional[Path]:
+    if path is not None and not path.is_dir():
+        raise InputError(f"{option}: '{path}' is not a directory")
+    return path
+
+
+def _existing_file(path: Optional[Path], option: str) -> Optional[Path]:
+    if path is not None and not path.is_file():
+        raise InputError(f"{option}: '{path}' is not a readable file")
+    return path
+
+
+@app.command("build")
+def build_cmd(
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+    registry: Optional[str] = RegistryOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: every docker command, in order."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for pip inside the build (a BuildKit secret)."),
+    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip."),
+    workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go."),
+):
+    """Build, push and record the selected cells.
+
+    Example: builder build --arch sm_121a --dry-run
+    """
+    session = Session(matrix, arch, cuda, engine, cell, registry)
+    secrets = {"cabundle": _existing_file(ca_bundle, "--ca-bundle").resolve()} if ca_bundle else {}
+    options = RenderOptions(find_links=_existing_dir(find_links, "--find-links"))
+    from .buildtool import detect_build_tool
+    tool = detect_build_tool()
+    plans = []
+    for item in session.cells():
+        context = session.render(item, options)
+        context_dir = (workdir / "contexts" / item.id).resolve()
+        labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
+        plans.append(cell_plan(tool, session.names, context, context_dir, secrets, labels,
+                               (workdir / "logs" / f"{item.id}.iid").resolve()))
+    plan = BuildPlan(tool, tuple(plans))
+    if dry_run:
+        _print_plan(plan)
+        return
+    raise InputError("real builds arrive with the build issue; use --dry-run to see the plan")
+
+
+def _print_plan(plan: BuildPlan) -> None:
+    typer.echo(f"build tool: {plan.tool.describe()}")
+    for index, item in enumerate(plan.cells, 1):
+        ctx = item.context
+        typer.echo(f"\n[{index}/{len(plan.cells)}] {ctx.cell.id}  ({ctx.cell.platform}, {ctx.cell.mode} mode)")
+        typer.echo(f"  image:   {item.image}")
+        typer.echo(f"  promote: {item.friendly} (only after the smoke test passes)")
+        applied = ", ".join(p.id for p in ctx.plan.apply) or "none"
+        typer.echo(f"  patches: {applied}" + ("" if ctx.plan.checked else " (checked against the source at build time)"))
+        for skip in ctx.plan.skipped:
+            typer.echo(f"    skip {skip.id}: {skip.reason}")
+        for number, step in enumerate(item.steps, 1):
+            typer.echo(f"  {number}. {step.shell()}")
+
+
+def main() -> None:
+    # Usage errors (unknown option, missing value) are click's: usage line, one error line, exit 2.
+    # Everything the commands raise is a BuilderError: one line, its own exit code, no traceback.
+    try:
+        app()
+    except BuilderError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@app.callback(invoke_without_command=True)
+def _version(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
