@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from packaging.version import InvalidVersion, Version
 
 from . import __version__
 from .cells import Cell, expand
@@ -61,8 +62,14 @@ class Session:
     def patches(self, engine: str | None = None) -> list[PatchRecord]:
         return load_patches(self.root / "patches", engine)
 
-    def render(self, cell: Cell, options: RenderOptions = RenderOptions()) -> BuildContext:
-        return render_cell(cell, plan_static(self.patches(cell.engine.name), cell), options, self.template_root)
+    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
+        """Render a cell; with fetch, a source cell gets its verified source and a patch plan
+        checked against it (a CONFLICT stops the cell here, before anything is built)."""
+        records = self.patches(cell.engine.name)
+        if not (fetch and cell.mode == "source"):
+            return render_cell(cell, plan_static(records, cell), options, self.template_root)
+        from .contexts import checked_context
+        return checked_context(cell, records, options, self.template_root)
 
 
 def _cell_row(session: Session, cell: Cell) -> dict:
@@ -109,17 +116,18 @@ def render_cmd(
     matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
     engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
     find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip (air-gapped runners)."),
+    fetch: bool = typer.Option(False, "--fetch", help="Fetch source cells' engine source (verified, cached) and check patches against it."),
 ):
     """Write a self-contained build context (Dockerfile, patches, overlays, provenance) per cell.
 
-    Example: builder render --arch sm_121a --out build/contexts
+    Example: builder render --cell vllm-0.20.2-cu130-sm_121a --fetch --out build/contexts
     """
     session = Session(matrix, arch, cuda, engine, cell)
     options = RenderOptions(find_links=_existing_dir(find_links, "--find-links"))
     for item in session.cells():
-        context = session.render(item, options)
+        context = session.render(item, options, fetch=fetch)
         target = write_context(context, out)
-        note = "" if context.self_contained else "  (source not fetched: `builder build` adds it)"
+        note = "" if context.self_contained else "  (source not fetched: add --fetch)"
         typer.echo(f"{item.id}: {target}  hash {context.tag_hash}{note}")
 
 
@@ -181,6 +189,47 @@ def _print_plan(plan: BuildPlan) -> None:
             typer.echo(f"    skip {skip.id}: {skip.reason}")
         for number, step in enumerate(item.steps, 1):
             typer.echo(f"  {number}. {step.shell()}")
+
+
+patches_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check patch records against real upstream sources.")
+app.add_typer(patches_app, name="patches")
+
+
+@patches_app.command("check")
+def patches_check_cmd(
+    engine: str = typer.Option("vllm", "--engine", help="The engine whose patches to check."),
+    versions: str = typer.Option(..., "--versions", help="Comma-separated engine versions, e.g. 0.19.1,0.20.2."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Judge for this arch only (others: not applicable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    matrix: Path = MatrixOpt,
+    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix)."),
+):
+    """Judge every patch against the real source of each version: applies, already upstream,
+    not applicable, or CONFLICT (with the file and the failing hunk). Exits 1 on a conflict.
+
+    Example: builder patches check --engine vllm --versions 0.14.0,0.16.0,0.19.1,0.20.2,0.33.0 --arch sm_121a
+    """
+    from .patchreport import check_versions, format_verdicts, has_conflict, verdicts_json
+    from .sources import SourceCache
+    loaded = load_matrix(matrix)
+    if engine not in loaded.engines:
+        raise InputError(f"--engine: unknown engine '{engine}' (the matrix defines: {', '.join(loaded.engines)})")
+    if arch is not None and arch not in loaded.archs:
+        raise InputError(f"--arch: unknown arch '{arch}' (the matrix defines: {', '.join(loaded.archs)})")
+    wanted = [v.strip() for v in versions.split(",") if v.strip()]
+    for version in wanted:
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise InputError(f"--versions: '{version}' is not a PEP 440 version (e.g. 0.20.2)") from None
+    records = load_patches(patches_dir or loaded.directory / "patches", engine)
+    if not records:
+        raise InputError(f"no {engine} patch records under {patches_dir or loaded.directory / 'patches'}")
+    verdicts = check_versions(loaded, records, engine, wanted, arch, SourceCache(),
+                              progress=lambda m: typer.echo(m, err=True))
+    typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))
+    if has_conflict(verdicts):
+        raise typer.Exit(1)
 
 
 def main() -> None:

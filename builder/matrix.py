@@ -354,8 +354,3 @@ def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...
         r.finish()
         rules.append(rule)
     return tuple(rules)
-
-
-def version_specifier(text: str, what: str) -> SpecifierSet:
-    """Parse a specifier given on the command line (errors name the argument)."""
-    return parse_specifier(text, what, 0, what)

@@ -170,14 +170,15 @@ class PatchPlan:
         return out
 
 
-def static_verdict(record: PatchRecord, engine: str, version: Version, arch: str, mode: str | None,
+def static_verdict(record: PatchRecord, engine: str, version: Version, arch: str | None, mode: str | None,
                    triton: str | None) -> str | None:
-    """Why a record does not apply, judged from metadata alone; None if it is a candidate."""
+    """Why a record does not apply, judged from metadata alone; None if it is a candidate.
+    arch or mode None means "any" (e.g. `builder patches check` without --arch)."""
     if record.engine != engine:
         return f"for engine {record.engine}"
     if not record.applies_to.contains(version, prereleases=True):
         return f"{engine} {version} is outside applies_to '{record.applies_to}'"
-    if arch not in record.archs:
+    if arch is not None and arch not in record.archs:
         return f"arch {arch} not targeted (patch is for {', '.join(record.archs)})"
     if mode is not None and mode not in record.modes:
         return f"a {record.kind} patch does not serve {mode} builds"
