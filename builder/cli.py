@@ -148,32 +148,89 @@ def build_cmd(
     matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
     engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
     registry: Optional[str] = RegistryOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: every docker command, in order."),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for pip inside the build (a BuildKit secret)."),
-    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip."),
-    workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: every docker command, in order; build nothing."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for pip inside the build, handed in as a BuildKit secret (corporate proxies)."),
+    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip --find-links (air-gapped runners)."),
+    secret: Optional[list[str]] = typer.Option(None, "--secret", help="Extra BuildKit secret ID=FILE (e.g. hf_token=~/.hf_token)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells built at once."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other cells when one fails."),
+    workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
 ):
-    """Build, push and record the selected cells.
+    """Build the selected cells through BuildKit and push their immutable tags; a cell whose
+    immutable tag the registry already has is skipped as up to date.
 
-    Example: builder build --arch sm_121a --dry-run
+    Example: builder build --arch cpu --ca-bundle /etc/ssl/certs/ca-certificates.crt --find-links /opt/wheels
     """
     session = Session(matrix, arch, cuda, engine, cell, registry)
-    secrets = {"cabundle": _existing_file(ca_bundle, "--ca-bundle").resolve()} if ca_bundle else {}
-    options = RenderOptions(find_links=_existing_dir(find_links, "--find-links"))
+    defaults = session.matrix.pip
+    ca_bundle = _existing_file(ca_bundle or defaults.ca_bundle, "--ca-bundle")
+    secrets = {"cabundle": ca_bundle.resolve()} if ca_bundle else {}
+    for item in secret or []:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise InputError(f"--secret: '{item}' must be ID=FILE")
+        secrets[key] = _existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
+    options = RenderOptions(find_links=_existing_dir(find_links or defaults.find_links, "--find-links"))
     from .buildtool import detect_build_tool
     tool = detect_build_tool()
-    plans = []
-    for item in session.cells():
-        context = session.render(item, options)
-        context_dir = (workdir / "contexts" / item.id).resolve()
-        labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
-        plans.append(cell_plan(tool, session.names, context, context_dir, secrets, labels,
-                               (workdir / "logs" / f"{item.id}.iid").resolve()))
-    plan = BuildPlan(tool, tuple(plans))
+    workdir = workdir.resolve()
+    cells = session.cells()
     if dry_run:
-        _print_plan(plan)
+        plans = []
+        for item in cells:
+            context = session.render(item, options)
+            labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
+            plans.append(cell_plan(tool, session.names, context, workdir / "contexts" / item.id, secrets, labels,
+                                   workdir / "logs" / f"{item.id}.iid"))
+        _print_plan(BuildPlan(tool, tuple(plans)))
         return
-    raise InputError("real builds arrive with the build issue; use --dry-run to see the plan")
+    from .build import Builder, BuildOptions, summary_rows
+    from .progress import Progress
+    from .registry import RegistryClient
+    client = RegistryClient.from_environment(session.names.registry)
+    client.ping()
+    typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
+    builder = Builder(tool, session.names, client, lambda c: session.render(c, options, fetch=True),
+                      BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root)),
+                      Progress(len(cells)))
+    try:
+        results = builder.build_all(cells)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
+        raise typer.Exit(130)
+    typer.echo("")
+    print_table(["cell", "result", "image", "digest", "time", "log"], summary_rows(results))
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _git_revision(root: Path) -> str:
+    import subprocess
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+base_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Base images for machines without a public registry.")
+app.add_typer(base_app, name="base")
+
+
+@base_app.command("create")
+def base_create_cmd(
+    tag: str = typer.Option("llm-factory/bookworm-python:3.11", "--tag", help="Image name the matrix uses."),
+    suite: str = typer.Option("bookworm", "--suite", help="Debian suite."),
+    mirror: str = typer.Option("http://deb.debian.org/debian", "--mirror", help="Debian mirror."),
+):
+    """Make a Debian base image with Python offline from a registry: debootstrap + docker import.
+
+    Example: builder base create --tag llm-factory/bookworm-python:3.11
+    """
+    from .baseimage import create_base
+    from .buildtool import detect_build_tool
+    seconds = create_base(tag, suite, mirror, docker=detect_build_tool().docker, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"{tag}: created in {seconds:.0f}s")
 
 
 def _print_plan(plan: BuildPlan) -> None:

@@ -131,6 +131,14 @@ class ExcludeRule:
 
 
 @dataclass(frozen=True)
+class PipDefaults:
+    """Defaults for --ca-bundle and --find-links (corporate proxies, air-gapped runners)."""
+
+    ca_bundle: Path | None = None
+    find_links: Path | None = None
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: str
     registry: str
@@ -142,6 +150,7 @@ class Matrix:
     includes: tuple[IncludeRule, ...]
     excludes: tuple[ExcludeRule, ...]
     directory: Path = Path(".")  # where relative paths in the matrix resolve
+    pip: PipDefaults = PipDefaults()
 
 
 def load_matrix(path: Path | str) -> Matrix:
@@ -160,9 +169,18 @@ def load_matrix(path: Path | str) -> Matrix:
     engines = _load_engines(top.sub("engines", required=True), archs)
     includes = _load_includes(top, archs, cuda, engines)
     excludes = _load_excludes(top, archs, engines)
+    pip = _load_pip(top.sub("pip"), path.resolve().parent)
     top.finish()
     return Matrix(src, registry, repository, archs, cuda, torch_triton, engines, includes, excludes,
-                  path.resolve().parent)
+                  path.resolve().parent, pip)
+
+
+def _load_pip(r: MappingReader | None, base: Path) -> PipDefaults:
+    if r is None:
+        return PipDefaults()
+    ca, links = r.string("ca_bundle"), r.string("find_links")
+    r.finish()
+    return PipDefaults(base / ca if ca else None, base / links if links else None)
 
 
 def _load_archs(reader: MappingReader) -> dict[str, Arch]:

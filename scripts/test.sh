@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 install_python_deps
 install_system_tools
+# Real parts for the integration tests: a Docker Engine (started here if it is not running, and
+# then stopped at exit) and Debian's registry binary (the tests start their own instances).
+trap stop_started_services EXIT
+ensure_docker
+install_registry
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 set +e

@@ -1,0 +1,189 @@
+"""`builder build`: render, skip what the registry already has, build through BuildKit, push.
+
+Per cell: the checked build context (a patch CONFLICT stops the cell before anything runs), a
+registry lookup of the immutable tag (present: "up to date", no build), the build with its log
+in a file, the push, and the digest recorded. Only immutable tags are pushed here; the friendly
+tag moves only by promotion, so an interrupted build can never leave a half-done friendly tag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import engine
+from .cells import Cell
+from .errors import BuilderError, StepFailed
+from .plan import BuildTool, ImageNames, build_labels, build_step
+from .progress import Progress, buildkit_step, elapsed, tail
+from .render import BuildContext, write_context
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workdir: Path
+    secrets: dict[str, Path]  # BuildKit secret id -> file (CA bundle, tokens): never args or labels
+    jobs: int = 1
+    keep_going: bool = False
+    revision: str = ""  # the factory's git commit, for org.opencontainers.image.revision
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell_id: str
+    status: str  # "built" | "up to date" | "failed" | "not started"
+    image: str = ""
+    digest: str = ""
+    seconds: float = 0.0
+    log: Path | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "up to date")
+
+
+class Builder:
+    def __init__(self, tool: BuildTool, names: ImageNames, registry, prepare, options: BuildOptions,
+                 progress: Progress):
+        self.tool, self.names, self.registry, self.options = tool, names, registry, options
+        self.prepare = prepare  # cell -> BuildContext (checked against the source)
+        self.progress = progress
+        self.cancel = threading.Event()
+        self._children: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._docker = None
+
+    @property
+    def docker(self):
+        if self._docker is None:
+            self._docker = engine.connect()
+        return self._docker
+
+    def build_all(self, cells: list[Cell]) -> list[CellResult]:
+        results: dict[str, CellResult] = {}
+        failed = threading.Event()
+
+        def run(cell: Cell) -> None:
+            if self.cancel.is_set() or (failed.is_set() and not self.options.keep_going):
+                results[cell.id] = CellResult(cell.id, "not started", error="an earlier cell failed"
+                                              if failed.is_set() else "interrupted")
+                return
+            result = self.build_one(cell)
+            results[cell.id] = result
+            if not result.ok:
+                failed.set()
+
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+                futures = [pool.submit(run, cell) for cell in cells]
+                try:
+                    for future in futures:
+                        while not future.done():
+                            time.sleep(0.2)  # keeps the main thread responsive to Ctrl-C
+                        future.result()
+                except KeyboardInterrupt:
+                    self.interrupt()
+                    raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return [results[c.id] for c in cells]
+
+    def interrupt(self) -> None:
+        """Stop every running build (its process group); nothing further is pushed."""
+        self.cancel.set()
+        with self._lock:
+            for child in self._children:
+                try:
+                    os.killpg(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def build_one(self, cell: Cell) -> CellResult:
+        started = time.monotonic()
+        logs = self.options.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{cell.id}.log"
+        try:
+            self.progress.say(cell.id, "rendering the build context")
+            context = self.prepare(cell)
+            image = self.names.immutable(context)
+            found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
+            if found is not None:
+                self.progress.finish(cell.id, f"up to date: {image} ({found.digest[:19]})")
+                return CellResult(cell.id, "up to date", image, found.digest, time.monotonic() - started, None)
+            digest = self._build_and_push(cell, context, image, log)
+            self.progress.finish(cell.id, f"built and pushed {image} in {elapsed(time.monotonic() - started)}")
+            return CellResult(cell.id, "built", image, digest, time.monotonic() - started, log)
+        except BuilderError as exc:
+            message = str(exc)
+            if log.exists() and log.stat().st_size:
+                message += f"\n--- last lines of {log} ---\n{tail(log)}"
+            self.progress.finish(cell.id, f"FAILED: {message}")
+            return CellResult(cell.id, "failed", seconds=time.monotonic() - started,
+                              log=log if log.exists() else None, error=str(exc))
+
+    def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
+        context_dir = write_context(context, self.options.workdir / "contexts")
+        base = engine.resolve_base(self.docker, cell.base_image)
+        created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        labels = build_labels(context, created, self.options.revision, base.digest)
+        iidfile = log.with_suffix(".iid")
+        iidfile.unlink(missing_ok=True)
+        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile)
+        log.with_suffix(".cmd").write_text(step.shell() + "\n")  # the exact command, beside its log
+        self._run(cell, step, log)
+        if self.cancel.is_set():
+            raise StepFailed(f"{cell.id}: interrupted; nothing pushed")
+        self.progress.say(cell.id, f"pushing {image}")
+        with open(log, "a") as handle:
+            digest = engine.push(self.docker, image, self.registry.docker_auth(),
+                                 on_line=lambda line: handle.write(f"push: {line}\n"))
+        found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
+        if found is None or found.digest != digest:
+            raise StepFailed(f"{image}: the registry does not show the pushed digest {digest}")
+        (self.options.workdir / "logs" / f"{cell.id}.json").write_text(json.dumps(
+            {"cell": cell.id, "image": image, "digest": digest, "content_hash": context.content_hash,
+             "base_digest": base.digest, "created": created}, indent=2) + "\n")
+        return digest
+
+    def _run(self, cell: Cell, step, log: Path) -> None:
+        env = {**os.environ, **step.env}
+        with open(log, "w") as handle:
+            handle.write(f"# {step.shell()}\n")
+            handle.flush()
+            child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                     text=True, errors="replace", start_new_session=True)
+            with self._lock:
+                self._children.add(child)
+            try:
+                for line in child.stdout:
+                    handle.write(line)
+                    current = buildkit_step(line)
+                    if current:
+                        self.progress.step(cell.id, current)
+                code = child.wait()
+            finally:
+                with self._lock:
+                    self._children.discard(child)
+        if code != 0:
+            raise StepFailed(f"{cell.id}: build failed (exit {code}); log {log}")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def summary_rows(results: list[CellResult]) -> list[list[str]]:
+    return [[r.cell_id, r.status, r.image or "-", (r.digest[:19] if r.digest else "-"), elapsed(r.seconds),
+             str(r.log) if r.log and not r.ok else ""] for r in results]
