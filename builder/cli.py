@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -155,6 +156,8 @@ def build_cmd(
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells built at once."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other cells when one fails."),
     workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
+    promote: bool = typer.Option(False, "--promote", help="With --smoke: promote each image that passed."),
 ):
     """Build the selected cells through BuildKit and push their immutable tags; a cell whose
     immutable tag the registry already has is skipped as up to date.
@@ -198,10 +201,33 @@ def build_cmd(
     except KeyboardInterrupt:
         typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
         raise typer.Exit(130)
+    smoked = _smoke_built(session, client, cells, results, workdir, promote) if smoke else {}
     typer.echo("")
-    print_table(["cell", "result", "image", "digest", "time", "log"], summary_rows(results))
-    if not all(r.ok for r in results):
+    rows = summary_rows(results)
+    if smoke:
+        rows = [row + [smoked.get(row[0], "-")] for row in rows]
+    print_table(["cell", "result", "image", "digest", "time", "log"] + (["smoke"] if smoke else []), rows)
+    if not all(r.ok for r in results) or any(v.startswith("FAILED") for v in smoked.values()):
         raise typer.Exit(1)
+
+
+def _smoke_built(session, client, cells, results, workdir: Path, promote: bool) -> dict[str, str]:
+    """Smoke-test (and promote) every image the build produced; one cell after another, since
+    a smoke test needs the machine's memory (and GPU) to itself."""
+    from .smoke_cli import SmokeOptions, smoke_and_maybe_promote
+    by_id = {c.id: c for c in cells}
+    verdicts = {}
+    for result in results:
+        if not result.ok:
+            continue
+        report = smoke_and_maybe_promote(
+            session, client, by_id[result.cell_id], result.image, result.digest,
+            SmokeOptions(promote=promote, report_dir=workdir / "reports"),
+            progress=lambda m, cell=result.cell_id: typer.echo(f"{cell}: {m}", err=True))
+        typer.echo(report.text(), err=True)
+        verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \
+            f"FAILED (report {workdir / 'reports' / (result.cell_id + '.txt')})"
+    return verdicts
 
 
 def _git_revision(root: Path) -> str:
@@ -289,14 +315,90 @@ def patches_check_cmd(
         raise typer.Exit(1)
 
 
+@app.command("smoke")
+def smoke_command(
+    image: Optional[str] = typer.Argument(None, help="An image in the registry: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:..."),
+    cell: Optional[str] = typer.Option(None, "--cell", help="Smoke-test the newest image of this cell instead."),
+    promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    baseline_tps: Optional[float] = typer.Option(None, "--baseline-tps", help="Decode tok/s to compare with (default: the cell's known-good record)."),
+    threshold: float = typer.Option(0.05, "--threshold", min=0.0, max=1.0, help="Allowed throughput regression (0.05 = 5%)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Serve this local model directory instead of the matrix's."),
+    report_dir: Path = typer.Option(Path("build/reports"), "--report-dir", help="Where <cell>.json and <cell>.txt go."),
+    matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
+):
+    """Boot an image with its tiny model and check it: models, completions, determinism under
+    concurrency, golden outputs, tool calls, throughput against the last known-good, and (GPU
+    cells) the kernel audit. The report is stored beside the image in the registry.
+
+    Example: builder smoke --cell vllm-0.32.0-cpu --promote
+    """
+    from .smoke_cli import SmokeOptions, smoke_command as run
+    run(Session(matrix, None, None, None, None, registry), image, cell,
+        SmokeOptions(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
+
+
+@app.command("promote")
+def promote_command(
+    target: str = typer.Argument(..., help="A cell id (its newest image with a passing smoke report) or sha256:<digest>."),
+    matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
+):
+    """Point the cell's friendly tag at a tested digest (manifest copy inside the registry: no
+    rebuild, no layer moved) and record it as known-good. Untested digests are refused.
+
+    Example: builder promote vllm-0.32.0-cpu
+    """
+    from .promotion_cli import promote_cmd
+    promote_cmd(Session(matrix, None, None, None, None, registry), target)
+
+
+from .promotion_cli import known_good_app  # noqa: E402  (sub-commands registered below)
+
+app.add_typer(known_good_app, name="known-good")
+
+
+@known_good_app.command("list")
+def known_good_list(matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
+                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List every cell's known-good image. Example: builder known-good list"""
+    from .promotion_cli import list_records
+    list_records(Session(matrix, None, None, None, None, registry), as_json)
+
+
+@known_good_app.command("show")
+def known_good_show(cell_id: str = typer.Argument(..., help="The cell id."), matrix: Path = MatrixOpt,
+                    registry: Optional[str] = RegistryOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Show one cell's record: digest, patches, smoke summary, throughput history.
+    Example: builder known-good show vllm-0.32.0-cpu"""
+    from .promotion_cli import show_record
+    show_record(Session(matrix, None, None, None, None, registry), cell_id, as_json)
+
+
+@known_good_app.command("export")
+def known_good_export(matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
+                      out: Optional[Path] = typer.Option(None, "--out", help="Write the lock file here (default: stdout).")):
+    """Write a lock file (cell -> image@sha256) to commit to deployment repos.
+    Example: builder known-good export --out images.lock.yaml"""
+    from .promotion_cli import export_lock
+    export_lock(Session(matrix, None, None, None, None, registry), out)
+
+
 def main() -> None:
     # Usage errors (unknown option, missing value) are click's: usage line, one error line, exit 2.
     # Everything the commands raise is a BuilderError: one line, its own exit code, no traceback.
+    # SIGTERM (a CI runner cancelling the job) unwinds like Ctrl-C, so cleanups (running builds,
+    # smoke-test containers) happen either way.
+    signal.signal(signal.SIGTERM, _interrupt)
+    # (click turns Ctrl-C into "Aborted!" and exit 1 after the cleanups have run.)
     try:
         app()
     except BuilderError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 @app.callback(invoke_without_command=True)

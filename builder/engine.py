@@ -84,3 +84,13 @@ def image_id(client: docker.DockerClient, reference: str) -> str | None:
 def _first_line(exc: Exception) -> str:
     text = getattr(exc, "explanation", None) or str(exc)
     return str(text).strip().splitlines()[0] if str(text).strip() else exc.__class__.__name__
+
+
+def ensure_image(client: docker.DockerClient, reference: str) -> None:
+    """Pull an image the Engine does not have yet (a smoke test may run on another runner)."""
+    if image_id(client, reference) is not None:
+        return
+    try:
+        client.images.pull(reference)
+    except (APIError, NotFound) as exc:
+        raise StepFailed(f"cannot pull {reference}: {_first_line(exc)}") from None

@@ -92,15 +92,39 @@ class EngineVersion:
 
 
 @dataclass(frozen=True)
+class SmokeSettings:
+    """How an engine's images are smoke-tested: the tiny model and the server's arguments.
+
+    model: a Hub id (fetched with a pinned revision into a mounted cache), a local directory
+    ("path:DIR"), or "generated:tiny-llama" (a random-weight model made offline inside the image
+    under test, for machines without the Hub)."""
+
+    model: str = ""
+    revision: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    tools: bool = False  # the model and parser support tool calls (args carry the parser)
+    tool_recipe: str = "plain"  # "forced": deterministic tool call for a random-weight model
+    ready_timeout: int = 600
+    shm_size: str = "2g"
+    audit_optional: tuple[str, ...] = ()  # kernel-audit globs allowed to lack the cell's arch
+
+
+@dataclass(frozen=True)
 class Engine:
     name: str
     pypi: str
     git: str | None
     wheel_packages: dict[str, str]  # arch -> PyPI distribution for `wheel` mode
     versions: dict[str, EngineVersion]
+    smoke: SmokeSettings = SmokeSettings()
+    smoke_per_arch: dict[str, SmokeSettings] = field(default_factory=dict)
 
     def wheel_package(self, arch: str) -> str:
         return self.wheel_packages.get(arch, self.pypi)
+
+    def smoke_for(self, arch: str) -> SmokeSettings:
+        return self.smoke_per_arch.get(arch, self.smoke)
 
 
 @dataclass(frozen=True)
@@ -261,6 +285,7 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         wheel_packages = r.string_map("wheel_packages")
         for arch in wheel_packages:
             _check_arch(r, "wheel_packages", arch, archs)
+        smoke, per_arch = _load_smoke(r.sub("smoke"), archs)
         versions_reader = r.sub("versions", required=True)
         versions = {}
         for label in versions_reader.data:
@@ -269,8 +294,43 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
                                                    "of letters, digits, '.', '-', '_' (e.g. \"0.20.2\")")
             versions[label] = _load_version(versions_reader, label, pypi, git, archs)
         r.finish()
-        engines[name] = Engine(name, pypi, git, wheel_packages, versions)
+        engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch)
     return engines
+
+
+def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
+    recipe = r.string("tool_recipe", base.tool_recipe)
+    if recipe not in ("plain", "forced"):
+        raise r.error("tool_recipe", f"{r.what}.tool_recipe must be plain or forced, got '{recipe}'")
+    tools = r.raw("tools", base.tools)
+    if not isinstance(tools, bool):
+        raise r.error("tools", f"{r.what}.tools must be true or false")
+    return SmokeSettings(
+        model=r.string("model", base.model), revision=r.string("revision", base.revision),
+        args=r.strings("args", base.args), env=r.string_map("env") or base.env, tools=tools,
+        tool_recipe=recipe, ready_timeout=r.integer("ready_timeout", base.ready_timeout, minimum=1),
+        shm_size=r.string("shm_size", base.shm_size),
+        audit_optional=r.strings("audit_optional", base.audit_optional))
+
+
+def _load_smoke(r: MappingReader | None, archs: dict[str, Arch]) -> tuple[SmokeSettings, dict[str, SmokeSettings]]:
+    """engines.<name>.smoke: defaults, and `archs: {<arch>: overrides}` per arch."""
+    if r is None:
+        return SmokeSettings(), {}
+    per_arch_reader = r.sub("archs")
+    default = _smoke_settings(r, SmokeSettings())
+    per_arch = {}
+    if per_arch_reader is not None:
+        for arch in per_arch_reader.data:
+            if arch not in archs:
+                raise per_arch_reader.error(arch, f"{per_arch_reader.what}: unknown arch '{arch}' "
+                                                  f"(defined archs: {', '.join(archs)})")
+            sub = MappingReader(per_arch_reader.raw(arch), r.source, per_arch_reader.line_of(arch),
+                                f"{r.what}.archs.{arch}")
+            per_arch[arch] = _smoke_settings(sub, default)
+            sub.finish()
+    r.finish()
+    return default, per_arch
 
 
 def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,

