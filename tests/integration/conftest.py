@@ -33,7 +33,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from builder import engine
 from builder.registry import DOCKER_V2, OCI_MANIFEST, RegistryClient
+from tests.conftest import run_builder
+from tests.integration.cpu_cell import BASE, CELL, WHEELS
 
 USER = "factory"
 PASSWORD = "Zq7-registry-pw-4f1c"  # distinctive: tests look for it in messages and reprs
@@ -296,3 +299,41 @@ def push_image(client: RegistryClient, repo: str, tag: str, labels: dict[str, st
 @pytest.fixture
 def image_pusher() -> Callable[..., str]:
     return push_image
+
+
+# -- the cpu vLLM image, built once per session for the build, smoke and promotion tests --------------
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return engine.connect()  # fails with a clear message when no Engine runs (scripts/test.sh starts one)
+
+
+@pytest.fixture(scope="session")
+def cpu_base(docker_client):
+    if engine.image_id(docker_client, BASE) is None:
+        run_builder("base", "create", "--tag", BASE, check=True)
+    return BASE
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> tuple[Path, str]:
+    """A CA bundle that works (the system one) with a planted secret value in a PEM comment."""
+    value = f"PLANTED-SECRET-{uuid.uuid4().hex}"
+    bundle = tmp_path_factory.mktemp("secret") / "ca.pem"
+    bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + f"\n# {value}\n")
+    return bundle, value
+
+
+@pytest.fixture(scope="session")
+def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
+    """`builder build` of the cpu cell into a fresh registry (BuildKit's cache makes reruns quick)."""
+    workdir = tmp_path_factory.mktemp("build")
+    done = run_builder("build", "--cell", CELL, "--registry", plain_registry.host, "--ca-bundle", str(planted[0]),
+                       "--find-links", str(WHEELS), "--workdir", str(workdir))
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    record = json.loads((workdir / "logs" / f"{CELL}.json").read_text())
+    return {"workdir": workdir, "record": record, "stdout": done.stdout, "stderr": done.stderr,
+            "registry": plain_registry}
+
+

@@ -20,42 +20,7 @@ from builder.registry import RegistryClient
 from tests.conftest import REPO, run_builder
 
 pytestmark = pytest.mark.integration
-CELL = "vllm-0.32.0-cpu"
-BASE = "llm-factory/bookworm-python:3.11"
-WHEELS = Path("/opt/wheels")
-REPOSITORY = "llm-factory/images"
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    return engine.connect()  # fails with a clear message when no Engine runs (scripts/test.sh starts one)
-
-
-@pytest.fixture(scope="session")
-def cpu_base(docker_client):
-    if engine.image_id(docker_client, BASE) is None:
-        run_builder("base", "create", "--tag", BASE, check=True)
-    return BASE
-
-
-@pytest.fixture(scope="session")
-def planted(tmp_path_factory) -> tuple[Path, str]:
-    """A CA bundle that works (the system one) with a planted secret value in a PEM comment."""
-    value = f"PLANTED-SECRET-{uuid.uuid4().hex}"
-    bundle = tmp_path_factory.mktemp("secret") / "ca.pem"
-    bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + f"\n# {value}\n")
-    return bundle, value
-
-
-@pytest.fixture(scope="session")
-def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("build")
-    done = run_builder("build", "--cell", CELL, "--registry", plain_registry.host, "--ca-bundle", str(planted[0]),
-                       "--find-links", str(WHEELS), "--workdir", str(workdir))
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    record = json.loads((workdir / "logs" / f"{CELL}.json").read_text())
-    return {"workdir": workdir, "record": record, "stdout": done.stdout, "stderr": done.stderr,
-            "registry": plain_registry}
+from tests.integration.cpu_cell import BASE, CELL, REPOSITORY, WHEELS
 
 
 def test_build_pushes_the_immutable_tag_only(cpu_build):

@@ -121,3 +121,37 @@ def test_only_good_libraries_pass_and_optional_ones_do_not_fail(libs):
 def test_a_directory_without_device_code_fails(libs):
     done = audit_directory(libs, "sm_121a", patterns=("libhost.so", "libscript.so"))
     assert not done.ok and "no library with device code" in done.summary()
+
+
+# -- the audit as the smoke test runs it: cubins packaged into images ------------------------------
+def _image_with(docker_client, base: str, library: Path, tag: str) -> str:
+    """A test image whose vllm package carries one real compiled library as its _C extension."""
+    import io
+    import tarfile
+    dockerfile = f"FROM {base}\nCOPY _C.abi3.so /usr/local/lib/python3.11/dist-packages/vllm/_C.abi3.so\n"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), ("_C.abi3.so", library.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    docker_client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
+    return tag
+
+
+@pytest.mark.parametrize("library,verdict", [
+    ("libk121a.so", "pass"),
+    ("libk120a.so", "fail"),  # sm_120a-only cubins do not load on sm_121a
+    ("libkptx120.so", "pass"),  # compute_120 PTX is JIT-compiled for sm_121a
+])
+def test_audit_of_images_for_an_sm121a_cell(libs, docker_client, cpu_base, library, verdict):
+    from builder.smoke import kernel_audit
+    image = _image_with(docker_client, cpu_base, libs / library, f"llm-factory-test/audit:{library.split('.')[0]}")
+    try:
+        result = kernel_audit(docker_client, image, "sm_121a", gpu=True, optional=())
+    finally:
+        docker_client.images.remove(image, force=True)
+    assert result.status == verdict, result.evidence
+    if verdict == "fail":
+        assert "vllm/_C.abi3.so" in result.evidence and "sm_120a" in result.evidence

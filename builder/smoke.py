@@ -1,0 +1,164 @@
+"""`builder smoke`: boot an image with a tiny model, check it, audit its kernels, report.
+
+An image is known-good only if it booted, served, answered deterministically (sequentially and
+under concurrency), reproduced the cell's golden outputs, kept its throughput, and (GPU cells)
+carries kernels for its arch. The report goes to the registry beside the image; promotion reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from . import engine
+from .errors import StepFailed
+from .kernelaudit import audit_directory
+from .matrix import SmokeSettings
+from .smokechecks import (CheckResult, SmokeSpec, check_completions, check_determinism, check_golden, check_models,
+                          check_throughput, check_tool_call)
+from .smokemodel import resolve_model
+from .smokerun import ServerSpec, serve
+
+ENGINE_PACKAGES = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    cell: str
+    image: str
+    digest: str
+    model_id: str
+    checks: tuple[CheckResult, ...]
+    ready_seconds: float
+    total_seconds: float
+    throughput_tps: float | None
+    golden: dict[str, str] = field(default_factory=dict)
+    finished_at: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != "fail" for c in self.checks) and any(c.status == "pass" for c in self.checks)
+
+    def to_dict(self) -> dict:
+        """The stored report; `passed`, `summary`, `golden` and `throughput_tps` are what promotion reads."""
+        return {
+            "passed": self.passed, "cell": self.cell, "image": self.image, "digest": self.digest,
+            "model": self.model_id, "finished_at": self.finished_at,
+            "ready_seconds": round(self.ready_seconds, 1), "total_seconds": round(self.total_seconds, 1),
+            "throughput_tps": self.throughput_tps, "golden": self.golden,
+            "summary": {"model": self.model_id, "checks": {c.name: c.status for c in self.checks},
+                        "ready_seconds": round(self.ready_seconds, 1)},
+            "checks": [{"name": c.name, "status": c.status, "evidence": c.evidence, "data": c.data}
+                       for c in self.checks],
+        }
+
+    def text(self) -> str:
+        """A report a person reads in ten seconds."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [f"smoke {verdict}: {self.cell}  {self.image}",
+                 f"  model {self.model_id}; ready in {self.ready_seconds:.0f}s, verdict after {self.total_seconds:.0f}s"]
+        for check in self.checks:
+            lines.append(f"  {check.status.upper():4}  {check.name:12} {check.evidence}")
+        return "\n".join(lines)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def export_engine_packages(client: docker.DockerClient, image: str, target: Path,
+                           packages: tuple[str, ...] = ENGINE_PACKAGES) -> int:
+    """Copy the engine's Python packages out of an image (never started) for the kernel audit."""
+    purelib = client.containers.run(image, entrypoint=["python3", "-c", "import sysconfig, json; print(json.dumps("
+                                    "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))"],
+                                    remove=True)
+    container = client.containers.create(image, entrypoint=["true"])
+    copied = 0
+    try:
+        for site in json.loads(purelib):
+            for package in packages:
+                try:
+                    stream, _ = container.get_archive(f"{site}/{package}")
+                except docker.errors.NotFound:
+                    continue
+                with tempfile.TemporaryFile() as spool:
+                    for chunk in stream:
+                        spool.write(chunk)
+                    spool.seek(0)
+                    with tarfile.open(fileobj=spool) as tar:
+                        tar.extractall(target, filter="data")
+                copied += 1
+    finally:
+        container.remove(force=True)
+    return copied
+
+
+def kernel_audit(client: docker.DockerClient, image: str, arch: str, gpu: bool,
+                 optional: tuple[str, ...]) -> CheckResult:
+    if not gpu:
+        return CheckResult("kernels", "skip", "cpu cell: no CUDA kernels to audit", {})
+    with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
+        if export_engine_packages(client, image, Path(tmp)) == 0:
+            return CheckResult("kernels", "fail", f"no engine package ({', '.join(ENGINE_PACKAGES)}) found in the image", {})
+        report = audit_directory(Path(tmp), arch, optional=optional)
+    return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
+
+
+@dataclass(frozen=True)
+class SmokeInputs:
+    cell_id: str
+    arch: str
+    gpu: bool
+    image: str  # an image reference the Engine can run
+    digest: str
+    settings: SmokeSettings
+    golden: dict[str, str] | None = None  # the cell's known-good outputs
+    golden_model: str | None = None
+    baseline_tps: float | None = None
+    threshold: float = 0.05
+    model_dir: Path | None = None
+
+
+def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda message: None) -> SmokeReport:
+    started = time.monotonic()
+    settings = inputs.settings
+    engine.ensure_image(client, inputs.image)
+    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
+    checks = [kernel_audit(client, inputs.image, inputs.arch, inputs.gpu, settings.audit_optional)]
+    spec = SmokeSpec(served_name="smoke", tools=settings.tools, tool_recipe=settings.tool_recipe,
+                     regression_threshold=inputs.threshold)
+    server_spec = ServerSpec(inputs.image, inputs.gpu, model.directory, "smoke", settings.args, settings.env,
+                             settings.shm_size, settings.ready_timeout)
+    outputs: dict[str, str] = {}
+    tps = None
+    progress(f"starting {inputs.image} with {model.model_id}")
+    name = f"llm-factory-smoke-{inputs.cell_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        with serve(client, server_spec, name) as server:
+            ready = server.ready_seconds
+            progress(f"ready after {ready:.0f}s; checking")
+            checks.append(check_models(server.base_url, spec))
+            checks.append(check_completions(server.base_url, spec))
+            determinism, outputs = check_determinism(server.base_url, spec)
+            checks.append(determinism)
+            checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model))
+            checks.append(check_tool_call(server.base_url, spec))
+            throughput, tps = check_throughput(server.base_url, spec, inputs.baseline_tps)
+            checks.append(throughput)
+    except StepFailed as exc:
+        checks.append(CheckResult("boot", "fail", str(exc).splitlines()[0], {"log": str(exc)}))
+        ready = 0.0
+    return SmokeReport(inputs.cell_id, inputs.image, inputs.digest, model.model_id, tuple(checks), ready,
+                       time.monotonic() - started, tps, outputs if determinism_passed(checks) else {}, utc_now())
+
+
+def determinism_passed(checks: list[CheckResult]) -> bool:
+    return any(c.name == "determinism" and c.status == "pass" for c in checks)

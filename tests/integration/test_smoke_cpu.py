@@ -1,0 +1,139 @@
+"""The smoke test on the real vLLM cpu image with a tiny random-weight model made offline inside
+the image: every check that applies to cpu, the golden and throughput gates, promotion only of
+passing images, and broken images failing fast without leaving containers behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+import time
+
+import pytest
+
+from builder import engine
+from builder.knowngood import RecordStore
+from builder.registry import RegistryClient
+from tests.conftest import run_builder
+from tests.integration.cpu_cell import CELL, REPOSITORY
+
+pytestmark = pytest.mark.integration
+
+
+def smoke(registry, image: str, *extra: str):
+    return run_builder("smoke", image, "--registry", registry.host, "--json", *extra)
+
+
+def leftover_smoke_containers(client) -> list:
+    return client.containers.list(all=True, filters={"label": "org.llmfactory.smoke=1"})
+
+
+@pytest.fixture(scope="session")
+def promoted(cpu_build, tmp_path_factory):
+    """The first smoke test of the session: all checks, then promotion."""
+    registry = cpu_build["registry"]
+    reports = tmp_path_factory.mktemp("reports")
+    started = time.monotonic()
+    done = smoke(registry, cpu_build["record"]["image"], "--promote", "--report-dir", str(reports))
+    return {"done": done, "report": json.loads(done.stdout) if done.stdout.strip().startswith("{") else None,
+            "seconds": time.monotonic() - started, "reports": reports, **cpu_build}
+
+
+def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
+    done, report = promoted["done"], promoted["report"]
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses.pop("kernels") == "skip"  # cpu: nothing to audit
+    assert statuses.pop("golden") == "skip"  # first known-good: nothing to compare with yet
+    assert set(statuses.values()) == {"pass"}, report["checks"]
+    assert {"models", "completions", "determinism", "tool_call", "throughput"} <= set(statuses)
+    assert report["passed"] is True and report["throughput_tps"] > 0 and report["golden"]
+    client = RegistryClient(promoted["registry"].host)
+    assert client.head_manifest(REPOSITORY, CELL).digest == promoted["record"]["digest"]
+    text = (promoted["reports"] / f"{CELL}.txt").read_text()
+    assert text.startswith("smoke PASSED") and len(text.splitlines()) <= 12  # readable in ten seconds
+
+
+def test_known_good_list_and_export_show_the_promotion(promoted, tmp_path):
+    host = promoted["registry"].host
+    listed = run_builder("known-good", "list", "--registry", host)
+    assert listed.returncode == 0 and CELL in listed.stdout and promoted["record"]["digest"][:19] in listed.stdout
+    lock = tmp_path / "images.lock.yaml"
+    assert run_builder("known-good", "export", "--registry", host, "--out", str(lock)).returncode == 0
+    assert f"{CELL}: {host}/{REPOSITORY}@{promoted['record']['digest']}" in lock.read_text()
+
+
+def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
+    host = promoted["registry"].host
+    again = smoke(promoted["registry"], promoted["record"]["image"])
+    assert again.returncode == 0, again.stderr
+    golden = {c["name"]: c for c in json.loads(again.stdout)["checks"]}["golden"]
+    assert golden["status"] == "pass"
+    store = RecordStore(RegistryClient(host), REPOSITORY)
+    record = store.get_known_good(CELL)
+    prompt = sorted(record.golden)[0]
+    store.put_known_good(dataclasses.replace(record, golden={**record.golden, prompt: record.golden[prompt] + " tampered"}))
+    try:
+        altered = smoke(promoted["registry"], promoted["record"]["image"])
+        assert altered.returncode == 1
+        golden = {c["name"]: c for c in json.loads(altered.stdout)["checks"]}["golden"]
+        assert golden["status"] == "fail" and prompt[:20] in golden["evidence"]
+    finally:
+        store.put_known_good(record)
+
+
+def test_inflated_baseline_fails_throughput_and_blocks_promotion(promoted):
+    client = RegistryClient(promoted["registry"].host)
+    before = client.head_manifest(REPOSITORY, CELL).digest
+    done = smoke(promoted["registry"], promoted["record"]["image"], "--baseline-tps", "1000000", "--promote")
+    assert done.returncode == 1
+    throughput = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["throughput"]
+    assert throughput["status"] == "fail"
+    assert "not promoted" in done.stderr
+    assert client.head_manifest(REPOSITORY, CELL).digest == before
+
+
+def push_broken_image(cpu_build, docker_client, entrypoint: list[str], name: str) -> str:
+    """An image labelled as the cpu cell whose server never comes up."""
+    dockerfile = (f"FROM {cpu_build['record']['image']}\n"
+                  f"LABEL org.llmfactory.cell={CELL}\nENTRYPOINT {json.dumps(entrypoint)}\n")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    buffer.seek(0)
+    ref = f"{cpu_build['registry'].host}/{REPOSITORY}:{CELL}-broken-{name}"
+    docker_client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)
+    engine.push(docker_client, ref, None)
+    return ref
+
+
+def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, docker_client):
+    ref = push_broken_image(cpu_build, docker_client,
+                            ["python3", "-c", "import sys; print('engine exploded at start'); sys.exit(3)"], "exit")
+    started = time.monotonic()
+    done = smoke(cpu_build["registry"], ref, "--promote")
+    assert done.returncode == 1
+    assert time.monotonic() - started < 60  # the exit is seen at once, not after the ready deadline
+    boot = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["boot"]
+    assert "exited with code 3" in boot["evidence"] and "engine exploded at start" in boot["data"]["log"]
+    assert not leftover_smoke_containers(docker_client)
+    client = RegistryClient(cpu_build["registry"].host)
+    broken = client.head_manifest(REPOSITORY, ref.rsplit(":", 1)[1]).digest
+    friendly = client.head_manifest(REPOSITORY, CELL)
+    assert friendly is None or friendly.digest != broken  # a bad image is never promoted
+
+
+def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp_path):
+    from tests.conftest import REPO
+    ref = push_broken_image(cpu_build, docker_client, ["sleep", "3600"], "hang")
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text((REPO / "matrix.yaml").read_text().replace("ready_timeout: 240", "ready_timeout: 8"))
+    started = time.monotonic()
+    done = run_builder("smoke", ref, "--registry", cpu_build["registry"].host, "--json", "--matrix", str(matrix))
+    assert done.returncode == 1 and time.monotonic() - started < 60
+    boot = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["boot"]
+    assert "was not ready within 8s" in boot["evidence"]
+    assert not leftover_smoke_containers(docker_client)
