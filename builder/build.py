@@ -82,21 +82,17 @@ class Builder:
             if not result.ok:
                 failed.set()
 
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-                futures = [pool.submit(run, cell) for cell in cells]
-                try:
-                    for future in futures:
-                        while not future.done():
-                            time.sleep(0.2)  # keeps the main thread responsive to Ctrl-C
-                        future.result()
-                except KeyboardInterrupt:
-                    self.interrupt()
-                    raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt), stop the running builds.
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            futures = [pool.submit(run, cell) for cell in cells]
+            try:
+                for future in futures:
+                    while not future.done():
+                        time.sleep(0.2)  # keeps the main thread responsive to signals
+                    future.result()
+            except KeyboardInterrupt:
+                self.interrupt()
+                raise
         return [results[c.id] for c in cells]
 
     def interrupt(self) -> None:
@@ -178,10 +174,6 @@ class Builder:
                     self._children.discard(child)
         if code != 0:
             raise StepFailed(f"{cell.id}: build failed (exit {code}); log {log}")
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def summary_rows(results: list[CellResult]) -> list[list[str]]:

@@ -322,7 +322,7 @@ def smoke_command(
     promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     baseline_tps: Optional[float] = typer.Option(None, "--baseline-tps", help="Decode tok/s to compare with (default: the cell's known-good record)."),
-    threshold: float = typer.Option(0.05, "--threshold", min=0.0, max=1.0, help="Allowed throughput regression (0.05 = 5%)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Allowed throughput regression (0.05 = 5%; default: the matrix's regression_threshold, 0.05 unless set)."),
     model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Serve this local model directory instead of the matrix's."),
     report_dir: Path = typer.Option(Path("build/reports"), "--report-dir", help="Where <cell>.json and <cell>.txt go."),
     matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
@@ -381,6 +381,43 @@ def known_good_export(matrix: Path = MatrixOpt, registry: Optional[str] = Regist
     Example: builder known-good export --out images.lock.yaml"""
     from .promotion_cli import export_lock
     export_lock(Session(matrix, None, None, None, None, registry), out)
+
+
+ci_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="CI workflows for self-hosted runners.")
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("generate")
+def ci_generate_cmd(
+    provider: str = typer.Option(..., "--provider", help="github or gitea."),
+    out: Path = typer.Option(Path("."), "--out", help="Repository root to write .github/ or .gitea/ into."),
+    offline_actions: bool = typer.Option(False, "--offline-actions", help="Plain git/copy steps instead of marketplace actions (act, air-gapped runners)."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when the files in --out are stale."),
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+):
+    """Write CI workflows whose jobs build, smoke-test and promote the selected cells, one job per
+    arch on runners labelled as matrix.yaml says.
+
+    Example: builder ci generate --provider gitea --arch sm_121a --out .
+    """
+    from .ciworkflows import canonical_command, generate_workflows, stale_files, write_workflows
+    if provider not in ("github", "gitea"):
+        raise InputError(f"--provider: '{provider}' is not github or gitea")
+    session = Session(matrix, arch, cuda, engine, cell)
+    command = canonical_command(provider, offline_actions, matrix=str(matrix), arch=arch or (), cuda=cuda or (),
+                                engine=engine or (), cell=cell or ())
+    files = generate_workflows(session.matrix, session.cells(), provider, offline_actions, command)
+    if check:
+        stale = stale_files(out, files)
+        for path in stale:
+            typer.echo(f"stale: {out / path} (regenerate: {command} --out {out})", err=True)
+        if stale:
+            raise typer.Exit(1)
+        typer.echo(f"{len(files)} generated file(s) up to date")
+        return
+    for path in write_workflows(out, files):
+        typer.echo(str(out / path))
 
 
 def main() -> None:

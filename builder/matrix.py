@@ -14,7 +14,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .errors import ConfigError
-from .schema import MappingReader, parse_specifier, parse_version
+from .schema import MappingReader, parse_version
+from .smokeconfig import SmokeSettings, load_smoke
 from .yamlsrc import LineDict, load_yaml_file
 
 MODES = ("source", "wheel", "overlay")
@@ -89,25 +90,6 @@ class EngineVersion:
     source: SourceRef
     torch: str | None = None
     images: dict[str, str] = field(default_factory=dict)  # arch -> upstream image (overlay mode)
-
-
-@dataclass(frozen=True)
-class SmokeSettings:
-    """How an engine's images are smoke-tested: the tiny model and the server's arguments.
-
-    model: a Hub id (fetched with a pinned revision into a mounted cache), a local directory
-    ("path:DIR"), or "generated:tiny-llama" (a random-weight model made offline inside the image
-    under test, for machines without the Hub)."""
-
-    model: str = ""
-    revision: str | None = None
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    tools: bool = False  # the model and parser support tool calls (args carry the parser)
-    tool_recipe: str = "plain"  # "forced": deterministic tool call for a random-weight model
-    ready_timeout: int = 600
-    shm_size: str = "2g"
-    audit_optional: tuple[str, ...] = ()  # kernel-audit globs allowed to lack the cell's arch
 
 
 @dataclass(frozen=True)
@@ -285,7 +267,7 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         wheel_packages = r.string_map("wheel_packages")
         for arch in wheel_packages:
             _check_arch(r, "wheel_packages", arch, archs)
-        smoke, per_arch = _load_smoke(r.sub("smoke"), archs)
+        smoke, per_arch = load_smoke(r.sub("smoke"), archs)
         versions_reader = r.sub("versions", required=True)
         versions = {}
         for label in versions_reader.data:
@@ -296,41 +278,6 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         r.finish()
         engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch)
     return engines
-
-
-def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
-    recipe = r.string("tool_recipe", base.tool_recipe)
-    if recipe not in ("plain", "forced"):
-        raise r.error("tool_recipe", f"{r.what}.tool_recipe must be plain or forced, got '{recipe}'")
-    tools = r.raw("tools", base.tools)
-    if not isinstance(tools, bool):
-        raise r.error("tools", f"{r.what}.tools must be true or false")
-    return SmokeSettings(
-        model=r.string("model", base.model), revision=r.string("revision", base.revision),
-        args=r.strings("args", base.args), env=r.string_map("env") or base.env, tools=tools,
-        tool_recipe=recipe, ready_timeout=r.integer("ready_timeout", base.ready_timeout, minimum=1),
-        shm_size=r.string("shm_size", base.shm_size),
-        audit_optional=r.strings("audit_optional", base.audit_optional))
-
-
-def _load_smoke(r: MappingReader | None, archs: dict[str, Arch]) -> tuple[SmokeSettings, dict[str, SmokeSettings]]:
-    """engines.<name>.smoke: defaults, and `archs: {<arch>: overrides}` per arch."""
-    if r is None:
-        return SmokeSettings(), {}
-    per_arch_reader = r.sub("archs")
-    default = _smoke_settings(r, SmokeSettings())
-    per_arch = {}
-    if per_arch_reader is not None:
-        for arch in per_arch_reader.data:
-            if arch not in archs:
-                raise per_arch_reader.error(arch, f"{per_arch_reader.what}: unknown arch '{arch}' "
-                                                  f"(defined archs: {', '.join(archs)})")
-            sub = MappingReader(per_arch_reader.raw(arch), r.source, per_arch_reader.line_of(arch),
-                                f"{r.what}.archs.{arch}")
-            per_arch[arch] = _smoke_settings(sub, default)
-            sub.finish()
-    r.finish()
-    return default, per_arch
 
 
 def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,

@@ -84,7 +84,7 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
         return verdict(APPLIES, "in range (not checked against source)")
     if record.kind == "env":
         if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
-            return verdict(UPSTREAM, f"{record.upstream_fix.file} matches /{record.upstream_fix.pattern}/")
+            return verdict(UPSTREAM, _fixed(record))
         return verdict(APPLIES, ", ".join(f"{k}={v}" for k, v in record.env.items()))
     files = diff_files(record.content) if record.kind == "diff" else [record.target]
     missing = [f for f in files if not (tree / f).is_file()]
@@ -93,7 +93,7 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
     if missing:
         return verdict(CONFLICT, f"{missing[0]} does not exist in {record.engine} {label}")
     if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
-        return verdict(UPSTREAM, f"{record.upstream_fix.file} matches /{record.upstream_fix.pattern}/")
+        return verdict(UPSTREAM, _fixed(record))
     if record.requires and not _pattern_matches(tree, record.requires):
         return verdict(CONFLICT, f"{record.requires.file}: unknown source shape (no match for "
                                  f"/{record.requires.pattern}/); re-derive the patch for {label}")
@@ -112,6 +112,10 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
     if _git_apply(tree, diff_path, reverse=True).returncode == 0:
         return verdict(UPSTREAM, f"the diff reverse-applies: {', '.join(files)} already carry it")
     return verdict(CONFLICT, _conflict_detail(record, forward.stderr + forward.stdout))
+
+
+def _fixed(record: PatchRecord) -> str:
+    return f"{record.upstream_fix.file} already has the fix (its upstream_fix pattern matches)"
 
 
 def _pattern_matches(tree: Path, pattern) -> bool:

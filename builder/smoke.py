@@ -21,7 +21,7 @@ import docker
 from . import engine
 from .errors import StepFailed
 from .kernelaudit import audit_directory
-from .matrix import SmokeSettings
+from .smokeconfig import SmokeSettings
 from .smokechecks import (CheckResult, SmokeSpec, check_completions, check_determinism, check_golden, check_models,
                           check_throughput, check_tool_call)
 from .smokemodel import resolve_model
@@ -123,7 +123,7 @@ class SmokeInputs:
     golden: dict[str, str] | None = None  # the cell's known-good outputs
     golden_model: str | None = None
     baseline_tps: float | None = None
-    threshold: float = 0.05
+    threshold: float | None = None  # None: the matrix's regression_threshold
     model_dir: Path | None = None
 
 
@@ -133,8 +133,9 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     engine.ensure_image(client, inputs.image)
     model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
     checks = [kernel_audit(client, inputs.image, inputs.arch, inputs.gpu, settings.audit_optional)]
+    threshold = settings.regression_threshold if inputs.threshold is None else inputs.threshold
     spec = SmokeSpec(served_name="smoke", tools=settings.tools, tool_recipe=settings.tool_recipe,
-                     regression_threshold=inputs.threshold)
+                     throughput_tokens=settings.throughput_tokens, regression_threshold=threshold)
     server_spec = ServerSpec(inputs.image, inputs.gpu, model.directory, "smoke", settings.args, settings.env,
                              settings.shm_size, settings.ready_timeout)
     outputs: dict[str, str] = {}

@@ -23,7 +23,7 @@ class SmokeOptions:
     promote: bool = False
     as_json: bool = False
     baseline_tps: float | None = None
-    threshold: float = 0.05
+    threshold: float | None = None  # None: the matrix's regression_threshold
     model_dir: Path | None = None
     report_dir: Path = Path("build/reports")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 
 from .errors import InputError, StepFailed
-from .matrix import SmokeSettings
+from .smokeconfig import SmokeSettings
 from .sources import default_cache_dir
 
 TINYMODEL_SCRIPT = Path(__file__).resolve().parent / "tinymodel.py"

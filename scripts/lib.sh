@@ -4,8 +4,8 @@ log() { echo "[setup] $*" >&2; }
 
 install_python_deps() {
     # The package (editable, so dockerfiles/ and patches/ resolve from the clone) and test tools.
-    if ! python3 -c "import builder, pytest, typer, docker, jinja2, yaml, requests, packaging, huggingface_hub" 2>/dev/null \
-        || ! command -v hadolint >/dev/null 2>&1; then
+    if ! python3 -c "import builder, pytest, typer, docker, jinja2, yaml, requests, packaging, huggingface_hub, nvidia" 2>/dev/null \
+        || ! command -v hadolint >/dev/null 2>&1 || ! command -v zizmor >/dev/null 2>&1 || ! command -v act >/dev/null 2>&1; then
         log "installing Python dependencies"
         python3 -m pip install -q -e ".[test]"
     fi
@@ -28,8 +28,9 @@ apt_install() {
 }
 
 install_system_tools() {
-    # git apply checks patches; curl probes services; debootstrap makes local base images.
-    apt_install git patch curl debootstrap
+    # git apply checks patches; curl probes services; debootstrap makes local base images;
+    # shellcheck serves actionlint on the generated workflows.
+    apt_install git patch curl debootstrap shellcheck
 }
 
 STATE_DIR=${LLM_FACTORY_STATE:-/var/tmp/llm-factory}

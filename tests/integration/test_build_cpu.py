@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import textwrap
 import uuid
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from builder import engine
 from builder.registry import RegistryClient
 from tests.conftest import REPO, run_builder
 

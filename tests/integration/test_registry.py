@@ -11,7 +11,8 @@ import pytest
 
 from builder import registry as registry_module
 from builder.errors import InputError, ServiceError, StepFailed
-from builder.registry import (OCI_INDEX, RegistryClient, RegistryNotFound, docker_config_credentials,
+from builder.credentials import docker_config_credentials
+from builder.registry import (OCI_INDEX, RegistryClient, RegistryNotFound,
                               parse_challenges, sha256_digest)
 
 pytestmark = pytest.mark.integration

@@ -66,7 +66,8 @@ def test_known_good_list_and_export_show_the_promotion(promoted, tmp_path):
 
 def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
     host = promoted["registry"].host
-    again = smoke(promoted["registry"], promoted["record"]["image"])
+    # --threshold 0.9: this test is about outputs; throughput on shared CPUs is noisy
+    again = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
     assert again.returncode == 0, again.stderr
     golden = {c["name"]: c for c in json.loads(again.stdout)["checks"]}["golden"]
     assert golden["status"] == "pass"
@@ -75,7 +76,7 @@ def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
     prompt = sorted(record.golden)[0]
     store.put_known_good(dataclasses.replace(record, golden={**record.golden, prompt: record.golden[prompt] + " tampered"}))
     try:
-        altered = smoke(promoted["registry"], promoted["record"]["image"])
+        altered = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
         assert altered.returncode == 1
         golden = {c["name"]: c for c in json.loads(altered.stdout)["checks"]}["golden"]
         assert golden["status"] == "fail" and prompt[:20] in golden["evidence"]
@@ -128,7 +129,7 @@ def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, doc
 
 def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp_path):
     from tests.conftest import REPO
-    ref = push_broken_image(cpu_build, docker_client, ["sleep", "3600"], "hang")
+    ref = push_broken_image(cpu_build, docker_client, ["python3", "-c", "import time; time.sleep(3600)"], "hang")
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text((REPO / "matrix.yaml").read_text().replace("ready_timeout: 240", "ready_timeout: 8"))
     started = time.monotonic()
@@ -137,3 +138,14 @@ def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp
     boot = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["boot"]
     assert "was not ready within 8s" in boot["evidence"]
     assert not leftover_smoke_containers(docker_client)
+
+
+def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client, tmp_path):
+    from builder.smokeconfig import SmokeSettings
+    from builder.smokemodel import resolve_model
+    from builder.tinymodel import fingerprint
+    settings = SmokeSettings(model="generated:tiny-llama")
+    one = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "a")
+    two = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "b")
+    assert one.model_id == two.model_id and (one.directory / "config.json").is_file()
+    assert fingerprint(one.directory) == fingerprint(two.directory)

@@ -90,7 +90,7 @@ def test_already_upstream_by_reverse_apply(tmp_path):
 def test_already_upstream_by_shape_pattern(tmp_path):
     tree = tree_with(tmp_path, ORIGINAL.replace("line 10\n", "line 10 12.1f\n"))
     result = verdict(tmp_path, tree, upstream_fix="{file: CMakeLists.txt, pattern: '12\\.1f'}")
-    assert result.verdict == UPSTREAM and "matches" in result.detail
+    assert result.verdict == UPSTREAM and "already has the fix" in result.detail
 
 
 def test_conflict_names_file_and_hunk(tmp_path):
