@@ -136,7 +136,9 @@ class Builder:
         labels = build_labels(context, created, self.options.revision, base.digest)
         iidfile = log.with_suffix(".iid")
         iidfile.unlink(missing_ok=True)
-        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile)
+        # buildx keeps BuildKit's layer cache in the registry, shared by every runner of the cell.
+        cache_ref = f"{self.names.repo}:buildcache-{cell.id}" if self.tool.kind == "buildx" else None
+        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile, cache_ref)
         log.with_suffix(".cmd").write_text(step.shell() + "\n")  # the exact command, beside its log
         self._run(cell, step, log)
         if self.cancel.is_set():

@@ -18,8 +18,9 @@ _HELPER_TIMEOUT = 15
 def credentials_for(host: str) -> tuple[str, str] | None:
     """BUILDER_REGISTRY_USER + BUILDER_REGISTRY_PASSWORD (or _PASSWORD_FILE), else Docker's config."""
     user = os.environ.get("BUILDER_REGISTRY_USER") or None
-    password = os.environ.get("BUILDER_REGISTRY_PASSWORD")
-    password_file = os.environ.get("BUILDER_REGISTRY_PASSWORD_FILE")
+    # Empty values count as unset: CI systems expand a missing secret to "".
+    password = os.environ.get("BUILDER_REGISTRY_PASSWORD") or None
+    password_file = os.environ.get("BUILDER_REGISTRY_PASSWORD_FILE") or None
     if password is None and password_file:
         try:
             password = Path(password_file).read_text().rstrip("\r\n")
