@@ -36,6 +36,7 @@ SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _TIMEOUT = (10, 60)  # (connect, read) seconds
 _UPLOAD_TIMEOUT = (10, 600)
 _MAX_PAGES = 1000  # tag list pages followed at most
+_READ_RETRIES = 4
 
 
 class RegistryNotFound(StepFailed):
@@ -296,10 +297,18 @@ class RegistryClient:
                                    "(tried https, then http)") from None
             self._scheme = "http"
             return reply
-        try:
-            return self.session.request(method, self._url(path), **kwargs)
-        except requests.RequestException as exc:
-            raise ServiceError(f"registry {self.host} unreachable: {_reason(exc)} ({self._scheme})") from None
+        # Reads are retried on a 5xx: Distribution answers 500 to a GET of a tag that another
+        # client is rewriting at that moment (seen in the promotion race tests).
+        attempts = _READ_RETRIES if method in ("GET", "HEAD") else 1
+        for attempt in range(attempts):
+            try:
+                reply = self.session.request(method, self._url(path), **kwargs)
+            except requests.RequestException as exc:
+                raise ServiceError(f"registry {self.host} unreachable: {_reason(exc)} ({self._scheme})") from None
+            if reply.status_code < 500 or attempt == attempts - 1:
+                return reply
+            time.sleep(0.2 * (attempt + 1))
+        return reply
 
     def _auth_header(self, scope: str) -> dict[str, str]:
         if self._auth_kind == "basic" and self._password is not None:
