@@ -81,7 +81,6 @@ class RunningServer:
 def serve(client: docker.DockerClient, spec: ServerSpec, name: str) -> Iterator[RunningServer]:
     """Start the server, wait until /health answers, yield it; the container is removed on every
     way out (success, failure, Ctrl-C)."""
-    container = None
     try:
         try:
             container = client.containers.run(**run_options(spec, name))
@@ -95,11 +94,12 @@ def serve(client: docker.DockerClient, spec: ServerSpec, name: str) -> Iterator[
         server.ready_seconds = time.monotonic() - started
         yield server
     finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
+        # By name, not by the object: a signal can land after the Engine created the container
+        # but before `run` returned it.
+        try:
+            client.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
 
 
 def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None:

@@ -175,7 +175,8 @@ def _deterministic_tar(source: Path, target: Path) -> None:
         info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
         return info
 
-    with open(target, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+    # filename="": gzip would otherwise record the (temporary) file name in its header
+    with open(target, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
         for path in sorted(source.rglob("*")):
             tar.add(path, arcname=f"source/{path.relative_to(source)}", recursive=False, filter=clean)

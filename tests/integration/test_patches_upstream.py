@@ -114,3 +114,33 @@ def test_checksum_mismatch_is_an_error(tmp_path):
     cache = SourceCache(tmp_path / "cache")
     with pytest.raises(StepFailed, match="checksum mismatch"):
         cache.fetch(SourceRef("pypi", name="vllm", version="0.14.0", sha256="0" * 64))
+
+
+def test_a_conflicting_patch_stops_the_build_before_anything_is_built(plain_registry, tmp_path):
+    """The check runs inside `builder build`: the cell stops with the file and hunk, nothing pushed."""
+    shutil.copytree(REPO / "patches", tmp_path / "patches")
+    shutil.copytree(REPO / "tests" / "fixtures" / "broken-patch", tmp_path / "patches" / "vllm" / "broken")
+    shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
+    done = run_builder("build", "--matrix", str(tmp_path / "matrix.yaml"), "--cell", "vllm-0.19.1-cu129-sm_121a",
+                       "--registry", plain_registry.host, "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 1
+    assert re.search(r"patch broken CONFLICT: CMakeLists\.txt: hunk @@ .* @@ does not apply; nothing was built or pushed",
+                     done.stderr), done.stderr
+    assert not (tmp_path / "work" / "contexts").exists()
+    from builder.registry import RegistryClient
+    tags = RegistryClient(plain_registry.host).tags("llm-factory/images")
+    assert not [t for t in tags if t.startswith("vllm-0.19.1-cu129-sm_121a")]
+
+
+def test_a_local_path_source_is_packed_reproducibly(tmp_path):
+    from builder.matrix import SourceRef
+    tree = tmp_path / "src"
+    (tree / "cmake").mkdir(parents=True)
+    (tree / "CMakeLists.txt").write_text("project(x)\n")
+    (tree / "cmake" / "utils.cmake").write_text("# utils\n")
+    cache = SourceCache(tmp_path / "cache")
+    first = cache.fetch(SourceRef("path", path=str(tree)))
+    (tree / "CMakeLists.txt").touch()  # a new mtime, same content: same archive
+    second = cache.fetch(SourceRef("path", path=str(tree)))
+    assert first.sha256 == second.sha256
+    assert (cache.extract(second) / "CMakeLists.txt").read_text() == "project(x)\n"

@@ -149,3 +149,23 @@ def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client,
     two = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "b")
     assert one.model_id == two.model_id and (one.directory / "config.json").is_file()
     assert fingerprint(one.directory) == fingerprint(two.directory)
+
+
+def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_client):
+    import signal
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    child = subprocess.Popen([sys.executable, "-m", "builder", "smoke", cpu_build["record"]["image"], "--registry",
+                              cpu_build["registry"].host], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not leftover_smoke_containers(docker_client):
+            assert child.poll() is None and time.monotonic() < deadline, "the smoke container never started"
+            time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)  # what a CI runner does when a job is cancelled
+        assert child.wait(timeout=60) != 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not leftover_smoke_containers(docker_client)
