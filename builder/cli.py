@@ -4,74 +4,29 @@ module that does one thing; errors become one line on stderr with the error's ex
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from packaging.version import InvalidVersion, Version
 
-from . import __version__
-from .cells import Cell, expand
+from . import __version__, cli_registry
+from .cells import Cell
+from .cli_ci import ci_app
+from .cli_patches import patches_app
 from .errors import BuilderError, InputError
-from .matrix import Matrix, load_matrix
-from .patches import PatchRecord, load_patches, plan_static
-from .plan import BuildPlan, ImageNames, build_labels, cell_plan
-from .render import BuildContext, RenderOptions, TEMPLATE_ROOT, render_cell, write_context
-from .selection import Selector, make_selector, require_cells, select_excluded
+from .plan import BuildPlan, build_labels, cell_plan
+from .render import RenderOptions, write_context
+from .selection import select_excluded
+from .session import (ArchOpt, CellOpt, CudaOpt, EngineOpt, MatrixOpt, RegistryOpt, Session, existing_dir,
+                      existing_file)
 from .table import print_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="Build, patch, test and promote LLM inference-engine images from matrix.yaml.\n\n"
                        "Example: builder build --arch sm_121a --dry-run")
-
-# Options shared by every command that selects cells.
-MatrixOpt = typer.Option(Path(os.environ.get("BUILDER_MATRIX", "matrix.yaml")), "--matrix",
-                         help="The matrix file (env BUILDER_MATRIX).")
-ArchOpt = typer.Option(None, "--arch", help="Only these archs (repeat or comma-separate), e.g. sm_121a.")
-CudaOpt = typer.Option(None, "--cuda", help="Only these CUDA releases, e.g. 13.0.")
-EngineOpt = typer.Option(None, "--engine", help="Engine with an optional version specifier, e.g. 'vllm==0.20.2'.")
-CellOpt = typer.Option(None, "--cell", help="Cell ids or globs, e.g. 'vllm-0.20.2-*'.")
-RegistryOpt = typer.Option(None, "--registry", help="Registry host[:port] (env BUILDER_REGISTRY; default from matrix.yaml).")
-
-
-class Session:
-    """What every command needs: the matrix, its expansion and the selected cells."""
-
-    def __init__(self, matrix_path: Path, arch, cuda, engine, cell, registry: str | None = None):
-        self.matrix: Matrix = load_matrix(matrix_path)
-        self.expansion = expand(self.matrix)
-        self.selector: Selector = make_selector(self.matrix, arch, cuda, engine, cell)
-        registry = registry or os.environ.get("BUILDER_REGISTRY") or self.matrix.registry
-        self.names = ImageNames(registry, self.matrix.repository)
-
-    @property
-    def root(self) -> Path:
-        return self.matrix.directory
-
-    @property
-    def template_root(self) -> Path:
-        local = self.root / "dockerfiles"
-        return local if local.is_dir() else TEMPLATE_ROOT
-
-    def cells(self) -> list[Cell]:
-        return require_cells(self.expansion, self.selector)
-
-    def patches(self, engine: str | None = None) -> list[PatchRecord]:
-        return load_patches(self.root / "patches", engine)
-
-    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
-        """Render a cell; with fetch, a source cell gets its verified source and a patch plan
-        checked against it (a CONFLICT stops the cell here, before anything is built)."""
-        records = self.patches(cell.engine.name)
-        if not (fetch and cell.mode == "source"):
-            return render_cell(cell, plan_static(records, cell), options, self.template_root)
-        from .contexts import checked_context
-        return checked_context(cell, records, options, self.template_root)
-
 
 def _cell_row(session: Session, cell: Cell) -> dict:
     return {"id": cell.id, "arch": cell.arch.name, "platform": cell.platform, "cuda": cell.cuda_version,
@@ -124,24 +79,12 @@ def render_cmd(
     Example: builder render --cell vllm-0.20.2-cu130-sm_121a --fetch --out build/contexts
     """
     session = Session(matrix, arch, cuda, engine, cell)
-    options = RenderOptions(find_links=_existing_dir(find_links, "--find-links"))
+    options = RenderOptions(find_links=existing_dir(find_links, "--find-links"))
     for item in session.cells():
         context = session.render(item, options, fetch=fetch)
         target = write_context(context, out)
         note = "" if context.self_contained else "  (source not fetched: add --fetch)"
         typer.echo(f"{item.id}: {target}  hash {context.tag_hash}{note}")
-
-
-def _existing_dir(path: Optional[Path], option: str) -> Optional[Path]:
-    if path is not None and not path.is_dir():
-        raise InputError(f"{option}: '{path}' is not a directory")
-    return path
-
-
-def _existing_file(path: Optional[Path], option: str) -> Optional[Path]:
-    if path is not None and not path.is_file():
-        raise InputError(f"{option}: '{path}' is not a readable file")
-    return path
 
 
 @app.command("build")
@@ -166,14 +109,14 @@ def build_cmd(
     """
     session = Session(matrix, arch, cuda, engine, cell, registry)
     defaults = session.matrix.pip
-    ca_bundle = _existing_file(ca_bundle or defaults.ca_bundle, "--ca-bundle")
+    ca_bundle = existing_file(ca_bundle or defaults.ca_bundle, "--ca-bundle")
     secrets = {"cabundle": ca_bundle.resolve()} if ca_bundle else {}
     for item in secret or []:
         key, _, value = item.partition("=")
         if not key or not value:
             raise InputError(f"--secret: '{item}' must be ID=FILE")
-        secrets[key] = _existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
-    options = RenderOptions(find_links=_existing_dir(find_links or defaults.find_links, "--find-links"))
+        secrets[key] = existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
+    options = RenderOptions(find_links=existing_dir(find_links or defaults.find_links, "--find-links"))
     from .buildtool import detect_build_tool
     tool = detect_build_tool()
     workdir = workdir.resolve()
@@ -274,150 +217,9 @@ def _print_plan(plan: BuildPlan) -> None:
             typer.echo(f"  {number}. {step.shell()}")
 
 
-patches_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check patch records against real upstream sources.")
 app.add_typer(patches_app, name="patches")
-
-
-@patches_app.command("check")
-def patches_check_cmd(
-    engine: str = typer.Option("vllm", "--engine", help="The engine whose patches to check."),
-    versions: str = typer.Option(..., "--versions", help="Comma-separated engine versions, e.g. 0.19.1,0.20.2."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Judge for this arch only (others: not applicable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    matrix: Path = MatrixOpt,
-    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix)."),
-):
-    """Judge every patch against the real source of each version: applies, already upstream,
-    not applicable, or CONFLICT (with the file and the failing hunk). Exits 1 on a conflict.
-
-    Example: builder patches check --engine vllm --versions 0.14.0,0.16.0,0.19.1,0.20.2,0.33.0 --arch sm_121a
-    """
-    from .patchreport import check_versions, format_verdicts, has_conflict, verdicts_json
-    from .sources import SourceCache
-    loaded = load_matrix(matrix)
-    if engine not in loaded.engines:
-        raise InputError(f"--engine: unknown engine '{engine}' (the matrix defines: {', '.join(loaded.engines)})")
-    if arch is not None and arch not in loaded.archs:
-        raise InputError(f"--arch: unknown arch '{arch}' (the matrix defines: {', '.join(loaded.archs)})")
-    wanted = [v.strip() for v in versions.split(",") if v.strip()]
-    for version in wanted:
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise InputError(f"--versions: '{version}' is not a PEP 440 version (e.g. 0.20.2)") from None
-    records = load_patches(patches_dir or loaded.directory / "patches", engine)
-    if not records:
-        raise InputError(f"no {engine} patch records under {patches_dir or loaded.directory / 'patches'}")
-    verdicts = check_versions(loaded, records, engine, wanted, arch, SourceCache(),
-                              progress=lambda m: typer.echo(m, err=True))
-    typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))
-    if has_conflict(verdicts):
-        raise typer.Exit(1)
-
-
-@app.command("smoke")
-def smoke_command(
-    image: Optional[str] = typer.Argument(None, help="An image in the registry: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:..."),
-    cell: Optional[str] = typer.Option(None, "--cell", help="Smoke-test the newest image of this cell instead."),
-    promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    baseline_tps: Optional[float] = typer.Option(None, "--baseline-tps", help="Decode tok/s to compare with (default: the cell's known-good record)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Allowed throughput regression (0.05 = 5%; default: the matrix's regression_threshold, 0.05 unless set)."),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Serve this local model directory instead of the matrix's."),
-    report_dir: Path = typer.Option(Path("build/reports"), "--report-dir", help="Where <cell>.json and <cell>.txt go."),
-    matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
-):
-    """Boot an image with its tiny model and check it: models, completions, determinism under
-    concurrency, golden outputs, tool calls, throughput against the last known-good, and (GPU
-    cells) the kernel audit. The report is stored beside the image in the registry.
-
-    Example: builder smoke --cell vllm-0.32.0-cpu --promote
-    """
-    from .smoke_cli import SmokeOptions, smoke_command as run
-    run(Session(matrix, None, None, None, None, registry), image, cell,
-        SmokeOptions(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
-
-
-@app.command("promote")
-def promote_command(
-    target: str = typer.Argument(..., help="A cell id (its newest image with a passing smoke report) or sha256:<digest>."),
-    matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
-):
-    """Point the cell's friendly tag at a tested digest (manifest copy inside the registry: no
-    rebuild, no layer moved) and record it as known-good. Untested digests are refused.
-
-    Example: builder promote vllm-0.32.0-cpu
-    """
-    from .promotion_cli import promote_cmd
-    promote_cmd(Session(matrix, None, None, None, None, registry), target)
-
-
-from .promotion_cli import known_good_app  # noqa: E402  (sub-commands registered below)
-
-app.add_typer(known_good_app, name="known-good")
-
-
-@known_good_app.command("list")
-def known_good_list(matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
-                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List every cell's known-good image. Example: builder known-good list"""
-    from .promotion_cli import list_records
-    list_records(Session(matrix, None, None, None, None, registry), as_json)
-
-
-@known_good_app.command("show")
-def known_good_show(cell_id: str = typer.Argument(..., help="The cell id."), matrix: Path = MatrixOpt,
-                    registry: Optional[str] = RegistryOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Show one cell's record: digest, patches, smoke summary, throughput history.
-    Example: builder known-good show vllm-0.32.0-cpu"""
-    from .promotion_cli import show_record
-    show_record(Session(matrix, None, None, None, None, registry), cell_id, as_json)
-
-
-@known_good_app.command("export")
-def known_good_export(matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
-                      out: Optional[Path] = typer.Option(None, "--out", help="Write the lock file here (default: stdout).")):
-    """Write a lock file (cell -> image@sha256) to commit to deployment repos.
-    Example: builder known-good export --out images.lock.yaml"""
-    from .promotion_cli import export_lock
-    export_lock(Session(matrix, None, None, None, None, registry), out)
-
-
-ci_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="CI workflows for self-hosted runners.")
 app.add_typer(ci_app, name="ci")
-
-
-@ci_app.command("generate")
-def ci_generate_cmd(
-    provider: str = typer.Option(..., "--provider", help="github or gitea."),
-    out: Path = typer.Option(Path("."), "--out", help="Repository root to write .github/ or .gitea/ into."),
-    offline_actions: bool = typer.Option(False, "--offline-actions", help="Plain git/copy steps instead of marketplace actions (act, air-gapped runners)."),
-    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when the files in --out are stale."),
-    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
-    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
-):
-    """Write CI workflows whose jobs build, smoke-test and promote the selected cells, one job per
-    arch on runners labelled as matrix.yaml says.
-
-    Example: builder ci generate --provider gitea --arch sm_121a --out .
-    """
-    from .ciworkflows import canonical_command, generate_workflows, stale_files, write_workflows
-    if provider not in ("github", "gitea"):
-        raise InputError(f"--provider: '{provider}' is not github or gitea")
-    session = Session(matrix, arch, cuda, engine, cell)
-    command = canonical_command(provider, offline_actions, matrix=str(matrix), arch=arch or (), cuda=cuda or (),
-                                engine=engine or (), cell=cell or ())
-    files = generate_workflows(session.matrix, session.cells(), provider, offline_actions, command)
-    if check:
-        stale = stale_files(out, files)
-        for path in stale:
-            typer.echo(f"stale: {out / path} (regenerate: {command} --out {out})", err=True)
-        if stale:
-            raise typer.Exit(1)
-        typer.echo(f"{len(files)} generated file(s) up to date")
-        return
-    for path in write_workflows(out, files):
-        typer.echo(str(out / path))
+cli_registry.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""What every command starts from: the options that select cells, and a Session holding the
+matrix, its expansion, the selection and the image names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cells import Cell, expand
+from .errors import InputError
+from .matrix import Matrix, load_matrix
+from .patches import PatchRecord, load_patches, plan_static
+from .plan import ImageNames
+from .render import BuildContext, RenderOptions, TEMPLATE_ROOT, render_cell
+from .selection import Selector, make_selector, require_cells
+
+# Options shared by every command that selects cells.
+MatrixOpt = typer.Option(Path(os.environ.get("BUILDER_MATRIX", "matrix.yaml")), "--matrix",
+                         help="The matrix file (env BUILDER_MATRIX).")
+ArchOpt = typer.Option(None, "--arch", help="Only these archs (repeat or comma-separate), e.g. sm_121a.")
+CudaOpt = typer.Option(None, "--cuda", help="Only these CUDA releases, e.g. 13.0.")
+EngineOpt = typer.Option(None, "--engine", help="Engine with an optional version specifier, e.g. 'vllm==0.20.2'.")
+CellOpt = typer.Option(None, "--cell", help="Cell ids or globs, e.g. 'vllm-0.20.2-*'.")
+RegistryOpt = typer.Option(None, "--registry", help="Registry host[:port] (env BUILDER_REGISTRY; default from matrix.yaml).")
+
+
+class Session:
+    """What every command needs: the matrix, its expansion and the selected cells."""
+
+    def __init__(self, matrix_path: Path, arch, cuda, engine, cell, registry: str | None = None):
+        self.matrix: Matrix = load_matrix(matrix_path)
+        self.expansion = expand(self.matrix)
+        self.selector: Selector = make_selector(self.matrix, arch, cuda, engine, cell)
+        registry = registry or os.environ.get("BUILDER_REGISTRY") or self.matrix.registry
+        self.names = ImageNames(registry, self.matrix.repository)
+
+    @property
+    def root(self) -> Path:
+        return self.matrix.directory
+
+    @property
+    def template_root(self) -> Path:
+        local = self.root / "dockerfiles"
+        return local if local.is_dir() else TEMPLATE_ROOT
+
+    def cells(self) -> list[Cell]:
+        return require_cells(self.expansion, self.selector)
+
+    def patches(self, engine: str | None = None) -> list[PatchRecord]:
+        return load_patches(self.root / "patches", engine)
+
+    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
+        """Render a cell; with fetch, a source cell gets its verified source and a patch plan
+        checked against it (a CONFLICT stops the cell here, before anything is built)."""
+        records = self.patches(cell.engine.name)
+        if not (fetch and cell.mode == "source"):
+            return render_cell(cell, plan_static(records, cell), options, self.template_root)
+        from .contexts import checked_context
+        return checked_context(cell, records, options, self.template_root)
+
+
+def existing_dir(path: Optional[Path], option: str) -> Optional[Path]:
+    if path is not None and not path.is_dir():
+        raise InputError(f"{option}: '{path}' is not a directory")
+    return path
+
+
+def existing_file(path: Optional[Path], option: str) -> Optional[Path]:
+    if path is not None and not path.is_file():
+        raise InputError(f"{option}: '{path}' is not a readable file")
+    return path
