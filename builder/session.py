@@ -3,6 +3,7 @@ matrix, its expansion, the selection and the image names."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional
@@ -49,8 +50,12 @@ class Session:
     def cells(self) -> list[Cell]:
         return require_cells(self.expansion, self.selector)
 
+    @functools.cached_property
+    def _patch_records(self) -> list[PatchRecord]:
+        return load_patches(self.root / "patches")  # once per command, not once per cell
+
     def patches(self, engine: str | None = None) -> list[PatchRecord]:
-        return load_patches(self.root / "patches", engine)
+        return [r for r in self._patch_records if engine is None or r.engine == engine]
 
     def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
         """Render a cell; with fetch, a source cell gets its verified source and a patch plan
