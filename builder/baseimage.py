@@ -40,11 +40,17 @@ def create_base(tag: str, suite: str = "bookworm", mirror: str = "http://deb.deb
         (root / "etc" / "apt" / "sources.list").write_text(f"deb {mirror} {suite} main\n")
         log(f"docker import -> {tag}")
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run([docker, "import",
-                                   "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                   "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["/bin/bash"]',
-                                   "--message", f"debootstrap {suite} minbase + {' '.join(packages)}",
-                                   "-", tag], stdin=tar.stdout, capture_output=True, text=True, timeout=900)
+        try:
+            imported = subprocess.run([docker, "import",
+                                       "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                       "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["/bin/bash"]',
+                                       "--message", f"debootstrap {suite} minbase + {' '.join(packages)}",
+                                       "-", tag], stdin=tar.stdout, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            raise StepFailed("docker import took over 15 minutes") from None
+        finally:
+            if tar.poll() is None:
+                tar.kill()
         tar.stdout.close()
         tar.wait()
         if imported.returncode != 0:

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import engine
 from .cells import Cell
 from .errors import BuilderError, StepFailed
-from .plan import BuildTool, ImageNames, build_labels, build_step
+from .plan import BuildTool, ImageNames, build_labels, build_step, cache_ref
 from .progress import Progress, buildkit_step, elapsed, tail
 from .render import BuildContext, write_context
 
@@ -34,6 +34,7 @@ class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     revision: str = ""  # the factory's git commit, for org.opencontainers.image.revision
+    max_jobs: int | None = None  # overrides the memory-based cap; not part of the content hash
 
 
 @dataclass(frozen=True)
@@ -110,35 +111,44 @@ class Builder:
         logs = self.options.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{cell.id}.log"
+        log.unlink(missing_ok=True)  # a failure must never show an earlier run's log lines
         try:
             self.progress.say(cell.id, "rendering the build context")
             context = self.prepare(cell)
             image = self.names.immutable(context)
             found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
             if found is not None:
+                self._record(cell, context, image, found.digest, {"status": "up to date"})
                 self.progress.finish(cell.id, f"up to date: {image} ({found.digest[:19]})")
                 return CellResult(cell.id, "up to date", image, found.digest, time.monotonic() - started, None)
+            self._check_cancel(cell)
             digest = self._build_and_push(cell, context, image, log)
             self.progress.finish(cell.id, f"built and pushed {image} in {elapsed(time.monotonic() - started)}")
             return CellResult(cell.id, "built", image, digest, time.monotonic() - started, log)
+        except OSError as exc:  # a read-only workdir, a full disk
+            return self._failed(cell, started, log, StepFailed(f"{cell.id}: {exc.strerror or exc}: "
+                                                               f"{exc.filename or self.options.workdir}"))
         except BuilderError as exc:
-            message = str(exc)
-            if log.exists() and log.stat().st_size:
-                message += f"\n--- last lines of {log} ---\n{tail(log)}"
-            self.progress.finish(cell.id, f"FAILED: {message}")
-            return CellResult(cell.id, "failed", seconds=time.monotonic() - started,
-                              log=log if log.exists() else None, error=str(exc))
+            return self._failed(cell, started, log, exc)
+
+    def _failed(self, cell: Cell, started: float, log: Path, exc: BuilderError) -> CellResult:
+        message = str(exc)
+        if log.exists() and log.stat().st_size:
+            message += f"\n--- last lines of {log} ---\n{tail(log)}"
+        self.progress.finish(cell.id, f"FAILED: {message}")
+        return CellResult(cell.id, "failed", seconds=time.monotonic() - started,
+                          log=log if log.exists() else None, error=str(exc))
 
     def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
         context_dir = write_context(context, self.options.workdir / "contexts")
-        base = engine.resolve_base(self.docker, cell.base_image)
+        base = engine.resolve_base(self.docker, cell.base_image, self._auth_for(cell.base_image))
         created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         labels = build_labels(context, created, self.options.revision, base.digest)
         iidfile = log.with_suffix(".iid")
         iidfile.unlink(missing_ok=True)
-        # buildx keeps BuildKit's layer cache in the registry, shared by every runner of the cell.
-        cache_ref = f"{self.names.repo}:buildcache-{cell.id}" if self.tool.kind == "buildx" else None
-        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile, cache_ref)
+        extra = {"MAX_JOBS": str(self.options.max_jobs)} if self.options.max_jobs else None
+        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile,
+                          cache_ref(self.tool, self.names, cell.id), extra)
         log.with_suffix(".cmd").write_text(step.shell() + "\n")  # the exact command, beside its log
         self._run(cell, step, log)
         if self.cancel.is_set():
@@ -150,19 +160,32 @@ class Builder:
         found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
         if found is None or found.digest != digest:
             raise StepFailed(f"{image}: the registry does not show the pushed digest {digest}")
-        (self.options.workdir / "logs" / f"{cell.id}.json").write_text(json.dumps(
-            {"cell": cell.id, "image": image, "digest": digest, "content_hash": context.content_hash,
-             "base_digest": base.digest, "created": created}, indent=2) + "\n")
+        self._record(cell, context, image, digest, {"status": "built", "base_digest": base.digest, "created": created})
         return digest
+
+    def _record(self, cell: Cell, context: BuildContext, image: str, digest: str, extra: dict) -> None:
+        """logs/<cell>.json: what this run produced or found (CI keeps it as an artifact)."""
+        (self.options.workdir / "logs" / f"{cell.id}.json").write_text(json.dumps(
+            {"cell": cell.id, "image": image, "digest": digest, "content_hash": context.content_hash, **extra},
+            indent=2) + "\n")
+
+    def _check_cancel(self, cell: Cell) -> None:
+        if self.cancel.is_set():
+            raise StepFailed(f"{cell.id}: interrupted; nothing built or pushed")
+
+    def _auth_for(self, reference: str) -> dict | None:
+        """Registry credentials for pulls from our own registry (a base built by an earlier cell)."""
+        return self.registry.docker_auth() if reference.startswith(self.names.registry + "/") else None
 
     def _run(self, cell: Cell, step, log: Path) -> None:
         env = {**os.environ, **step.env}
         with open(log, "w") as handle:
             handle.write(f"# {step.shell()}\n")
             handle.flush()
-            child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                     text=True, errors="replace", start_new_session=True)
-            with self._lock:
+            with self._lock:  # checked under the lock interrupt() takes: no build starts after it
+                self._check_cancel(cell)
+                child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                         text=True, errors="replace", start_new_session=True)
                 self._children.add(child)
             try:
                 for line in child.stdout:

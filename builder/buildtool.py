@@ -45,7 +45,11 @@ def detect_build_tool() -> BuildTool:
     for docker in candidates:
         done = _runs([docker, "buildx", "version"])
         if done is not None and done.returncode == 0:
-            return BuildTool("buildx", docker)
+            # The default `docker` driver cannot export a cache (docker-container/remote can).
+            inspect = _runs([docker, "buildx", "inspect"])
+            driver = next((line.split(":", 1)[1].strip() for line in (inspect.stdout if inspect else "").splitlines()
+                           if line.strip().startswith("Driver:")), "docker")
+            return BuildTool("buildx", docker, note=f"driver {driver}", cache_export=driver != "docker")
     for docker in candidates:
         major = _client_major(docker)
         if major is not None and major < 23:

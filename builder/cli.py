@@ -82,7 +82,10 @@ def render_cmd(
     options = RenderOptions(find_links=existing_dir(find_links, "--find-links"))
     for item in session.cells():
         context = session.render(item, options, fetch=fetch)
-        target = write_context(context, out)
+        try:
+            target = write_context(context, out)
+        except OSError as exc:
+            raise InputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from None
         note = "" if context.self_contained else "  (source not fetched: add --fetch)"
         typer.echo(f"{item.id}: {target}  hash {context.tag_hash}{note}")
 
@@ -97,6 +100,7 @@ def build_cmd(
     find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip --find-links (air-gapped runners)."),
     secret: Optional[list[str]] = typer.Option(None, "--secret", help="Extra BuildKit secret ID=FILE (e.g. hf_token=~/.hf_token)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells built at once."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Parallel compile jobs inside a source build (default: capped by memory, cores and the arch's limit)."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other cells when one fails."),
     workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
     smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
@@ -127,7 +131,7 @@ def build_cmd(
             context = session.render(item, options)
             labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
             plans.append(cell_plan(tool, session.names, context, workdir / "contexts" / item.id, secrets, labels,
-                                   workdir / "logs" / f"{item.id}.iid"))
+                                   workdir / "logs" / f"{item.id}.iid", {"MAX_JOBS": str(max_jobs)} if max_jobs else None))
         _print_plan(BuildPlan(tool, tuple(plans)))
         return
     from .build import Builder, BuildOptions, summary_rows
@@ -137,7 +141,7 @@ def build_cmd(
     client.ping()
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
     builder = Builder(tool, session.names, client, lambda c: session.render(c, options, fetch=True),
-                      BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root)),
+                      BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root), max_jobs),
                       Progress(len(cells)))
     try:
         results = builder.build_all(cells)

@@ -32,14 +32,14 @@ class BaseImage:
     digest: str  # repo digest when the image came from a registry, else the local image id
 
 
-def resolve_base(client: docker.DockerClient, reference: str) -> BaseImage:
+def resolve_base(client: docker.DockerClient, reference: str, auth: dict | None = None) -> BaseImage:
     """The base image's digest (pulled when missing locally). A base made locally (debootstrap +
     docker import) has no repo digest; its image id stands in."""
     try:
         image = client.images.get(reference)
     except ImageNotFound:
         try:
-            image = client.images.pull(reference)
+            image = client.images.pull(reference, auth_config=auth)
         except (APIError, NotFound) as exc:
             raise StepFailed(f"base image {reference} is not in the local Docker store and cannot be pulled "
                              f"({_first_line(exc)}); on machines without a public registry make it with "
@@ -86,11 +86,11 @@ def _first_line(exc: Exception) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else exc.__class__.__name__
 
 
-def ensure_image(client: docker.DockerClient, reference: str) -> None:
+def ensure_image(client: docker.DockerClient, reference: str, auth: dict | None = None) -> None:
     """Pull an image the Engine does not have yet (a smoke test may run on another runner)."""
     if image_id(client, reference) is not None:
         return
     try:
-        client.images.pull(reference)
+        client.images.pull(reference, auth_config=auth)
     except (APIError, NotFound) as exc:
         raise StepFailed(f"cannot pull {reference}: {_first_line(exc)}") from None

@@ -7,6 +7,7 @@ has no branches on arch names. Loading validates every field and names `file:lin
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,17 @@ class CudaRelease:
         return "cu" + self.version.replace(".", "")
 
 
+def redact(url: str) -> str:
+    """A URL without user:password@ (tokens in git URLs must reach no label, record or message)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.username and not parts.password:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 @dataclass(frozen=True)
 class SourceRef:
     """Where a `source` build gets the engine: a PyPI sdist, a git commit or a local path."""
@@ -79,7 +91,7 @@ class SourceRef:
             pin = f" sha256:{self.sha256}" if self.sha256 else ""
             return f"pypi:{self.name}=={self.version}{pin}"
         if self.kind == "git":
-            return f"git:{self.url}@{self.commit}"
+            return f"git:{redact(self.url)}@{self.commit}"
         return f"path:{self.path}"
 
 
@@ -293,8 +305,8 @@ def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
     if commit and path:
         raise r.error("path", f"{r.what}: give either git_commit or path, not both")
     if commit:
-        if not re.match(r"^[0-9a-f]{7,40}$", commit):
-            raise r.error("git_commit", f"{r.what}.git_commit must be a hex commit id, got '{commit}'")
+        if not re.match(r"^[0-9a-f]{40}$", commit):  # git cannot fetch an abbreviated id
+            raise r.error("git_commit", f"{r.what}.git_commit must be the full 40-hex commit id, got '{commit}'")
         url = r.string("git_url", git)
         if not url:
             raise r.error("git_commit", f"{r.what}: git_commit needs git_url here or engines.*.git")

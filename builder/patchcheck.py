@@ -15,6 +15,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from .errors import InputError, StepFailed
 from .hashing import file_sha256
 from .patches import PatchPlan, PatchRecord, Skip, static_verdict
 
@@ -57,7 +58,12 @@ def _git_apply(tree: Path, diff: Path, reverse: bool) -> subprocess.CompletedPro
     argv = ["git", "apply", "--check", "--verbose", "-p1"]
     if reverse:
         argv.append("--reverse")
-    return subprocess.run([*argv, str(diff)], cwd=tree, capture_output=True, text=True, timeout=120)
+    try:
+        return subprocess.run([*argv, str(diff)], cwd=tree, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise InputError("git is not installed: the patch checks use `git apply --check` (apt-get install git)") from None
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"git apply --check of {diff.name} took over 120 s") from None
 
 
 def _conflict_detail(record: PatchRecord, output: str) -> str:

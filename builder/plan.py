@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .matrix import redact
 from .render import BuildContext, LABEL_PREFIX
 
 
@@ -19,6 +20,7 @@ class BuildTool:
     kind: str  # "buildx" | "buildkit"
     docker: str = "docker"  # the docker client binary
     note: str = ""
+    cache_export: bool = False  # the buildx driver can export a registry cache (not the `docker` driver)
 
     def describe(self) -> str:
         how = "docker buildx build" if self.kind == "buildx" else "DOCKER_BUILDKIT=1 docker build (no buildx)"
@@ -79,7 +81,7 @@ def build_labels(context: BuildContext, created: str, revision: str, base_digest
     return {
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.revision": revision,
-        "org.opencontainers.image.source": context.cell.engine.git or "",
+        "org.opencontainers.image.source": redact(context.cell.engine.git or ""),
         "org.opencontainers.image.base.digest": base_digest,
         f"{LABEL_PREFIX}.content-hash": context.content_hash,
     }
@@ -87,19 +89,20 @@ def build_labels(context: BuildContext, created: str, revision: str, base_digest
 
 def build_step(tool: BuildTool, context: BuildContext, context_dir: Path, image: str,
                secrets: dict[str, Path], labels: dict[str, str], iidfile: Path,
-               cache_ref: str | None = None) -> Step:
+               cache_ref: str | None = None, extra_args: dict[str, str] | None = None) -> Step:
+    """extra_args: build arguments that shape how, not what, is built (MAX_JOBS): outside the hash."""
     argv = [tool.docker]
     env: dict[str, str] = {}
     if tool.kind == "buildx":
         argv += ["buildx", "build", "--load"]
-        if cache_ref:  # registry cache shared between runners; only buildx can export it
+        if cache_ref and tool.cache_export:  # registry cache shared between runners
             argv += ["--cache-from", f"type=registry,ref={cache_ref}",
                      "--cache-to", f"type=registry,ref={cache_ref},mode=max"]
     else:
         argv += ["build"]
         env["DOCKER_BUILDKIT"] = "1"
     argv += ["--progress=plain", "--platform", context.cell.platform, "--iidfile", str(iidfile), "--tag", image]
-    for key, value in sorted(context.build_args.items()):
+    for key, value in sorted({**context.build_args, **(extra_args or {})}.items()):
         argv += ["--build-arg", f"{key}={value}"]
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
@@ -109,14 +112,21 @@ def build_step(tool: BuildTool, context: BuildContext, context_dir: Path, image:
     return Step(f"build {context.cell.id}", tuple(argv), env)
 
 
+def cache_ref(tool: BuildTool, names: ImageNames, cell_id: str) -> str | None:
+    """Where buildx keeps the cell's layer cache in the registry, shared by every runner."""
+    return f"{names.repo}:buildcache-{cell_id}" if tool.kind == "buildx" and tool.cache_export else None
+
+
 def cell_plan(tool: BuildTool, names: ImageNames, context: BuildContext, context_dir: Path,
-              secrets: dict[str, Path], labels: dict[str, str], iidfile: Path) -> CellPlan:
+              secrets: dict[str, Path], labels: dict[str, str], iidfile: Path,
+              extra_args: dict[str, str] | None = None) -> CellPlan:
     image = names.immutable(context)
     steps = (
         Step(f"ask the registry whether {image} exists (HTTP HEAD /v2/{names.repository}/manifests/"
              f"{context.immutable_tag}); if it does: up to date, stop here"),
         Step(f"render the build context into {context_dir}"),
-        build_step(tool, context, context_dir, image, secrets, labels, iidfile),
+        build_step(tool, context, context_dir, image, secrets, labels, iidfile,
+                   cache_ref(tool, names, context.cell.id), extra_args),
         Step(f"push {image}", (tool.docker, "push", image)),
     )
     return CellPlan(context, context_dir, image, names.friendly(context.cell.id), steps)

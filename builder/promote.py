@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import InputError, StepFailed
+from .hashing import short
 from .knowngood import HISTORY_LIMIT, KnownGoodRecord, RecordStore, check_digest
 from .registry import RegistryClient
 
@@ -170,15 +171,22 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
     tps = tps if tps is not None else report.get("throughput_tps")
     return KnownGoodRecord(
         cell=cell_id, digest=digest, image=f"{host}/{repository}@{digest}",
-        immutable_tag=fields.get("immutable_tag") or (f"{cell_id}-{content_hash}" if content_hash else ""),
+        immutable_tag=fields.get("immutable_tag") or (f"{cell_id}-{short(content_hash)}" if content_hash else ""),
         content_hash=content_hash, promoted_at=promoted_at,
         engine=fields.get("engine") or labels.get("org.llmfactory.engine", ""),
         engine_version=fields.get("engine_version") or labels.get("org.llmfactory.engine-version", ""),
         source=fields.get("source") or labels.get("org.opencontainers.image.source", ""),
-        patches=tuple(fields.get("patches") or ()), smoke_summary=summary,
+        patches=tuple(fields.get("patches") or _label_patches(labels)), smoke_summary=summary,
         golden=dict(golden if golden is not None else report.get("golden") or {}),
         throughput_tps=float(tps) if tps is not None else None,
     )
+
+
+def _label_patches(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(id, sha256 prefix) pairs from the image's `org.llmfactory.patches` label (`id@sha256:abc,...`)."""
+    text = labels.get("org.llmfactory.patches", "none")
+    pairs = (item.split("@sha256:", 1) for item in text.split(",") if "@sha256:" in item)
+    return tuple((pid, sha) for pid, sha in pairs)
 
 
 def _with_history(record: KnownGoodRecord, previous: KnownGoodRecord | None) -> KnownGoodRecord:

@@ -77,13 +77,18 @@ def utc_now() -> str:
 def export_engine_packages(client: docker.DockerClient, image: str, target: Path,
                            packages: tuple[str, ...] = ENGINE_PACKAGES) -> int:
     """Copy the engine's Python packages out of an image (never started) for the kernel audit."""
-    purelib = client.containers.run(image, entrypoint=["python3", "-c", "import sysconfig, json; print(json.dumps("
-                                    "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))"],
-                                    remove=True)
-    container = client.containers.create(image, entrypoint=["true"])
+    name = f"llm-factory-audit-{uuid.uuid4().hex[:12]}"
     copied = 0
     try:
-        for site in json.loads(purelib):
+        # Named, and removed by name on every way out (an interrupt may land inside run/create).
+        container = client.containers.run(image, name=name, detach=True, entrypoint=[
+            "python3", "-c", "import sysconfig, json; print(json.dumps("
+            "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))"])
+        if container.wait(timeout=120).get("StatusCode") != 0:
+            raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): "
+                             f"{container.logs(tail=3).decode(errors='replace').strip()}")
+        sites = json.loads(container.logs(stdout=True, stderr=False).decode().strip().splitlines()[-1])
+        for site in sites:
             for package in packages:
                 try:
                     stream, _ = container.get_archive(f"{site}/{package}")
@@ -96,8 +101,13 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
                     with tarfile.open(fileobj=spool) as tar:
                         tar.extractall(target, filter="data")
                 copied += 1
+    except docker.errors.DockerException as exc:
+        raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     finally:
-        container.remove(force=True)
+        try:
+            client.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
     return copied
 
 
@@ -125,12 +135,13 @@ class SmokeInputs:
     baseline_tps: float | None = None
     threshold: float | None = None  # None: the matrix's regression_threshold
     model_dir: Path | None = None
+    pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
 
 
 def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda message: None) -> SmokeReport:
     started = time.monotonic()
     settings = inputs.settings
-    engine.ensure_image(client, inputs.image)
+    engine.ensure_image(client, inputs.image, inputs.pull_auth)
     model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
     checks = [kernel_audit(client, inputs.image, inputs.arch, inputs.gpu, settings.audit_optional)]
     threshold = settings.regression_threshold if inputs.threshold is None else inputs.threshold

@@ -73,7 +73,8 @@ def smoke_and_maybe_promote(session, client: RegistryClient, cell: Cell, image: 
                          cell.engine.smoke_for(cell.arch.name),
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
-                         baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir)
+                         baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir,
+                         pull_auth=client.docker_auth())
     report = run_smoke(engine.connect(), inputs, progress)
     store.put_smoke_report(digest, report.to_dict())
     options.report_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,8 @@ def smoke_and_maybe_promote(session, client: RegistryClient, cell: Cell, image: 
 
 
 def smoke_command(session, image: str | None, cell_id: str | None, options: SmokeOptions) -> None:
+    if options.threshold is not None and options.threshold >= 1:
+        raise InputError("--threshold must be below 1 (0.05 = 5%)")
     if bool(image) == bool(cell_id):
         raise InputError("give either IMAGE or --cell CELL (one of them)")
     client = RegistryClient.from_environment(session.names.registry)

@@ -48,8 +48,8 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
 
 def _fraction(r: MappingReader, key: str, default: float) -> float:
     value = r.raw(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise r.error(key, f"{r.what}.{key} must be a number between 0 and 1 (0.05 = 5%)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise r.error(key, f"{r.what}.{key} must be a number from 0 up to (not including) 1 (0.05 = 5%)")
     return float(value)
 
 

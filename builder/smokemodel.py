@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import requests
 
 from .errors import InputError, StepFailed
 from .smokeconfig import SmokeSettings
@@ -67,15 +69,26 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    container_name = f"llm-factory-tinymodel-{uuid.uuid4().hex[:12]}"
     try:
-        # The image under test has torch, transformers and tokenizers; the host needs none.
-        client.containers.run(image, entrypoint=["python3", "/llm-factory/tinymodel.py", "/out"], remove=True,
-                              volumes={str(partial): {"bind": "/out", "mode": "rw"},
-                                       str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}},
-                              environment={"HF_HUB_OFFLINE": "1"})
-    except docker.errors.ContainerError as exc:
-        last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-5:]
-        raise StepFailed(f"generating {model} inside {image} failed: {' | '.join(last)}") from None
+        # The image under test has torch, transformers and tokenizers; the host needs none. The
+        # container is named and removed by name on every way out (an interrupt may land anywhere).
+        container = client.containers.run(
+            image, name=container_name, detach=True, environment={"HF_HUB_OFFLINE": "1"},
+            entrypoint=["python3", "/llm-factory/tinymodel.py", "/out"],
+            volumes={str(partial): {"bind": "/out", "mode": "rw"},
+                     str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}})
+        code = container.wait(timeout=600).get("StatusCode")
+        if code != 0:
+            last = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+            raise StepFailed(f"generating {model} inside {image} failed (exit {code}): {last}")
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise StepFailed(f"generating {model} inside {image} failed: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        try:
+            client.containers.get(container_name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
     (partial / ".complete").write_text(digest)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -88,8 +88,12 @@ def serve(client: docker.DockerClient, spec: ServerSpec, name: str) -> Iterator[
             raise StepFailed(f"cannot start {spec.image}: {exc.explanation or exc}") from None
         started = time.monotonic()
         container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"][f"{CONTAINER_PORT}/tcp"][0]["HostPort"]
-        server = RunningServer(container, f"http://127.0.0.1:{port}")
+        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{CONTAINER_PORT}/tcp") or []
+        if not bindings:  # it already exited: no port was ever published
+            code = container.attrs["State"].get("ExitCode")
+            raise StepFailed(f"{spec.image} exited with code {code} before it was ready; last lines:\n"
+                             f"{_logs(container)}")
+        server = RunningServer(container, f"http://127.0.0.1:{bindings[0]['HostPort']}")
         _wait_ready(server, spec, started)
         server.ready_seconds = time.monotonic() - started
         yield server

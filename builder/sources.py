@@ -21,7 +21,7 @@ import requests
 
 from .errors import InputError, ServiceError, StepFailed
 from .hashing import file_sha256
-from .matrix import SourceRef
+from .matrix import SourceRef, redact
 
 PYPI_URL = os.environ.get("BUILDER_PYPI_URL", "https://pypi.org")
 _TIMEOUT = (10, 120)
@@ -56,7 +56,10 @@ class SourceCache:
             raise InputError(f"PyPI has no project '{name}'")
         if reply.status_code != 200:
             raise ServiceError(f"PyPI answered {reply.status_code} for {api}")
-        releases = reply.json().get("releases", {})
+        try:
+            releases = reply.json().get("releases", {})
+        except ValueError:
+            raise ServiceError(f"{redact(api)} did not answer JSON (a proxy page?)") from None
         if version not in releases:
             raise InputError(f"PyPI has no {name} release '{version}'")
         for entry in releases[version]:
@@ -101,7 +104,8 @@ class SourceCache:
             try:
                 with self.http.get(url, stream=True, timeout=_TIMEOUT) as reply:
                     if reply.status_code != 200:
-                        raise ServiceError(f"download of {url} answered {reply.status_code}")
+                        os.unlink(part.name)
+                        raise ServiceError(f"download of {redact(url)} answered {reply.status_code}")
                     for chunk in reply.iter_content(1 << 20):
                         digest.update(chunk)
                         part.write(chunk)
@@ -123,15 +127,21 @@ class SourceCache:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=folder) as tmp:
                 def git(*args: str) -> None:
-                    done = subprocess.run(["git", *args], cwd=tmp, capture_output=True, text=True, timeout=1800)
+                    try:
+                        done = subprocess.run(["git", *args], cwd=tmp, capture_output=True, text=True, timeout=1800)
+                    except FileNotFoundError:
+                        raise InputError("git is not installed (apt-get install git)") from None
+                    except subprocess.TimeoutExpired:
+                        raise StepFailed(f"git {args[0]} of {redact(ref.url)} took over 30 minutes") from None
                     if done.returncode != 0:
                         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-                        raise StepFailed(f"git {args[0]} of {ref.url}@{ref.commit} failed: {last}")
+                        raise StepFailed(f"git {args[0]} of {redact(ref.url)}@{ref.commit} failed: {last}")
                 git("init", "-q")
                 git("fetch", "-q", "--depth", "1", ref.url, ref.commit)
-                git("archive", "--format=tar.gz", f"--prefix=source-{ref.commit[:12]}/", "-o",
-                    str(archive), "FETCH_HEAD")
-        return SourceArchive(ref, archive, file_sha256(archive), ref.url)
+                part = Path(tmp) / archive.name  # renamed into place only when complete
+                git("archive", "--format=tar.gz", f"--prefix=source-{ref.commit[:12]}/", "-o", str(part), "FETCH_HEAD")
+                os.replace(part, archive)
+        return SourceArchive(ref, archive, file_sha256(archive), redact(ref.url))
 
     def _pack_path(self, ref: SourceRef) -> SourceArchive:
         source = Path(ref.path).expanduser()
