@@ -42,6 +42,7 @@ class SmokeReport:
     throughput_tps: float | None
     golden: dict[str, str] = field(default_factory=dict)
     finished_at: str = ""
+    throughput_tokens: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -55,7 +56,7 @@ class SmokeReport:
             "ready_seconds": round(self.ready_seconds, 1), "total_seconds": round(self.total_seconds, 1),
             "throughput_tps": self.throughput_tps, "golden": self.golden,
             "summary": {"model": self.model_id, "checks": {c.name: c.status for c in self.checks},
-                        "ready_seconds": round(self.ready_seconds, 1)},
+                        "ready_seconds": round(self.ready_seconds, 1), "throughput_tokens": self.throughput_tokens},
             "checks": [{"name": c.name, "status": c.status, "evidence": c.evidence, "data": c.data}
                        for c in self.checks],
         }
@@ -136,6 +137,7 @@ class SmokeInputs:
     threshold: float | None = None  # None: the matrix's regression_threshold
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
+    baseline_measure: tuple | None = None  # (model id, throughput tokens) the baseline was measured with
 
 
 def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda message: None) -> SmokeReport:
@@ -163,13 +165,22 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
             checks.append(determinism)
             checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model))
             checks.append(check_tool_call(server.base_url, spec))
-            throughput, tps = check_throughput(server.base_url, spec, inputs.baseline_tps)
+            throughput, tps = check_throughput(server.base_url, spec, comparable_baseline(inputs, model.model_id))
             checks.append(throughput)
     except StepFailed as exc:
         checks.append(CheckResult("boot", "fail", str(exc).splitlines()[0], {"log": str(exc)}))
         ready = 0.0
     return SmokeReport(inputs.cell_id, inputs.image, inputs.digest, model.model_id, tuple(checks), ready,
-                       time.monotonic() - started, tps, outputs if determinism_passed(checks) else {}, utc_now())
+                       time.monotonic() - started, tps, outputs if determinism_passed(checks) else {}, utc_now(),
+                       settings.throughput_tokens)
+
+
+def comparable_baseline(inputs: SmokeInputs, model_id: str) -> float | None:
+    """The baseline tok/s, unless it was measured with another model or token count (then the
+    figures do not compare: this run becomes the new baseline once promoted)."""
+    if inputs.baseline_measure is None:
+        return inputs.baseline_tps
+    return inputs.baseline_tps if inputs.baseline_measure == (model_id, inputs.settings.throughput_tokens) else None
 
 
 def determinism_passed(checks: list[CheckResult]) -> bool:

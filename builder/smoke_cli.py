@@ -68,12 +68,16 @@ def smoke_and_maybe_promote(session, client: RegistryClient, cell: Cell, image: 
                             options: SmokeOptions, progress=lambda message: None) -> SmokeReport:
     store = RecordStore(client, session.names.repository)
     record = store.get_known_good(cell.id)
-    baseline = options.baseline_tps if options.baseline_tps is not None else (record.throughput_tps if record else None)
+    explicit = options.baseline_tps is not None
+    baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
     inputs = SmokeInputs(cell.id, cell.arch.name, cell.arch.gpu, image, digest,
                          cell.engine.smoke_for(cell.arch.name),
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
                          baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir,
+                         # a recorded baseline counts only if measured the same way (model, token count)
+                         baseline_measure=None if explicit or not record else (
+                             record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
                          pull_auth=client.docker_auth())
     report = run_smoke(engine.connect(), inputs, progress)
     store.put_smoke_report(digest, report.to_dict())

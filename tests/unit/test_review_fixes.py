@@ -52,3 +52,16 @@ def test_max_jobs_is_passed_but_does_not_change_the_hash(small_matrix):
     context = render_cell(cell, PatchPlan((), (), False))
     step = build_step(BuildTool("buildkit"), context, Path("/ctx"), "img", {}, {}, Path("/iid"), None, {"MAX_JOBS": "3"})
     assert "MAX_JOBS=3" in step.argv and context.build_args["MAX_JOBS"] == ""
+
+
+def test_a_baseline_measured_another_way_is_not_compared():
+    from builder.smoke import SmokeInputs, comparable_baseline
+    from builder.smokeconfig import SmokeSettings
+    settings = SmokeSettings(throughput_tokens=256)
+    same = SmokeInputs("c", "cpu", False, "img", "d", settings, baseline_tps=500.0, baseline_measure=("m@1", 256))
+    assert comparable_baseline(same, "m@1") == 500.0
+    fewer_tokens = SmokeInputs("c", "cpu", False, "img", "d", settings, baseline_tps=500.0, baseline_measure=("m@1", 64))
+    assert comparable_baseline(fewer_tokens, "m@1") is None
+    assert comparable_baseline(same, "m@2") is None
+    explicit = SmokeInputs("c", "cpu", False, "img", "d", settings, baseline_tps=9e9)
+    assert comparable_baseline(explicit, "anything") == 9e9
