@@ -102,7 +102,14 @@ def promote(client: RegistryClient, repository: str, cell_id: str, digest: str, 
         tag = client.head_manifest(repository, cell_id)
         if tag and tag.digest == digest and previous and previous.digest == digest:
             was = previous.history[0].digest if previous.history else None
-            return PromotionResult(cell_id, digest, was, friendly, "already promoted", previous)
+            # Re-tested: the tag stays; the record takes the newest smoke results (summary, golden,
+            # throughput) so later runs compare with what was measured last.
+            refreshed = replace(previous, smoke_summary=ours.smoke_summary, golden=ours.golden or previous.golden,
+                                throughput_tps=ours.throughput_tps if ours.throughput_tps is not None
+                                else previous.throughput_tps)
+            if refreshed != previous:
+                store.put_known_good(refreshed)
+            return PromotionResult(cell_id, digest, was, friendly, "already promoted", refreshed)
         body, media_type, _ = client.get_manifest(repository, digest)
         client.put_manifest(repository, cell_id, body, media_type)
         record = _with_history(ours, previous)
