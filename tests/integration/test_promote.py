@@ -72,6 +72,12 @@ def test_promotion_moves_the_tag_and_writes_the_record(plain_registry, image_pus
     assert len(image_repo_blobs) <= 1  # the config blob, for the cell label
     again = promote(client, repo, cell, digest, lock_dir=tmp_path)
     assert again.status == "already promoted" and again.record == record
+    # re-tested: the same digest keeps its tag, promotion date and history; the record takes the new figures
+    store = RecordStore(client, repo)
+    store.put_smoke_report(digest, {**store.get_smoke_report(digest), "throughput_tps": 12.5})
+    retested = promote(client, repo, cell, digest, lock_dir=tmp_path)
+    assert retested.status == "already promoted" and store.get_known_good(cell).throughput_tps == 12.5
+    assert store.get_known_good(cell).promoted_at == record.promoted_at and retested.record.history == ()
 
 
 def test_second_promotion_keeps_history(plain_registry, image_pusher, repo, tmp_path):
