@@ -94,3 +94,12 @@ def ensure_image(client: docker.DockerClient, reference: str, auth: dict | None 
         client.images.pull(reference, auth_config=auth)
     except (APIError, NotFound) as exc:
         raise StepFailed(f"cannot pull {reference}: {_first_line(exc)}") from None
+
+
+def remove_container(client: docker.DockerClient, name: str) -> None:
+    """Remove a container by name if it exists. By name, not by object: a signal can land after
+    the Engine created the container but before the SDK call returned it."""
+    try:
+        client.containers.get(name).remove(force=True)
+    except NotFound:
+        pass

@@ -105,10 +105,7 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
     except docker.errors.DockerException as exc:
         raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     finally:
-        try:
-            client.containers.get(name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        engine.remove_container(client, name)
     return copied
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import requests
 
+from . import engine
 from .errors import InputError, StepFailed
 from .smokeconfig import SmokeSettings
 from .sources import default_cache_dir
@@ -85,10 +86,7 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise StepFailed(f"generating {model} inside {image} failed: {exc.__class__.__name__}: {exc}") from None
     finally:
-        try:
-            client.containers.get(container_name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        engine.remove_container(client, container_name)
     (partial / ".complete").write_text(digest)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -17,6 +17,7 @@ import docker
 import requests
 from docker.types import DeviceRequest
 
+from . import engine
 from .errors import StepFailed
 
 CONTAINER_PORT = 8000
@@ -98,12 +99,7 @@ def serve(client: docker.DockerClient, spec: ServerSpec, name: str) -> Iterator[
         server.ready_seconds = time.monotonic() - started
         yield server
     finally:
-        # By name, not by the object: a signal can land after the Engine created the container
-        # but before `run` returned it.
-        try:
-            client.containers.get(name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        engine.remove_container(client, name)
 
 
 def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None:
