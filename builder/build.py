@@ -8,7 +8,6 @@ tag moves only by promotion, so an interrupted build can never leave a half-done
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from .errors import BuilderError, StepFailed
 from .plan import BuildTool, ImageNames, build_labels, build_step, cache_ref
 from .progress import Progress, buildkit_step, elapsed, tail
 from .render import BuildContext, write_context
+from .util import utc_now
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class Builder:
         try:
             self.progress.say(cell.id, "rendering the build context")
             context = self.prepare(cell)
-            image = self.names.immutable(context)
+            image = self.names.immutable(context.cell.id, context.content_hash)
             found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
             if found is not None:
                 self._record(cell, context, image, found.digest, {"status": "up to date"})
@@ -142,7 +142,7 @@ class Builder:
     def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
         context_dir = write_context(context, self.options.workdir / "contexts")
         base = engine.resolve_base(self.docker, cell.base_image, self._auth_for(cell.base_image))
-        created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        created = utc_now()
         labels = build_labels(context, created, self.options.revision, base.digest)
         iidfile = log.with_suffix(".iid")
         iidfile.unlink(missing_ok=True)

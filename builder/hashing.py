@@ -10,7 +10,6 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-HASH_LENGTH = 16  # hex digits in tags: 64 bits is plenty to tell one cell's builds apart
 _CHUNK = 1 << 20
 
 
@@ -39,6 +38,3 @@ def content_hash(files: Mapping[str, bytes | Path], build_args: Mapping[str, str
     digest.update(f"base {base_image}\nplatform {platform}\n".encode())
     return digest.hexdigest()
 
-
-def short(full_hash: str) -> str:
-    return full_hash[:HASH_LENGTH]

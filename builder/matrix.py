@@ -17,6 +17,7 @@ from packaging.version import Version
 from .errors import ConfigError
 from .schema import MappingReader, parse_version
 from .smokeconfig import SmokeSettings, load_smoke
+from .util import redact
 from .yamlsrc import LineDict, load_yaml_file
 
 MODES = ("source", "wheel", "overlay")
@@ -61,17 +62,6 @@ class CudaRelease:
     @property
     def tag(self) -> str:
         return "cu" + self.version.replace(".", "")
-
-
-def redact(url: str) -> str:
-    """A URL without user:password@ (tokens in git URLs must reach no label, record or message)."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.username and not parts.password:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .matrix import redact
-from .render import BuildContext, LABEL_PREFIX
+from .names import CONTENT_HASH_LABEL, ImageNames
+from .render import BuildContext
+from .util import redact
 
 
 @dataclass(frozen=True)
@@ -25,22 +26,6 @@ class BuildTool:
     def describe(self) -> str:
         how = "docker buildx build" if self.kind == "buildx" else "DOCKER_BUILDKIT=1 docker build (no buildx)"
         return f"{how} via {self.docker}" + (f"; {self.note}" if self.note else "")
-
-
-@dataclass(frozen=True)
-class ImageNames:
-    registry: str
-    repository: str
-
-    @property
-    def repo(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    def friendly(self, cell_id: str) -> str:
-        return f"{self.repo}:{cell_id}"
-
-    def immutable(self, context: BuildContext) -> str:
-        return f"{self.repo}:{context.immutable_tag}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,7 @@ def build_labels(context: BuildContext, created: str, revision: str, base_digest
         "org.opencontainers.image.revision": revision,
         "org.opencontainers.image.source": redact(context.cell.engine.git or ""),
         "org.opencontainers.image.base.digest": base_digest,
-        f"{LABEL_PREFIX}.content-hash": context.content_hash,
+        CONTENT_HASH_LABEL: context.content_hash,
     }
 
 
@@ -120,7 +105,7 @@ def cache_ref(tool: BuildTool, names: ImageNames, cell_id: str) -> str | None:
 def cell_plan(tool: BuildTool, names: ImageNames, context: BuildContext, context_dir: Path,
               secrets: dict[str, Path], labels: dict[str, str], iidfile: Path,
               extra_args: dict[str, str] | None = None) -> CellPlan:
-    image = names.immutable(context)
+    image = names.immutable(context.cell.id, context.content_hash)
     steps = (
         Step(f"ask the registry whether {image} exists (HTTP HEAD /v2/{names.repository}/manifests/"
              f"{context.immutable_tag}); if it does: up to date, stop here"),

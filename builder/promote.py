@@ -8,10 +8,8 @@ last tag PUT wins) and every promoter re-reads the tag and makes the record agre
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import hashlib
-import os
 import re
 import time
 from contextlib import contextmanager
@@ -20,11 +18,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import InputError, StepFailed
-from .hashing import short
 from .knowngood import HISTORY_LIMIT, KnownGoodRecord, RecordStore, check_digest
+from .names import (CELL_LABEL, CONTENT_HASH_LABEL, ENGINE_LABEL, ENGINE_VERSION_LABEL, PATCHES_LABEL,
+                    immutable_tag)
 from .registry import RegistryClient
+from .util import cache_dir, utc_now
 
-CELL_LABEL = "org.llmfactory.cell"
 _SETTLE_ROUNDS = 4  # re-read rounds before giving up on agreement
 _RACE_GRACE = 1.0  # seconds a race loser leaves the winner to write its own record
 LOCK_TIMEOUT = 300.0
@@ -48,12 +47,8 @@ class PromotionResult:
         return f"{self.friendly}: {self.status} {self.digest}{was}"
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def lock_path(host: str, repository: str, cell_id: str, lock_dir: Path | None = None) -> Path:
-    root = lock_dir or Path(os.environ.get("BUILDER_CACHE") or Path.home() / ".cache" / "llm-factory") / "locks"
+    root = lock_dir or cache_dir() / "locks"
     key = hashlib.sha256(f"{host}/{repository}:{cell_id}".encode()).hexdigest()[:16]
     return Path(root) / f"promote-{re.sub(r'[^A-Za-z0-9._-]', '_', cell_id)}-{key}.lock"
 
@@ -169,7 +164,7 @@ def _checked_labels(client: RegistryClient, repository: str, cell_id: str, diges
 
 def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[str, str],
             report: dict[str, Any], fields: dict[str, Any], promoted_at: str) -> KnownGoodRecord:
-    content_hash = fields.get("content_hash") or labels.get("org.llmfactory.content-hash", "")
+    content_hash = fields.get("content_hash") or labels.get(CONTENT_HASH_LABEL, "")
     summary = report.get("summary")
     if not isinstance(summary, dict):  # no summary: the report's scalar fields
         summary = {k: v for k, v in report.items() if v is None or isinstance(v, (str, int, float, bool))}
@@ -178,10 +173,10 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
     tps = tps if tps is not None else report.get("throughput_tps")
     return KnownGoodRecord(
         cell=cell_id, digest=digest, image=f"{host}/{repository}@{digest}",
-        immutable_tag=fields.get("immutable_tag") or (f"{cell_id}-{short(content_hash)}" if content_hash else ""),
+        immutable_tag=fields.get("immutable_tag") or (immutable_tag(cell_id, content_hash) if content_hash else ""),
         content_hash=content_hash, promoted_at=promoted_at,
-        engine=fields.get("engine") or labels.get("org.llmfactory.engine", ""),
-        engine_version=fields.get("engine_version") or labels.get("org.llmfactory.engine-version", ""),
+        engine=fields.get("engine") or labels.get(ENGINE_LABEL, ""),
+        engine_version=fields.get("engine_version") or labels.get(ENGINE_VERSION_LABEL, ""),
         source=fields.get("source") or labels.get("org.opencontainers.image.source", ""),
         patches=tuple(fields.get("patches") or _label_patches(labels)), smoke_summary=summary,
         golden=dict(golden if golden is not None else report.get("golden") or {}),
@@ -191,7 +186,7 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
 
 def _label_patches(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """(id, sha256 prefix) pairs from the image's `org.llmfactory.patches` label (`id@sha256:abc,...`)."""
-    text = labels.get("org.llmfactory.patches", "none")
+    text = labels.get(PATCHES_LABEL, "none")
     pairs = (item.split("@sha256:", 1) for item in text.split(",") if "@sha256:" in item)
     return tuple((pid, sha) for pid, sha in pairs)
 

@@ -11,6 +11,7 @@ import typer
 
 from .errors import InputError, StepFailed
 from .knowngood import KnownGoodRecord, RecordStore, lock_file
+from .names import CELL_LABEL, immutable_tag_pattern
 from .promote import promote
 from .registry import RegistryClient
 from .table import print_table
@@ -28,7 +29,7 @@ def _client(names) -> RegistryClient:
 def newest_tested_digest(client: RegistryClient, repository: str, cell_id: str) -> str:
     """The digest of the newest immutable image of a cell whose smoke report passed."""
     store = RecordStore(client, repository)
-    pattern = re.compile(rf"^{re.escape(cell_id)}-[0-9a-f]{{16}}$")
+    pattern = immutable_tag_pattern(cell_id)
     candidates = []
     for tag in client.tags(repository):
         if not pattern.match(tag):
@@ -48,9 +49,9 @@ def promote_cmd(session, target: str) -> None:
     repository = session.names.repository
     if re.fullmatch(r"sha256:[0-9a-f]{64}", target):
         digest = target
-        cell_id = client.image_labels(repository, digest).get("org.llmfactory.cell")
+        cell_id = client.image_labels(repository, digest).get(CELL_LABEL)
         if not cell_id:
-            raise InputError(f"{target}: the image carries no org.llmfactory.cell label; promote it by cell id")
+            raise InputError(f"{target}: the image carries no {CELL_LABEL} label; promote it by cell id")
     else:
         known = {c.id for c in session.expansion.cells}
         if target not in known:

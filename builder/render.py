@@ -18,11 +18,11 @@ import jinja2
 
 from .cells import Cell
 from .errors import InputError
-from .hashing import content_hash, short
+from .hashing import content_hash
+from .names import LABEL_PREFIX, immutable_tag, short_hash
 from .patches import PatchPlan
 
 TEMPLATE_ROOT = Path(__file__).resolve().parent.parent / "dockerfiles"
-LABEL_PREFIX = "org.llmfactory"
 PROVENANCE_PATH = "/opt/llm-factory/provenance.json"
 
 
@@ -44,11 +44,11 @@ class BuildContext:
 
     @property
     def tag_hash(self) -> str:
-        return short(self.content_hash)
+        return short_hash(self.content_hash)
 
     @property
     def immutable_tag(self) -> str:
-        return f"{self.cell.id}-{self.tag_hash}"
+        return immutable_tag(self.cell.id, self.content_hash)
 
     @property
     def self_contained(self) -> bool:

@@ -7,7 +7,6 @@ carries kernels for its arch. The report goes to the registry beside the image; 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import tarfile
 import tempfile
@@ -26,6 +25,7 @@ from .smokechecks import (CheckResult, SmokeSpec, check_completions, check_deter
                           check_throughput, check_tool_call)
 from .smokemodel import resolve_model
 from .smokerun import ServerSpec, serve
+from .util import utc_now
 
 ENGINE_PACKAGES = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
 
@@ -69,10 +69,6 @@ class SmokeReport:
         for check in self.checks:
             lines.append(f"  {check.status.upper():4}  {check.name:12} {check.evidence}")
         return "\n".join(lines)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def export_engine_packages(client: docker.DockerClient, image: str, target: Path,

@@ -13,6 +13,7 @@ from . import engine
 from .cells import Cell
 from .errors import InputError, StepFailed
 from .knowngood import RecordStore
+from .names import CELL_LABEL, CREATED_LABEL, immutable_tag_pattern
 from .promote import promote
 from .registry import RegistryClient
 from .smoke import SmokeInputs, SmokeReport, run_smoke
@@ -30,11 +31,11 @@ class SmokeOptions:
 
 def newest_image(client: RegistryClient, repository: str, cell_id: str) -> tuple[str, str]:
     """(tag, digest) of the most recently created immutable image of a cell in the registry."""
-    pattern = re.compile(rf"^{re.escape(cell_id)}-[0-9a-f]{{16}}$")
+    pattern = immutable_tag_pattern(cell_id)
     found = []
     for tag in client.tags(repository):
         if pattern.match(tag):
-            created = client.image_labels(repository, tag).get("org.opencontainers.image.created", "")
+            created = client.image_labels(repository, tag).get(CREATED_LABEL, "")
             found.append((created, tag))
     if not found:
         raise StepFailed(f"no image of {cell_id} in {client.host}/{repository}: run `builder build --cell {cell_id}`")
@@ -54,7 +55,7 @@ def resolve_target(session, client: RegistryClient, image: str | None, cell_id: 
         info = client.head_manifest(repository, match.group("tag") or match.group("digest"))
         if info is None:
             raise StepFailed(f"{image} is not in the registry")
-        cell_id = client.image_labels(repository, info.digest).get("org.llmfactory.cell")
+        cell_id = client.image_labels(repository, info.digest).get(CELL_LABEL)
         if cell_id not in cells:
             raise InputError(f"{image} is labelled cell '{cell_id}', which is not a cell of {session.matrix.path}")
         return cells[cell_id], image, info.digest

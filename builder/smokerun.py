@@ -19,6 +19,7 @@ from docker.types import DeviceRequest
 
 from . import engine
 from .errors import StepFailed
+from .names import SMOKE_LABEL
 
 CONTAINER_PORT = 8000
 _HTTP = requests.Session()
@@ -54,7 +55,7 @@ def run_options(spec: ServerSpec, name: str) -> dict:
         "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},  # a free host port, loopback only
         "volumes": {str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
         "environment": {"HF_HUB_OFFLINE": "1", **spec.env},
-        "labels": {"org.llmfactory.smoke": "1"},
+        "labels": {SMOKE_LABEL: "1"},
     }
     if spec.gpu:
         options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]

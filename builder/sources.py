@@ -21,14 +21,15 @@ import requests
 
 from .errors import InputError, ServiceError, StepFailed
 from .hashing import file_sha256
-from .matrix import SourceRef, redact
+from .matrix import SourceRef
+from .util import cache_dir, redact
 
 PYPI_URL = os.environ.get("BUILDER_PYPI_URL", "https://pypi.org")
 _TIMEOUT = (10, 120)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BUILDER_CACHE", Path.home() / ".cache" / "llm-factory"))
+    return cache_dir()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""One home for names: the image naming scheme, the immutable-tag pattern and the label keys.
+
+A cell's friendly tag `<registry>/<repository>:<cell id>` only ever points at a tested image; a
+build pushes `<cell id>-<content hash>`, whose hash part is HASH_LENGTH hex digits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+HASH_LENGTH = 16  # hex digits in tags: 64 bits is plenty to tell one cell's builds apart
+
+LABEL_PREFIX = "org.llmfactory"
+CELL_LABEL = f"{LABEL_PREFIX}.cell"
+CONTENT_HASH_LABEL = f"{LABEL_PREFIX}.content-hash"
+ENGINE_LABEL = f"{LABEL_PREFIX}.engine"
+ENGINE_VERSION_LABEL = f"{LABEL_PREFIX}.engine-version"
+PATCHES_LABEL = f"{LABEL_PREFIX}.patches"
+SMOKE_LABEL = f"{LABEL_PREFIX}.smoke"  # on smoke-test containers, so leftovers can be found
+DIGEST_ANNOTATION = f"{LABEL_PREFIX}.digest"
+PASSED_ANNOTATION = f"{LABEL_PREFIX}.passed"
+CREATED_LABEL = "org.opencontainers.image.created"
+
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def short_hash(full_hash: str) -> str:
+    return full_hash[:HASH_LENGTH]
+
+
+def immutable_tag(cell_id: str, content_hash: str) -> str:
+    return f"{cell_id}-{short_hash(content_hash)}"
+
+
+def immutable_tag_pattern(cell_id: str) -> re.Pattern[str]:
+    """Matches the immutable tags of one cell (and nothing else: not its friendly tag)."""
+    return re.compile(rf"^{re.escape(cell_id)}-[0-9a-f]{{{HASH_LENGTH}}}$")
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    registry: str
+    repository: str
+
+    @property
+    def repo(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    def friendly(self, cell_id: str) -> str:
+        return f"{self.repo}:{cell_id}"
+
+    def immutable(self, cell_id: str, content_hash: str) -> str:
+        return f"{self.repo}:{immutable_tag(cell_id, content_hash)}"
