@@ -16,10 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder.cells import expand  # noqa: E402
-from builder.matrix import load_matrix  # noqa: E402
-from builder.patches import load_patches, plan_static  # noqa: E402
-from builder.render import render_cell, write_context  # noqa: E402
+from builder.matrix.cells import expand
+from builder.matrix.load import load_matrix
+from builder.patching.records import load_patches, plan_static
+from builder.render.context import render_cell, write_context
 
 
 def generated_matrix(path: Path, cells: int = 500) -> Path:

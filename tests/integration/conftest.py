@@ -33,8 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from builder import engine
-from builder.registry import DOCKER_V2, OCI_MANIFEST, RegistryClient
+from builder.oci import dockerd
+from builder.oci.registry import DOCKER_V2, OCI_MANIFEST, RegistryClient
 from tests.conftest import run_builder
 from tests.integration.cpu_cell import BASE, CELL, WHEELS
 
@@ -306,12 +306,12 @@ def image_pusher() -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def docker_client():
-    return engine.connect()  # fails with a clear message when no Engine runs (scripts/test.sh starts one)
+    return dockerd.connect()  # fails with a clear message when no Engine runs (scripts/test.sh starts one)
 
 
 @pytest.fixture(scope="session")
 def cpu_base(docker_client):
-    if engine.image_id(docker_client, BASE) is None:
+    if dockerd.image_id(docker_client, BASE) is None:
         run_builder("base", "create", "--tag", BASE, check=True)
     return BASE
 

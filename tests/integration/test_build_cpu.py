@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.registry import RegistryClient
+from builder.oci.registry import RegistryClient
 from tests.conftest import REPO, run_builder
 
 pytestmark = pytest.mark.integration

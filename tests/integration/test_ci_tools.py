@@ -19,9 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from builder.cells import expand
-from builder.ciworkflows import act_command, canonical_command, generate_workflows, workflow_path, write_workflows
-from builder.matrix import load_matrix
+from builder.matrix.cells import expand
+from builder.matrix.load import load_matrix
+from builder.workflows.generate import (
+    act_command,
+    canonical_command,
+    generate_workflows,
+    workflow_path,
+    write_workflows,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

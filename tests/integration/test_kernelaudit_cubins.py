@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import kernelaudit as ka
-from builder.kernelaudit import PTX, SASS, DeviceTarget, audit_directory
+from builder.smoke import cuobjdump as kc
+from builder.smoke.cuobjdump import audit_directory
+from builder.smoke.kernels import PTX, SASS, DeviceTarget
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +71,18 @@ def verdicts(report) -> dict[str, tuple[str, str]]:
 
 
 def test_find_cuobjdump_finds_an_executable():
-    tool = ka.find_cuobjdump()
+    tool = kc.find_cuobjdump()
     assert Path(tool).is_file() and "fat binary" in subprocess.run(
         [tool, "--version"], capture_output=True, text=True, timeout=60).stdout
 
 
 def test_real_listings(libs):
-    tool = ka.find_cuobjdump()
-    assert ka.list_targets(tool, libs / "libk121a.so") == [DeviceTarget(SASS, "sm_121a")]
-    assert ka.list_targets(tool, libs / "libkptx120.so") == [DeviceTarget(PTX, "sm_120")]
-    assert ka.list_targets(tool, libs / "libkmix.so") == [DeviceTarget(SASS, "sm_90a"),
+    tool = kc.find_cuobjdump()
+    assert kc.list_targets(tool, libs / "libk121a.so") == [DeviceTarget(SASS, "sm_121a")]
+    assert kc.list_targets(tool, libs / "libkptx120.so") == [DeviceTarget(PTX, "sm_120")]
+    assert kc.list_targets(tool, libs / "libkmix.so") == [DeviceTarget(SASS, "sm_90a"),
                                                           DeviceTarget(SASS, "sm_120a")]
-    assert ka.list_targets(tool, libs / "libhost.so") == []
+    assert kc.list_targets(tool, libs / "libhost.so") == []
 
 
 def test_verdicts_for_an_sm_121a_cell(audit_121a):
@@ -146,7 +147,7 @@ def _image_with(docker_client, base: str, library: Path, tag: str) -> str:
     ("libkptx120.so", "pass"),  # compute_120 PTX is JIT-compiled for sm_121a
 ])
 def test_audit_of_images_for_an_sm121a_cell(libs, docker_client, cpu_base, library, verdict):
-    from builder.smoke import kernel_audit
+    from builder.smoke.run import kernel_audit
     image = _image_with(docker_client, cpu_base, libs / library, f"llm-factory-test/audit:{library.split('.')[0]}")
     try:
         result = kernel_audit(docker_client, image, "sm_121a", gpu=True, optional=())

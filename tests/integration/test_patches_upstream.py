@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.matrix import load_matrix
-from builder.patchreport import source_ref_for
-from builder.sources import SourceCache
+from builder.matrix.load import load_matrix
+from builder.patching.report import source_ref_for
+from builder.patching.sources import SourceCache
 from tests.conftest import REPO, run_builder
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_arch_patch_020_restores_121_for_cuda13(trees, tmp_path):
 
 def test_checksum_mismatch_is_an_error(tmp_path):
     from builder.errors import StepFailed
-    from builder.matrix import SourceRef
+    from builder.matrix.model import SourceRef
     cache = SourceCache(tmp_path / "cache")
     with pytest.raises(StepFailed, match="checksum mismatch"):
         cache.fetch(SourceRef("pypi", name="vllm", version="0.14.0", sha256="0" * 64))
@@ -127,13 +127,13 @@ def test_a_conflicting_patch_stops_the_build_before_anything_is_built(plain_regi
     assert re.search(r"patch broken CONFLICT: CMakeLists\.txt: hunk @@ .* @@ does not apply; nothing was built or pushed",
                      done.stderr), done.stderr
     assert not (tmp_path / "work" / "contexts").exists()
-    from builder.registry import RegistryClient
+    from builder.oci.registry import RegistryClient
     tags = RegistryClient(plain_registry.host).tags("llm-factory/images")
     assert not [t for t in tags if t.startswith("vllm-0.19.1-cu129-sm_121a")]
 
 
 def test_a_local_path_source_is_packed_reproducibly(tmp_path):
-    from builder.matrix import SourceRef
+    from builder.matrix.model import SourceRef
     tree = tmp_path / "src"
     (tree / "cmake").mkdir(parents=True)
     (tree / "CMakeLists.txt").write_text("project(x)\n")

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from builder.errors import InputError, StepFailed
-from builder.knowngood import RecordStore
-from builder.promote import promote
-from builder.registry import RegistryClient
+from builder.oci.registry import RegistryClient
+from builder.promotion.promote import promote
+from builder.promotion.store import RecordStore
 
 pytestmark = pytest.mark.integration
 

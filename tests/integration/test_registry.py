@@ -9,11 +9,16 @@ import uuid
 
 import pytest
 
-from builder import registry as registry_module
 from builder.errors import InputError, ServiceError, StepFailed
-from builder.credentials import docker_config_credentials
-from builder.registry import (OCI_INDEX, RegistryClient, RegistryNotFound,
-                              parse_challenges, sha256_digest)
+from builder.oci import registry as registry_module
+from builder.oci.auth import parse_challenges
+from builder.oci.credentials import docker_config_credentials
+from builder.oci.registry import (
+    OCI_INDEX,
+    RegistryClient,
+    RegistryNotFound,
+    sha256_digest,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from builder import engine
-from builder.knowngood import RecordStore
-from builder.registry import RegistryClient
+from builder.oci import dockerd
+from builder.oci.registry import RegistryClient
+from builder.promotion.store import RecordStore
 from tests.conftest import run_builder
 from tests.integration.cpu_cell import CELL, REPOSITORY
 
@@ -107,7 +107,7 @@ def push_broken_image(cpu_build, docker_client, entrypoint: list[str], name: str
     buffer.seek(0)
     ref = f"{cpu_build['registry'].host}/{REPOSITORY}:{CELL}-broken-{name}"
     docker_client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)
-    engine.push(docker_client, ref, None)
+    dockerd.push(docker_client, ref, None)
     return ref
 
 
@@ -141,9 +141,9 @@ def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp
 
 
 def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client, tmp_path):
-    from builder.smokeconfig import SmokeSettings
-    from builder.smokemodel import resolve_model
-    from builder.tinymodel import fingerprint
+    from builder.matrix.smoke_settings import SmokeSettings
+    from builder.smoke.model import resolve_model
+    from builder.smoke.tinymodel import fingerprint
     settings = SmokeSettings(model="generated:tiny-llama")
     one = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "a")
     two = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "b")
@@ -155,6 +155,7 @@ def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_cli
     import signal
     import subprocess
     import sys
+
     from tests.conftest import REPO
     child = subprocess.Popen([sys.executable, "-m", "builder", "smoke", cpu_build["record"]["image"], "--registry",
                               cpu_build["registry"].host], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

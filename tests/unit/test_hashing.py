@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from builder.cells import expand
 from builder.hashing import content_hash
-from builder.matrix import load_matrix
-from builder.patches import PatchPlan
-from builder.render import RenderOptions, render_cell
+from builder.matrix.cells import expand
+from builder.matrix.load import load_matrix
+from builder.patching.records import PatchPlan
+from builder.render.context import RenderOptions, render_cell
 
 BASE = {"Dockerfile": b"FROM x\n", "patches/a.diff": b"--- a\n+++ b\n", "provenance.json": b"{}\n"}
 ARGS = {"FACTORY_CELL": "c"}

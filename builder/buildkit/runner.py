@@ -1,0 +1,212 @@
+"""`builder build`: render, skip what the registry already has, build through BuildKit, push.
+
+Per cell: the checked build context (a patch CONFLICT stops the cell before anything runs), a
+registry lookup of the immutable tag (present: "up to date", no build), the build with its log
+in a file, the push, and the digest recorded. Only immutable tags are pushed here; the friendly
+tag moves only by promotion, so an interrupted build can never leave a half-done friendly tag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.buildkit.plan import (
+    BuildTool,
+    ImageNames,
+    build_labels,
+    build_step,
+    cache_ref,
+)
+from builder.buildkit.progress import Progress, buildkit_step, elapsed, tail
+from builder.errors import BuilderError, StepFailed
+from builder.matrix.cells import Cell
+from builder.oci import dockerd
+from builder.render.context import BuildContext, write_context
+from builder.util import utc_now
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workdir: Path
+    secrets: dict[str, Path]  # BuildKit secret id -> file (CA bundle, tokens): never args or labels
+    jobs: int = 1
+    keep_going: bool = False
+    revision: str = ""  # the factory's git commit, for org.opencontainers.image.revision
+    max_jobs: int | None = None  # overrides the memory-based cap; not part of the content hash
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell_id: str
+    status: str  # "built" | "up to date" | "failed" | "not started"
+    image: str = ""
+    digest: str = ""
+    seconds: float = 0.0
+    log: Path | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "up to date")
+
+
+class Builder:
+    def __init__(self, tool: BuildTool, names: ImageNames, registry, prepare, options: BuildOptions,
+                 progress: Progress):
+        self.tool, self.names, self.registry, self.options = tool, names, registry, options
+        self.prepare = prepare  # cell -> BuildContext (checked against the source)
+        self.progress = progress
+        self.cancel = threading.Event()
+        self._children: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._docker = None
+
+    @property
+    def docker(self):
+        if self._docker is None:
+            self._docker = dockerd.connect()
+        return self._docker
+
+    def build_all(self, cells: list[Cell]) -> list[CellResult]:
+        results: dict[str, CellResult] = {}
+        failed = threading.Event()
+
+        def run(cell: Cell) -> None:
+            if self.cancel.is_set() or (failed.is_set() and not self.options.keep_going):
+                results[cell.id] = CellResult(cell.id, "not started", error="an earlier cell failed"
+                                              if failed.is_set() else "interrupted")
+                return
+            result = self.build_one(cell)
+            results[cell.id] = result
+            if not result.ok:
+                failed.set()
+
+        # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt), stop the running builds.
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            futures = [pool.submit(run, cell) for cell in cells]
+            try:
+                for future in futures:
+                    while not future.done():
+                        time.sleep(0.2)  # keeps the main thread responsive to signals
+                    future.result()
+            except KeyboardInterrupt:
+                self.interrupt()
+                raise
+        return [results[c.id] for c in cells]
+
+    def interrupt(self) -> None:
+        """Stop every running build (its process group); nothing further is pushed."""
+        self.cancel.set()
+        with self._lock:
+            for child in self._children:
+                try:
+                    os.killpg(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def build_one(self, cell: Cell) -> CellResult:
+        started = time.monotonic()
+        logs = self.options.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{cell.id}.log"
+        log.unlink(missing_ok=True)  # a failure must never show an earlier run's log lines
+        try:
+            self.progress.say(cell.id, "rendering the build context")
+            context = self.prepare(cell)
+            image = self.names.immutable(context.cell.id, context.content_hash)
+            found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
+            if found is not None:
+                self._record(cell, context, image, found.digest, {"status": "up to date"})
+                self.progress.finish(cell.id, f"up to date: {image} ({found.digest[:19]})")
+                return CellResult(cell.id, "up to date", image, found.digest, time.monotonic() - started, None)
+            self._check_cancel(cell)
+            digest = self._build_and_push(cell, context, image, log)
+            self.progress.finish(cell.id, f"built and pushed {image} in {elapsed(time.monotonic() - started)}")
+            return CellResult(cell.id, "built", image, digest, time.monotonic() - started, log)
+        except OSError as exc:  # a read-only workdir, a full disk
+            return self._failed(cell, started, log, StepFailed(f"{cell.id}: {exc.strerror or exc}: "
+                                                               f"{exc.filename or self.options.workdir}"))
+        except BuilderError as exc:
+            return self._failed(cell, started, log, exc)
+
+    def _failed(self, cell: Cell, started: float, log: Path, exc: BuilderError) -> CellResult:
+        message = str(exc)
+        if log.exists() and log.stat().st_size:
+            message += f"\n--- last lines of {log} ---\n{tail(log)}"
+        self.progress.finish(cell.id, f"FAILED: {message}")
+        return CellResult(cell.id, "failed", seconds=time.monotonic() - started,
+                          log=log if log.exists() else None, error=str(exc))
+
+    def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
+        context_dir = write_context(context, self.options.workdir / "contexts")
+        base = dockerd.resolve_base(self.docker, cell.base_image, self._auth_for(cell.base_image))
+        created = utc_now()
+        labels = build_labels(context, created, self.options.revision, base.digest)
+        iidfile = log.with_suffix(".iid")
+        iidfile.unlink(missing_ok=True)
+        extra = {"MAX_JOBS": str(self.options.max_jobs)} if self.options.max_jobs else None
+        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile,
+                          cache_ref(self.tool, self.names, cell.id), extra)
+        log.with_suffix(".cmd").write_text(step.shell() + "\n")  # the exact command, beside its log
+        self._run(cell, step, log)
+        if self.cancel.is_set():
+            raise StepFailed(f"{cell.id}: interrupted; nothing pushed")
+        self.progress.say(cell.id, f"pushing {image}")
+        with open(log, "a") as handle:
+            digest = dockerd.push(self.docker, image, self.registry.docker_auth(),
+                                 on_line=lambda line: handle.write(f"push: {line}\n"))
+        found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
+        if found is None or found.digest != digest:
+            raise StepFailed(f"{image}: the registry does not show the pushed digest {digest}")
+        self._record(cell, context, image, digest, {"status": "built", "base_digest": base.digest, "created": created})
+        return digest
+
+    def _record(self, cell: Cell, context: BuildContext, image: str, digest: str, extra: dict) -> None:
+        """logs/<cell>.json: what this run produced or found (CI keeps it as an artifact)."""
+        (self.options.workdir / "logs" / f"{cell.id}.json").write_text(json.dumps(
+            {"cell": cell.id, "image": image, "digest": digest, "content_hash": context.content_hash, **extra},
+            indent=2) + "\n")
+
+    def _check_cancel(self, cell: Cell) -> None:
+        if self.cancel.is_set():
+            raise StepFailed(f"{cell.id}: interrupted; nothing built or pushed")
+
+    def _auth_for(self, reference: str) -> dict | None:
+        """Registry credentials for pulls from our own registry (a base built by an earlier cell)."""
+        return self.registry.docker_auth() if reference.startswith(self.names.registry + "/") else None
+
+    def _run(self, cell: Cell, step, log: Path) -> None:
+        env = {**os.environ, **step.env}
+        with open(log, "w") as handle:
+            handle.write(f"# {step.shell()}\n")
+            handle.flush()
+            with self._lock:  # checked under the lock interrupt() takes: no build starts after it
+                self._check_cancel(cell)
+                child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                         text=True, errors="replace", start_new_session=True)
+                self._children.add(child)
+            try:
+                for line in child.stdout:
+                    handle.write(line)
+                    current = buildkit_step(line)
+                    if current:
+                        self.progress.step(cell.id, current)
+                code = child.wait()
+            finally:
+                with self._lock:
+                    self._children.discard(child)
+        if code != 0:
+            raise StepFailed(f"{cell.id}: build failed (exit {code}); log {log}")
+
+
+def summary_rows(results: list[CellResult]) -> list[list[str]]:
+    return [[r.cell_id, r.status, r.image or "-", (r.digest[:19] if r.digest else "-"), elapsed(r.seconds),
+             str(r.log) if r.log and not r.ok else ""] for r in results]

@@ -1,0 +1,138 @@
+"""`builder build` (the plan, or the build) and `builder base create`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder.buildkit.plan import BuildPlan, build_labels, cell_plan
+from builder.cli.app import app
+from builder.cli.options import (
+    ArchOpt,
+    CellOpt,
+    CudaOpt,
+    EngineOpt,
+    MatrixOpt,
+    RegistryOpt,
+    existing_dir,
+    existing_file,
+)
+from builder.cli.session import Session
+from builder.errors import InputError
+from builder.pipeline import smoke_built
+from builder.render.context import RenderOptions
+from builder.table import print_table
+
+
+@app.command("build")
+def build_cmd(
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+    registry: Optional[str] = RegistryOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: every docker command, in order; build nothing."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for pip inside the build, handed in as a BuildKit secret (corporate proxies)."),
+    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip --find-links (air-gapped runners)."),
+    secret: Optional[list[str]] = typer.Option(None, "--secret", help="Extra BuildKit secret ID=FILE (e.g. hf_token=~/.hf_token)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells built at once."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Parallel compile jobs inside a source build (default: capped by memory, cores and the arch's limit)."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other cells when one fails."),
+    workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
+    promote: bool = typer.Option(False, "--promote", help="With --smoke: promote each image that passed."),
+):
+    """Build the selected cells through BuildKit and push their immutable tags; a cell whose
+    immutable tag the registry already has is skipped as up to date.
+
+    Example: builder build --arch cpu --ca-bundle /etc/ssl/certs/ca-certificates.crt --find-links /opt/wheels
+    """
+    session = Session(matrix, arch, cuda, engine, cell, registry)
+    defaults = session.matrix.pip
+    ca_bundle = existing_file(ca_bundle or defaults.ca_bundle, "--ca-bundle")
+    secrets = {"cabundle": ca_bundle.resolve()} if ca_bundle else {}
+    for item in secret or []:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise InputError(f"--secret: '{item}' must be ID=FILE")
+        secrets[key] = existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
+    options = RenderOptions(find_links=existing_dir(find_links or defaults.find_links, "--find-links"))
+    from builder.buildkit.tool import detect_build_tool
+    tool = detect_build_tool()
+    workdir = workdir.resolve()
+    cells = session.cells()
+    if dry_run:
+        plans = []
+        for item in cells:
+            context = session.render(item, options)
+            labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
+            plans.append(cell_plan(tool, session.names, context, workdir / "contexts" / item.id, secrets, labels,
+                                   workdir / "logs" / f"{item.id}.iid", {"MAX_JOBS": str(max_jobs)} if max_jobs else None))
+        _print_plan(BuildPlan(tool, tuple(plans)))
+        return
+    from builder.buildkit.progress import Progress
+    from builder.buildkit.runner import Builder, BuildOptions, summary_rows
+    from builder.oci.registry import RegistryClient
+    client = RegistryClient.from_environment(session.names.registry)
+    client.ping()
+    typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
+    builder = Builder(tool, session.names, client, lambda c: session.render(c, options, fetch=True),
+                      BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root), max_jobs),
+                      Progress(len(cells)))
+    try:
+        results = builder.build_all(cells)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
+        raise typer.Exit(130)
+    smoked = smoke_built(session.names, client, cells, results, workdir, promote,
+                                 say=lambda m: typer.echo(m, err=True)) if smoke else {}
+    typer.echo("")
+    rows = summary_rows(results)
+    if smoke:
+        rows = [row + [smoked.get(row[0], "-")] for row in rows]
+    print_table(["cell", "result", "image", "digest", "time", "log"] + (["smoke"] if smoke else []), rows)
+    if not all(r.ok for r in results) or any(v.startswith("FAILED") for v in smoked.values()):
+        raise typer.Exit(1)
+
+
+def _git_revision(root: Path) -> str:
+    import subprocess
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+base_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Base images for machines without a public registry.")
+
+
+@base_app.command("create")
+def base_create_cmd(
+    tag: str = typer.Option("llm-factory/bookworm-python:3.11", "--tag", help="Image name the matrix uses."),
+    suite: str = typer.Option("bookworm", "--suite", help="Debian suite."),
+    mirror: str = typer.Option("http://deb.debian.org/debian", "--mirror", help="Debian mirror."),
+):
+    """Make a Debian base image with Python offline from a registry: debootstrap + docker import.
+
+    Example: builder base create --tag llm-factory/bookworm-python:3.11
+    """
+    from builder.buildkit.baseimage import create_base
+    from builder.buildkit.tool import detect_build_tool
+    seconds = create_base(tag, suite, mirror, docker=detect_build_tool().docker, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"{tag}: created in {seconds:.0f}s")
+
+
+def _print_plan(plan: BuildPlan) -> None:
+    typer.echo(f"build tool: {plan.tool.describe()}")
+    for index, item in enumerate(plan.cells, 1):
+        ctx = item.context
+        typer.echo(f"\n[{index}/{len(plan.cells)}] {ctx.cell.id}  ({ctx.cell.platform}, {ctx.cell.mode} mode)")
+        typer.echo(f"  image:   {item.image}")
+        typer.echo(f"  promote: {item.friendly} (only after the smoke test passes)")
+        applied = ", ".join(p.id for p in ctx.plan.apply) or "none"
+        typer.echo(f"  patches: {applied}" + ("" if ctx.plan.checked else " (checked against the source at build time)"))
+        for skip in ctx.plan.skipped:
+            typer.echo(f"    skip {skip.id}: {skip.reason}")
+        for number, step in enumerate(item.steps, 1):
+            typer.echo(f"  {number}. {step.shell()}")

@@ -1,0 +1,58 @@
+"""`builder patches check` (the command; the checking lives in patchcheck.py and patchreport.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from packaging.version import InvalidVersion, Version
+
+from builder.cli.options import MatrixOpt
+from builder.errors import InputError
+from builder.matrix.load import load_matrix
+from builder.patching.records import load_patches
+
+patches_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check patch records against real upstream sources.")
+
+
+@patches_app.command("check")
+def patches_check_cmd(
+    engine: str = typer.Option("vllm", "--engine", help="The engine whose patches to check."),
+    versions: str = typer.Option(..., "--versions", help="Comma-separated engine versions, e.g. 0.19.1,0.20.2."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Judge for this arch only (others: not applicable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    matrix: Path = MatrixOpt,
+    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix)."),
+):
+    """Judge every patch against the real source of each version: applies, already upstream,
+    not applicable, or CONFLICT (with the file and the failing hunk). Exits 1 on a conflict.
+
+    Example: builder patches check --engine vllm --versions 0.14.0,0.16.0,0.19.1,0.20.2,0.33.0 --arch sm_121a
+    """
+    from builder.patching.report import (
+        check_versions,
+        format_verdicts,
+        has_conflict,
+        verdicts_json,
+    )
+    from builder.patching.sources import SourceCache
+    loaded = load_matrix(matrix)
+    if engine not in loaded.engines:
+        raise InputError(f"--engine: unknown engine '{engine}' (the matrix defines: {', '.join(loaded.engines)})")
+    if arch is not None and arch not in loaded.archs:
+        raise InputError(f"--arch: unknown arch '{arch}' (the matrix defines: {', '.join(loaded.archs)})")
+    wanted = [v.strip() for v in versions.split(",") if v.strip()]
+    for version in wanted:
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise InputError(f"--versions: '{version}' is not a PEP 440 version (e.g. 0.20.2)") from None
+    records = load_patches(patches_dir or loaded.directory / "patches", engine)
+    if not records:
+        raise InputError(f"no {engine} patch records under {patches_dir or loaded.directory / 'patches'}")
+    verdicts = check_versions(loaded, records, engine, wanted, arch, SourceCache(),
+                              progress=lambda m: typer.echo(m, err=True))
+    typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))
+    if has_conflict(verdicts):
+        raise typer.Exit(1)

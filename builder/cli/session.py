@@ -1,0 +1,60 @@
+"""What every command starts from: the options that select cells, and a Session holding the
+matrix, its expansion, the selection and the image names."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from builder.buildkit.plan import ImageNames
+from builder.matrix.cells import Cell, expand
+from builder.matrix.load import load_matrix
+from builder.matrix.model import Matrix
+from builder.matrix.selection import Selector, make_selector, require_cells
+from builder.patching.records import PatchRecord, load_patches, plan_static
+from builder.render.context import (
+    TEMPLATE_ROOT,
+    BuildContext,
+    RenderOptions,
+    render_cell,
+)
+
+
+class Session:
+    """What every command needs: the matrix, its expansion and the selected cells."""
+
+    def __init__(self, matrix_path: Path, arch, cuda, engine, cell, registry: str | None = None):
+        self.matrix: Matrix = load_matrix(matrix_path)
+        self.expansion = expand(self.matrix)
+        self.selector: Selector = make_selector(self.matrix, arch, cuda, engine, cell)
+        registry = registry or os.environ.get("BUILDER_REGISTRY") or self.matrix.registry
+        self.names = ImageNames(registry, self.matrix.repository)
+
+    @property
+    def root(self) -> Path:
+        return self.matrix.directory
+
+    @property
+    def template_root(self) -> Path:
+        local = self.root / "dockerfiles"
+        return local if local.is_dir() else TEMPLATE_ROOT
+
+    def cells(self) -> list[Cell]:
+        return require_cells(self.expansion, self.selector)
+
+    @functools.cached_property
+    def _patch_records(self) -> list[PatchRecord]:
+        return load_patches(self.root / "patches")  # once per command, not once per cell
+
+    def patches(self, engine: str | None = None) -> list[PatchRecord]:
+        return [r for r in self._patch_records if engine is None or r.engine == engine]
+
+    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
+        """Render a cell; with fetch, a source cell gets its verified source and a patch plan
+        checked against it (a CONFLICT stops the cell here, before anything is built)."""
+        records = self.patches(cell.engine.name)
+        if not (fetch and cell.mode == "source"):
+            return render_cell(cell, plan_static(records, cell), options, self.template_root)
+        from builder.render.checked import checked_context
+        return checked_context(cell, records, options, self.template_root)

@@ -1,0 +1,1 @@
+"""Stage 1, describe: matrix.yaml -> Matrix -> cells -> selection (pure)."""

@@ -1,0 +1,253 @@
+"""The build matrix: typed model of matrix.yaml and its loader.
+
+Everything per arch, per CUDA release and per engine version is data in matrix.yaml; the code
+has no branches on arch names. Loading validates every field and names `file:line` on error.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from builder.errors import ConfigError
+from builder.matrix.model import (
+    _ARCH_NAME,
+    _CUDA_NAME,
+    _LABEL,
+    MODES,
+    Arch,
+    BuildLimits,
+    CudaRelease,
+    Engine,
+    EngineVersion,
+    ExcludeRule,
+    IncludeRule,
+    Matrix,
+    PipDefaults,
+    SourceRef,
+)
+from builder.matrix.schema import MappingReader, parse_version
+from builder.matrix.smoke_settings import load_smoke
+from builder.matrix.yamlsrc import LineDict, load_yaml_file
+
+
+def load_matrix(path: Path | str) -> Matrix:
+    path = Path(path)
+    data = load_yaml_file(path)
+    src = str(path)
+    top = MappingReader(data, src, 1, "matrix")
+    schema = top.integer("schema", 1, minimum=1)
+    if schema != 1:
+        raise top.error("schema", f"schema {schema} is not supported by this builder (expected 1)")
+    registry = top.string("registry", "127.0.0.1:5000")
+    repository = top.string("repository", "llm-factory")
+    archs = _load_archs(top.sub("archs", required=True))
+    cuda = _load_cuda(top.sub("cuda", required=True))
+    torch_triton = top.string_map("torch_triton")
+    engines = _load_engines(top.sub("engines", required=True), archs)
+    includes = _load_includes(top, archs, cuda, engines)
+    excludes = _load_excludes(top, archs, engines)
+    pip = _load_pip(top.sub("pip"), path.resolve().parent)
+    top.finish()
+    return Matrix(src, registry, repository, archs, cuda, torch_triton, engines, includes, excludes,
+                  path.resolve().parent, pip)
+
+
+def _load_pip(r: MappingReader | None, base: Path) -> PipDefaults:
+    if r is None:
+        return PipDefaults()
+    ca, links = r.string("ca_bundle"), r.string("find_links")
+    r.finish()
+    return PipDefaults(base / ca if ca else None, base / links if links else None)
+
+
+def _load_archs(reader: MappingReader) -> dict[str, Arch]:
+    archs = {}
+    for name in reader.data:
+        value = reader.raw(name)
+        if not isinstance(name, str) or not _ARCH_NAME.match(name):
+            raise reader.error(name, f"arch name '{name}' is not of the form sm_NN[a|f] or cpu")
+        r = MappingReader(value, reader.source, reader.line_of(name), f"archs.{name}")
+        mode = r.string("default_mode", required=True)
+        _check_mode(r, "default_mode", mode)
+        min_cuda = r.string("min_cuda")
+        limits = r.sub("build")
+        arch = Arch(
+            name=name,
+            platform=r.string("platform", required=True),
+            default_mode=mode,
+            compute_capability=r.string("compute_capability"),
+            torch_cuda_arch_list=r.string("torch_cuda_arch_list"),
+            flashinfer_cuda_arch_list=r.string("flashinfer_cuda_arch_list"),
+            min_cuda=parse_version(min_cuda, r.source, r.line_of("min_cuda"), f"archs.{name}.min_cuda")
+            if min_cuda else None,
+            bases=_bases(r),
+            runs_on=r.strings("runs_on"),
+            limits=_limits(limits) if limits else BuildLimits(),
+            min_cuda_line=r.line_of("min_cuda"),
+        )
+        if arch.gpu and not arch.torch_cuda_arch_list:
+            raise r.error(None, f"archs.{name} has a compute_capability but no torch_cuda_arch_list")
+        if not re.match(r"^linux/(amd64|arm64)$", arch.platform):
+            raise r.error("platform", f"archs.{name}.platform '{arch.platform}' must be linux/amd64 or linux/arm64")
+        r.finish()
+        archs[name] = arch
+    return archs
+
+
+def _limits(r: MappingReader) -> BuildLimits:
+    limits = BuildLimits(
+        mem_per_job_gib=r.integer("mem_per_job_gib", BuildLimits.mem_per_job_gib, minimum=1),
+        max_jobs=r.integer("max_jobs", BuildLimits.max_jobs, minimum=1),
+        nvcc_threads=r.integer("nvcc_threads", BuildLimits.nvcc_threads, minimum=1),
+    )
+    r.finish()
+    return limits
+
+
+def _bases(r: MappingReader) -> dict[str, str]:
+    bases = r.string_map("bases")
+    for mode in bases:
+        if mode not in MODES:
+            raise ConfigError(r.source, r.line_of("bases"), f"{r.what}.bases: unknown mode '{mode}' "
+                                                            f"(modes: {', '.join(MODES)})")
+    return bases
+
+
+def _check_mode(r: MappingReader, key: str, mode: str | None) -> None:
+    if mode is not None and mode not in MODES:
+        raise r.error(key, f"{r.what}.{key}: unknown build mode '{mode}' (modes: {', '.join(MODES)})")
+
+
+def _load_cuda(reader: MappingReader) -> dict[str, CudaRelease]:
+    releases = {}
+    for version in reader.data:
+        if not isinstance(version, str) or not _CUDA_NAME.match(version):
+            raise reader.error(version, f"CUDA release {version!r} must be a quoted string like \"13.0\"")
+        r = MappingReader(reader.raw(version), reader.source, reader.line_of(version), f"cuda.{version}")
+        releases[version] = CudaRelease(version, _bases(r))
+        r.finish()
+    return releases
+
+
+def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, Engine]:
+    engines = {}
+    for name in reader.data:
+        r = MappingReader(reader.raw(name), reader.source, reader.line_of(name), f"engines.{name}")
+        pypi = r.string("pypi", name)
+        git = r.string("git")
+        wheel_packages = r.string_map("wheel_packages")
+        for arch in wheel_packages:
+            _check_arch(r, "wheel_packages", arch, archs)
+        smoke, per_arch = load_smoke(r.sub("smoke"), archs)
+        versions_reader = r.sub("versions", required=True)
+        versions = {}
+        for label in versions_reader.data:
+            if not isinstance(label, str) or not _LABEL.match(label):
+                raise versions_reader.error(label, f"engine version {label!r} must be a quoted string "
+                                                   "of letters, digits, '.', '-', '_' (e.g. \"0.20.2\")")
+            versions[label] = _load_version(versions_reader, label, pypi, git, archs)
+        r.finish()
+        engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch)
+    return engines
+
+
+def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
+                  archs: dict[str, Arch]) -> EngineVersion:
+    value = parent.raw(label)
+    r = MappingReader(LineDict() if value is None else value, parent.source, parent.line_of(label),
+                      f"{parent.what}.{label}")
+    r.line = parent.line_of(label) if value is None else r.line
+    version_text = r.string("version", label)
+    version = parse_version(version_text, r.source, r.line_of("version"), f"{r.what}.version")
+    commit = r.string("git_commit")
+    path = r.string("path")
+    if commit and path:
+        raise r.error("path", f"{r.what}: give either git_commit or path, not both")
+    if commit:
+        if not re.match(r"^[0-9a-f]{40}$", commit):  # git cannot fetch an abbreviated id
+            raise r.error("git_commit", f"{r.what}.git_commit must be the full 40-hex commit id, got '{commit}'")
+        url = r.string("git_url", git)
+        if not url:
+            raise r.error("git_commit", f"{r.what}: git_commit needs git_url here or engines.*.git")
+        source = SourceRef("git", url=url, commit=commit)
+    elif path:
+        source = SourceRef("path", path=path)
+    else:
+        sha = r.string("sdist_sha256")
+        if sha and not re.match(r"^[0-9a-f]{64}$", sha):
+            raise r.error("sdist_sha256", f"{r.what}.sdist_sha256 must be 64 hex digits")
+        source = SourceRef("pypi", name=pypi, version=version_text, sha256=sha)
+    images = r.string_map("images")
+    for arch in images:
+        _check_arch(r, "images", arch, archs)
+    result = EngineVersion(label, version, source, r.string("torch"), images)
+    r.finish()
+    return result
+
+
+def _check_arch(r: MappingReader, key: str, arch: str, archs: dict[str, Arch]) -> None:
+    if arch not in archs:
+        raise r.error(key, f"{r.what}.{key}: unknown arch '{arch}' (defined archs: {', '.join(archs)})")
+
+
+def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
+    items = top.raw("include", required=True)
+    if not isinstance(items, list):
+        raise top.error("include", "include must be a list of cell groups")
+    rules = []
+    for index, item in enumerate(items):
+        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("include")
+        r = MappingReader(item, top.source, line, f"include[{index}]")
+        engine_name = r.string("engine", required=True)
+        if engine_name not in engines:
+            raise r.error("engine", f"include[{index}] references undefined engine '{engine_name}' "
+                                    f"(defined: {', '.join(engines)})")
+        engine = engines[engine_name]
+        versions = r.strings("versions", required=True)
+        for label in versions:
+            if label not in engine.versions:
+                raise r.error("versions", f"include[{index}]: engine {engine_name} has no version '{label}' "
+                                          f"under engines.{engine_name}.versions")
+        arch_names = r.strings("archs", required=True)
+        for arch in arch_names:
+            _check_arch(r, "archs", arch, archs)
+        cudas = r.strings("cuda")
+        for release in cudas:
+            if release not in cuda:
+                raise r.error("cuda", f"include[{index}]: unknown CUDA release '{release}' "
+                                      f"(defined under cuda: {', '.join(cuda)})")
+        gpu = [a for a in arch_names if archs[a].gpu]
+        if gpu and not cudas:
+            raise r.error(None, f"include[{index}]: GPU archs ({', '.join(gpu)}) need a cuda list")
+        if cudas and len(gpu) < len(arch_names):
+            raise r.error("cuda", f"include[{index}]: cpu archs take no cuda list; put them in a group of their own")
+        mode = r.string("mode")
+        _check_mode(r, "mode", mode)
+        rules.append(IncludeRule(r.line, engine_name, versions, arch_names, cudas or ("",), mode, r.string("base")))
+        r.finish()
+    return tuple(rules)
+
+
+def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...]:
+    items = top.raw("exclude", [])
+    if not isinstance(items, list):
+        raise top.error("exclude", "exclude must be a list of rules")
+    rules = []
+    for index, item in enumerate(items):
+        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("exclude")
+        r = MappingReader(item, top.source, line, f"exclude[{index}]")
+        engine = r.string("engine")
+        if engine is not None and engine not in engines:
+            raise r.error("engine", f"exclude[{index}] references undefined engine '{engine}'")
+        arch_names = r.strings("archs")
+        for arch in arch_names:
+            _check_arch(r, "archs", arch, archs)
+        modes = r.strings("modes")
+        for mode in modes:
+            _check_mode(r, "modes", mode)
+        rule = ExcludeRule(r.line, r.string("reason", required=True), engine, r.specifier("versions"),
+                           arch_names, r.specifier("cuda"), modes, r.strings("cells"))
+        r.finish()
+        rules.append(rule)
+    return tuple(rules)

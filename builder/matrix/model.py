@@ -1,0 +1,157 @@
+"""The build matrix: typed model of matrix.yaml and its loader.
+
+Everything per arch, per CUDA release and per engine version is data in matrix.yaml; the code
+has no branches on arch names. Loading validates every field and names `file:line` on error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from builder.matrix.smoke_settings import SmokeSettings
+from builder.util import redact
+
+MODES = ("source", "wheel", "overlay")
+_ARCH_NAME = re.compile(r"^(sm_\d+[af]?|cpu)$")
+_CUDA_NAME = re.compile(r"^\d+\.\d+$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """Caps for parallel compilation: a source build OOMs when jobs outgrow memory."""
+
+    mem_per_job_gib: int = 4
+    max_jobs: int = 64
+    nvcc_threads: int = 2
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    platform: str
+    default_mode: str
+    compute_capability: str | None = None
+    torch_cuda_arch_list: str | None = None
+    flashinfer_cuda_arch_list: str | None = None
+    min_cuda: Version | None = None
+    bases: dict[str, str] = field(default_factory=dict)  # mode -> base image, for archs without CUDA
+    runs_on: tuple[str, ...] = ()
+    limits: BuildLimits = BuildLimits()
+    min_cuda_line: int = 0  # where min_cuda is set, for exclusion reasons
+
+    @property
+    def gpu(self) -> bool:
+        return self.compute_capability is not None
+
+
+@dataclass(frozen=True)
+class CudaRelease:
+    version: str  # "13.0"
+    bases: dict[str, str]  # mode -> base image
+
+    @property
+    def tag(self) -> str:
+        return "cu" + self.version.replace(".", "")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a `source` build gets the engine: a PyPI sdist, a git commit or a local path."""
+
+    kind: str  # "pypi" | "git" | "path"
+    name: str = ""  # PyPI project
+    version: str = ""
+    sha256: str | None = None  # pinned sdist checksum, when known
+    url: str = ""  # git URL
+    commit: str = ""
+    path: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "pypi":
+            pin = f" sha256:{self.sha256}" if self.sha256 else ""
+            return f"pypi:{self.name}=={self.version}{pin}"
+        if self.kind == "git":
+            return f"git:{redact(self.url)}@{self.commit}"
+        return f"path:{self.path}"
+
+
+@dataclass(frozen=True)
+class EngineVersion:
+    label: str  # used in cell ids: "0.20.2", "nightly-20261120"
+    version: Version  # PEP 440, for gating
+    source: SourceRef
+    torch: str | None = None
+    images: dict[str, str] = field(default_factory=dict)  # arch -> upstream image (overlay mode)
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    pypi: str
+    git: str | None
+    wheel_packages: dict[str, str]  # arch -> PyPI distribution for `wheel` mode
+    versions: dict[str, EngineVersion]
+    smoke: SmokeSettings = SmokeSettings()
+    smoke_per_arch: dict[str, SmokeSettings] = field(default_factory=dict)
+
+    def wheel_package(self, arch: str) -> str:
+        return self.wheel_packages.get(arch, self.pypi)
+
+    def smoke_for(self, arch: str) -> SmokeSettings:
+        return self.smoke_per_arch.get(arch, self.smoke)
+
+
+@dataclass(frozen=True)
+class IncludeRule:
+    """One product group of cells: engine x versions x archs x cuda, in one mode."""
+
+    line: int
+    engine: str
+    versions: tuple[str, ...]
+    archs: tuple[str, ...]
+    cuda: tuple[str, ...]
+    mode: str | None = None
+    base: str | None = None  # overrides the base image of every cell in the group
+
+
+@dataclass(frozen=True)
+class ExcludeRule:
+    """Cells matching every given field are excluded with `reason`."""
+
+    line: int
+    reason: str
+    engine: str | None = None
+    versions: SpecifierSet | None = None
+    archs: tuple[str, ...] = ()
+    cuda: SpecifierSet | None = None
+    modes: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()  # cell id globs
+
+
+@dataclass(frozen=True)
+class PipDefaults:
+    """Defaults for --ca-bundle and --find-links (corporate proxies, air-gapped runners)."""
+
+    ca_bundle: Path | None = None
+    find_links: Path | None = None
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: str
+    registry: str
+    repository: str
+    archs: dict[str, Arch]
+    cuda: dict[str, CudaRelease]
+    torch_triton: dict[str, str]  # torch release -> the Triton it pins
+    engines: dict[str, Engine]
+    includes: tuple[IncludeRule, ...]
+    excludes: tuple[ExcludeRule, ...]
+    directory: Path = Path(".")  # where relative paths in the matrix resolve
+    pip: PipDefaults = PipDefaults()

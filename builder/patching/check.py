@@ -1,0 +1,155 @@
+"""Checking patch records against a real upstream source tree.
+
+Verdicts: `applies`, `already upstream` (skipped: the fix landed), `not applicable` (out of range,
+arch not targeted, file absent) and `CONFLICT` (the file and the failing hunk). Diffs are checked
+with `git apply --check` (no fuzz: a hunk that only applies with fuzz is a conflict), forward and
+then in reverse, which is the "already fixed upstream" detector of last resort.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from builder.errors import InputError, StepFailed
+from builder.hashing import file_sha256
+from builder.patching.records import PatchPlan, PatchRecord, Skip, static_verdict
+
+APPLIES, UPSTREAM, NOT_APPLICABLE, CONFLICT = "applies", "already upstream", "not applicable", "CONFLICT"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    patch_id: str
+    version: str
+    verdict: str
+    detail: str
+
+
+def diff_files(diff: bytes) -> list[str]:
+    """The files a -p1 unified diff edits."""
+    names = []
+    for line in diff.decode(errors="replace").splitlines():
+        if line.startswith("+++ ") and not line.startswith("+++ /dev/null"):
+            name = line[4:].split("\t")[0].strip()
+            names.append(name[2:] if name.startswith("b/") else name)
+    return names
+
+
+def _hunk_header(diff: bytes, file: str, line: int | None) -> str:
+    """The @@ header of the hunk of `file` that starts nearest before `line` (what failed)."""
+    current, best = None, None
+    for text in diff.decode(errors="replace").splitlines():
+        if text.startswith("+++ "):
+            current = text[4:].split("\t")[0].strip().removeprefix("b/")
+        elif text.startswith("@@") and current == file:
+            match = re.match(r"@@ -(\d+)", text)
+            start = int(match.group(1)) if match else 0
+            if best is None or line is None or start <= line:
+                best = text
+    return best or "(hunk not found)"
+
+
+def _git_apply(tree: Path, diff: Path, reverse: bool) -> subprocess.CompletedProcess:
+    argv = ["git", "apply", "--check", "--verbose", "-p1"]
+    if reverse:
+        argv.append("--reverse")
+    try:
+        return subprocess.run([*argv, str(diff)], cwd=tree, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise InputError("git is not installed: the patch checks use `git apply --check` (apt-get install git)") from None
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"git apply --check of {diff.name} took over 120 s") from None
+
+
+def _conflict_detail(record: PatchRecord, output: str) -> str:
+    match = re.search(r"error: patch failed: (.+?):(\d+)", output)
+    if match:
+        file, line = match.group(1), int(match.group(2))
+        return f"{file}: hunk {_hunk_header(record.content, file, line)} does not apply"
+    last = [line for line in output.splitlines() if line.startswith("error:")]
+    return last[-1].removeprefix("error: ") if last else output.strip()[-200:]
+
+
+def check_record(record: PatchRecord, tree: Path | None, version: Version, arch: str | None,
+                 mode: str | None, triton: str | None) -> Verdict:
+    """The verdict for one record against one source tree (None: metadata only)."""
+    label = str(version)
+
+    def verdict(kind: str, detail: str) -> Verdict:
+        return Verdict(record.id, label, kind, detail)
+
+    reason = static_verdict(record, record.engine, version, arch, mode, triton)
+    if reason:
+        return verdict(NOT_APPLICABLE, reason)
+    if tree is None:
+        return verdict(APPLIES, "in range (not checked against source)")
+    if record.kind == "env":
+        if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
+            return verdict(UPSTREAM, _fixed(record))
+        return verdict(APPLIES, ", ".join(f"{k}={v}" for k, v in record.env.items()))
+    files = diff_files(record.content) if record.kind == "diff" else [record.target]
+    missing = [f for f in files if not (tree / f).is_file()]
+    if missing and len(missing) == len(files):
+        return verdict(NOT_APPLICABLE, f"{missing[0]} does not exist in {record.engine} {label}")
+    if missing:
+        return verdict(CONFLICT, f"{missing[0]} does not exist in {record.engine} {label}")
+    if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
+        return verdict(UPSTREAM, _fixed(record))
+    if record.requires and not _pattern_matches(tree, record.requires):
+        return verdict(CONFLICT, f"{record.requires.file}: unknown source shape (no match for "
+                                 f"/{record.requires.pattern}/); re-derive the patch for {label}")
+    if record.kind == "overlay":
+        found = file_sha256(tree / record.target)
+        if found == record.sha256:
+            return verdict(UPSTREAM, f"{record.target} is already identical to the overlay")
+        if found != record.derived_from_sha256:
+            return verdict(CONFLICT, f"{record.target}: sha256 {found[:12]} differs from the file the overlay "
+                                     f"was derived from ({record.derived_from_sha256[:12]}); re-derive it")
+        return verdict(APPLIES, f"replaces {record.target} (sha256 {found[:12]})")
+    diff_path = record.directory / record.diff_file
+    forward = _git_apply(tree, diff_path, reverse=False)
+    if forward.returncode == 0:
+        return verdict(APPLIES, ", ".join(files))
+    if _git_apply(tree, diff_path, reverse=True).returncode == 0:
+        return verdict(UPSTREAM, f"the diff reverse-applies: {', '.join(files)} already carry it")
+    return verdict(CONFLICT, _conflict_detail(record, forward.stderr + forward.stdout))
+
+
+def _fixed(record: PatchRecord) -> str:
+    return f"{record.upstream_fix.file} already has the fix (its upstream_fix pattern matches)"
+
+
+def _pattern_matches(tree: Path, pattern) -> bool:
+    path = tree / pattern.file
+    return path.is_file() and pattern.matches(path.read_text(errors="replace"))
+
+
+def torch_pin(tree: Path) -> str | None:
+    """The torch version a source tree pins for CUDA builds (requirements/cuda.txt)."""
+    for name in ("requirements/cuda.txt", "requirements-cuda.txt"):
+        path = tree / name
+        if path.is_file():
+            match = re.search(r"^torch\s*==\s*([0-9][^\s;#]*)", path.read_text(), re.MULTILINE)
+            if match:
+                return match.group(1)
+    return None
+
+
+def plan_checked(records: list[PatchRecord], cell, tree: Path) -> tuple[PatchPlan, list[Verdict]]:
+    """The patch plan of a source cell judged against its real source; conflicts are returned
+    for the caller to stop the cell (nothing is built or pushed)."""
+    apply, skipped, conflicts = [], [], []
+    for record in records:
+        result = check_record(record, tree, cell.version, cell.arch.name, cell.mode, cell.triton)
+        if result.verdict == APPLIES:
+            apply.append(record)
+        elif result.verdict == CONFLICT:
+            conflicts.append(result)
+        else:
+            skipped.append(Skip(record.id, result.detail, result.verdict))
+    return PatchPlan(tuple(apply), tuple(skipped), checked=True), conflicts

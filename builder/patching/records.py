@@ -1,0 +1,202 @@
+"""Patch records: versioned, arch-scoped fixes kept as data under patches/<engine>/<id>/.
+
+A record is `patch.yaml` plus its content (a unified diff, a replacement file, or environment
+settings). This module loads and validates records and plans which ones a cell gets; it does no
+I/O beyond reading the records. Checking against real upstream source lives in patchcheck.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from builder.errors import ConfigError
+from builder.matrix.schema import MappingReader
+from builder.matrix.yamlsrc import load_yaml_file
+
+KINDS = ("diff", "overlay", "env")
+# Which build modes each kind serves: a diff edits a source tree, an overlay replaces a file of
+# an installed package, env settings go into any image.
+KIND_MODES = {"diff": ("source",), "overlay": ("wheel", "overlay"), "env": ("source", "wheel", "overlay")}
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SourcePattern:
+    """A regex over one file of the source tree (an upstream-fix detector or a shape guard)."""
+
+    file: str
+    pattern: str
+
+    def matches(self, text: str) -> bool:
+        return re.search(self.pattern, text, re.MULTILINE) is not None
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    id: str
+    engine: str
+    description: str
+    upstream: str
+    applies_to: SpecifierSet
+    archs: tuple[str, ...]
+    kind: str
+    directory: Path
+    content: bytes  # the diff, the replacement file, or the canonical env text: what gets hashed
+    diff_file: str | None = None
+    target: str | None = None  # overlay: path inside the package tree (e.g. vllm/.../gemma4.py)
+    overlay_file: str | None = None
+    derived_from_sha256: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    when_triton: SpecifierSet | None = None
+    upstream_fix: SourcePattern | None = None
+    requires: SourcePattern | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return KIND_MODES[self.kind]
+
+
+def load_patch(path: Path) -> PatchRecord:
+    """Load one patches/<engine>/<id>/patch.yaml; errors name the file and line."""
+    data = load_yaml_file(path)
+    src = str(path)
+    r = MappingReader(data, src, 1, "patch")
+    pid = r.string("id", required=True)
+    if not _ID.match(pid):
+        raise r.error("id", f"patch id '{pid}' must be lower-case letters, digits, '.', '-', '_'")
+    if pid != path.parent.name:
+        raise r.error("id", f"patch id '{pid}' must match its directory name '{path.parent.name}'")
+    kind = r.string("kind", required=True)
+    if kind not in KINDS:
+        raise r.error("kind", f"unknown patch kind '{kind}' (kinds: {', '.join(KINDS)})")
+    applies_to = r.specifier("applies_to")
+    if applies_to is None:
+        raise r.error(None, "patch is missing the required key 'applies_to' (a version specifier, e.g. \">=0.19,<0.21\")")
+    fields = dict(
+        id=pid, engine=r.string("engine", required=True), description=r.string("description", required=True),
+        upstream=r.string("upstream", required=True), applies_to=applies_to,
+        archs=r.strings("archs", required=True), kind=kind, directory=path.parent,
+        upstream_fix=_pattern(r, "upstream_fix"), requires=_pattern(r, "requires"),
+    )
+    if kind == "diff":
+        fields["diff_file"] = r.string("diff", required=True)
+        fields["content"] = _content(r, "diff", path.parent / fields["diff_file"])
+    elif kind == "overlay":
+        fields["target"] = r.string("target", required=True)
+        fields["overlay_file"] = r.string("file", required=True)
+        sha = r.string("derived_from_sha256", required=True)
+        if not re.match(r"^[0-9a-f]{64}$", sha):
+            raise r.error("derived_from_sha256", "derived_from_sha256 must be 64 lower-case hex digits")
+        fields["derived_from_sha256"] = sha
+        fields["content"] = _content(r, "file", path.parent / fields["overlay_file"])
+    else:
+        env = r.string_map("env")
+        if not env:
+            raise r.error(None, "an env patch needs a non-empty 'env' mapping")
+        fields["env"] = env
+        fields["when_triton"] = r.specifier("when_triton")
+        fields["content"] = "".join(f"{k}={v}\n" for k, v in sorted(env.items())).encode()
+    r.finish()
+    return PatchRecord(**fields)
+
+
+def _pattern(r: MappingReader, key: str) -> SourcePattern | None:
+    sub = r.sub(key)
+    if sub is None:
+        return None
+    result = SourcePattern(sub.string("file", required=True), sub.string("pattern", required=True))
+    try:
+        re.compile(result.pattern)
+    except re.error as exc:
+        raise sub.error("pattern", f"{sub.what}.pattern is not a valid regex: {exc}") from None
+    sub.finish()
+    return result
+
+
+def _content(r: MappingReader, key: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise r.error(key, f"{key} file '{path.name}' not found next to patch.yaml") from None
+
+
+def load_patches(root: Path, engine: str | None = None) -> list[PatchRecord]:
+    """All records under root (patches/<engine>/<id>/patch.yaml), sorted by id."""
+    records = []
+    ids: dict[str, Path] = {}
+    for path in sorted(Path(root).glob("*/*/patch.yaml")):
+        record = load_patch(path)
+        if record.engine != path.parent.parent.name:
+            raise ConfigError(str(path), None, f"engine '{record.engine}' does not match the directory "
+                                               f"'{path.parent.parent.name}'")
+        if record.id in ids:
+            raise ConfigError(str(path), None, f"duplicate patch id '{record.id}' (also {ids[record.id]})")
+        ids[record.id] = path
+        if engine is None or record.engine == engine:
+            records.append(record)
+    return sorted(records, key=lambda p: p.id)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A patch a cell does not get, and why (shown in plans, provenance and labels)."""
+
+    id: str
+    reason: str
+    verdict: str  # "not applicable" | "already upstream"
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    apply: tuple[PatchRecord, ...]
+    skipped: tuple[Skip, ...]
+    checked: bool  # True when verdicts came from the real upstream source
+
+    @property
+    def env(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for record in self.apply:
+            out.update(record.env)
+        return out
+
+
+def static_verdict(record: PatchRecord, engine: str, version: Version, arch: str | None, mode: str | None,
+                   triton: str | None) -> str | None:
+    """Why a record does not apply, judged from metadata alone; None if it is a candidate.
+    arch or mode None means "any" (e.g. `builder patches check` without --arch)."""
+    if record.engine != engine:
+        return f"for engine {record.engine}"
+    if not record.applies_to.contains(version, prereleases=True):
+        return f"{engine} {version} is outside applies_to '{record.applies_to}'"
+    if arch is not None and arch not in record.archs:
+        return f"arch {arch} not targeted (patch is for {', '.join(record.archs)})"
+    if mode is not None and mode not in record.modes:
+        return f"a {record.kind} patch does not serve {mode} builds"
+    if record.when_triton is not None:
+        if triton is None:
+            return "the cell's Triton version is unknown (set torch for this version in matrix.yaml)"
+        if not record.when_triton.contains(triton, prereleases=True):
+            return f"Triton {triton} is outside when_triton '{record.when_triton}'"
+    return None
+
+
+def plan_static(records: list[PatchRecord], cell) -> PatchPlan:
+    """The patch plan from metadata only (no upstream source at hand)."""
+    apply, skipped = [], []
+    for record in records:
+        reason = static_verdict(record, cell.engine.name, cell.version, cell.arch.name, cell.mode, cell.triton)
+        if reason is None:
+            apply.append(record)
+        elif record.engine == cell.engine.name:
+            skipped.append(Skip(record.id, reason, "not applicable"))
+    return PatchPlan(tuple(apply), tuple(skipped), checked=False)

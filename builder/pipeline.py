@@ -1,0 +1,74 @@
+"""One cell through the stages after its build: smoke-test the image, store the report, promote it
+when every check passed. `builder build --smoke --promote` and `builder smoke` both run this."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.buildkit.runner import CellResult
+from builder.matrix.cells import Cell
+from builder.names import ImageNames
+from builder.oci import dockerd
+from builder.oci.registry import RegistryClient
+from builder.promotion.promote import promote
+from builder.promotion.store import RecordStore
+from builder.smoke.report import SmokeReport
+from builder.smoke.run import SmokeInputs, run_smoke
+
+
+@dataclass(frozen=True)
+class SmokeOptions:
+    promote: bool = False
+    as_json: bool = False
+    baseline_tps: float | None = None
+    threshold: float | None = None  # None: the matrix's regression_threshold
+    model_dir: Path | None = None
+    report_dir: Path = Path("build/reports")
+
+
+def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cell, image: str, digest: str,
+                            options: SmokeOptions, progress=lambda message: None) -> SmokeReport:
+    store = RecordStore(client, names.repository)
+    record = store.get_known_good(cell.id)
+    explicit = options.baseline_tps is not None
+    baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
+    inputs = SmokeInputs(cell.id, cell.arch.name, cell.arch.gpu, image, digest,
+                         cell.engine.smoke_for(cell.arch.name),
+                         golden=record.golden if record else None,
+                         golden_model=record.smoke_summary.get("model") if record else None,
+                         baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir,
+                         # a recorded baseline counts only if measured the same way (model, token count)
+                         baseline_measure=None if explicit or not record else (
+                             record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
+                         pull_auth=client.docker_auth())
+    report = run_smoke(dockerd.connect(), inputs, progress)
+    store.put_smoke_report(digest, report.to_dict())
+    options.report_dir.mkdir(parents=True, exist_ok=True)
+    (options.report_dir / f"{cell.id}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (options.report_dir / f"{cell.id}.txt").write_text(report.text() + "\n")
+    if options.promote and report.passed:
+        result = promote(client, names.repository, cell.id, digest)
+        progress(result.message)
+    return report
+
+
+def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], results: list[CellResult],
+                workdir: Path, promote: bool, say: Callable[[str], None]) -> dict[str, str]:
+    """Smoke-test (and promote) every image the build produced; one cell after another, since
+    a smoke test needs the machine's memory (and GPU) to itself."""
+    by_id = {c.id: c for c in cells}
+    verdicts = {}
+    for result in results:
+        if not result.ok:
+            continue
+        report = smoke_and_maybe_promote(
+            names, client, by_id[result.cell_id], result.image, result.digest,
+            SmokeOptions(promote=promote, report_dir=workdir / "reports"),
+            progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"))
+        say(report.text())
+        verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \
+            f"FAILED (report {workdir / 'reports' / (result.cell_id + '.txt')})"
+    return verdicts

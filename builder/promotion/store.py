@@ -1,0 +1,135 @@
+"""Known-good records and smoke reports, kept in the registry itself as small OCI artifacts.
+
+The registry is the source of truth: every runner reads it with its registry credentials alone, no
+shared disk. Layout, in the repository `<repository>-records` of the same registry:
+  tag `<cell id>`          the cell's known-good record (KnownGoodRecord JSON)
+  tag `smoke-<64 hex>`     the smoke report of one image digest (sha256)
+Each is an OCI manifest with the empty config and one JSON layer (artifactType says which), so
+`oras pull`, `crane manifest` or `skopeo inspect` can read them too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from builder.errors import StepFailed
+from builder.names import CELL_LABEL, CREATED_LABEL, DIGEST_ANNOTATION, PASSED_ANNOTATION, immutable_tag_pattern
+from builder.oci.registry import OCI_MANIFEST, RegistryClient, RegistryNotFound
+from builder.promotion.records import (
+    EMPTY_CONFIG,
+    EMPTY_TYPE,
+    RECORD_TYPE,
+    SMOKE_PREFIX,
+    SMOKE_TYPE,
+    KnownGoodRecord,
+    _canonical,
+    check_digest,
+    records_repository,
+    smoke_tag,
+)
+
+
+class RecordStore:
+    def __init__(self, client: RegistryClient, repository: str):
+        self.client = client
+        self.repository = repository  # the images' repository
+        self.repo = records_repository(repository)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({self.client.host}/{self.repo})"
+
+    # -- smoke reports -------------------------------------------------------------------------
+    def put_smoke_report(self, digest: str, report: dict[str, Any]) -> str:
+        annotations = {DIGEST_ANNOTATION: check_digest(digest),
+                       PASSED_ANNOTATION: "true" if report.get("passed") is True else "false"}
+        return self._push(smoke_tag(digest), _canonical(report), SMOKE_TYPE, annotations)
+
+    def get_smoke_report(self, digest: str) -> dict[str, Any] | None:
+        payload = self._read(smoke_tag(digest), SMOKE_TYPE)
+        if payload is None:
+            return None
+        try:
+            report = json.loads(payload)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise StepFailed(f"{self.client.host}/{self.repo}:{smoke_tag(digest)} is not a JSON smoke report")
+        return report
+
+    # -- known-good records -------------------------------------------------------------------
+    def put_known_good(self, record: KnownGoodRecord) -> str:
+        annotations = {CELL_LABEL: record.cell, DIGEST_ANNOTATION: record.digest,
+                       "org.opencontainers.image.created": record.promoted_at}
+        return self._push(record.cell, record.to_json().encode(), RECORD_TYPE, annotations)
+
+    def get_known_good(self, cell: str) -> KnownGoodRecord | None:
+        payload = self._read(cell, RECORD_TYPE)
+        if payload is None:
+            return None
+        try:
+            return KnownGoodRecord.from_json(payload)
+        except ValueError as exc:
+            raise StepFailed(f"{self.client.host}/{self.repo}:{cell} is not a known-good record ({exc})") from None
+
+    def list_known_good(self) -> list[KnownGoodRecord]:
+        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith(SMOKE_PREFIX))
+        return [r for r in (self.get_known_good(c) for c in cells) if r is not None]
+
+    # -- the artifact format ------------------------------------------------------------------
+    def _push(self, tag: str, payload: bytes, artifact_type: str, annotations: dict[str, str]) -> str:
+        config = self.client.push_blob(self.repo, EMPTY_CONFIG)
+        layer = self.client.push_blob(self.repo, payload)
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_TYPE, "digest": config, "size": len(EMPTY_CONFIG)},
+            "layers": [{"mediaType": artifact_type, "digest": layer, "size": len(payload),
+                        "annotations": {"org.opencontainers.image.title": f"{tag}.json"}}],
+            "annotations": annotations,
+        }
+        return self.client.put_manifest(self.repo, tag, _canonical(manifest), OCI_MANIFEST)
+
+    def _read(self, tag: str, artifact_type: str) -> bytes | None:
+        try:
+            body, _, _ = self.client.get_manifest(self.repo, tag)
+        except RegistryNotFound:
+            return None
+        manifest = json.loads(body)
+        layers = manifest.get("layers") or []
+        kind = manifest.get("artifactType") or (layers[0].get("mediaType") if layers else None)
+        if kind != artifact_type or not layers:
+            raise StepFailed(f"{self.client.host}/{self.repo}:{tag} is a {kind or 'plain image'}, "
+                             f"not a {artifact_type}")
+        return self.client.get_blob(self.repo, layers[0]["digest"])
+
+
+def newest_image(client: RegistryClient, repository: str, cell_id: str) -> tuple[str, str]:
+    """(tag, digest) of the most recently created immutable image of a cell in the registry."""
+    pattern = immutable_tag_pattern(cell_id)
+    found = []
+    for tag in client.tags(repository):
+        if pattern.match(tag):
+            created = client.image_labels(repository, tag).get(CREATED_LABEL, "")
+            found.append((created, tag))
+    if not found:
+        raise StepFailed(f"no image of {cell_id} in {client.host}/{repository}: run `builder build --cell {cell_id}`")
+    tag = max(found)[1]
+    return tag, client.head_manifest(repository, tag).digest
+
+
+def newest_tested_digest(client: RegistryClient, repository: str, cell_id: str) -> str:
+    """The digest of the newest immutable image of a cell whose smoke report passed."""
+    store = RecordStore(client, repository)
+    pattern = immutable_tag_pattern(cell_id)
+    candidates = []
+    for tag in client.tags(repository):
+        if not pattern.match(tag):
+            continue
+        info = client.head_manifest(repository, tag)
+        report = store.get_smoke_report(info.digest) if info else None
+        if report and report.get("passed") is True:
+            candidates.append((str(report.get("finished_at", "")), info.digest))
+    if not candidates:
+        raise StepFailed(f"no image of {cell_id} in {client.host}/{repository} has a passing smoke report: "
+                         f"run `builder smoke --cell {cell_id}` first")
+    return max(candidates)[1]

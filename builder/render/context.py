@@ -1,0 +1,211 @@
+"""Rendering a cell into a self-contained build context (pure: reads templates, writes nothing).
+
+A context is the Dockerfile, the patches to apply, overlay files, the provenance file the image
+carries, and optional extra inputs (a local wheel directory, the fetched engine source). Its
+content hash names the immutable image tag. `write_context` is the only function that writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from builder.errors import InputError
+from builder.hashing import content_hash
+from builder.matrix.cells import Cell
+from builder.names import LABEL_PREFIX, immutable_tag, short_hash
+from builder.patching.records import PatchPlan
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "dockerfiles"
+PROVENANCE_PATH = "/opt/llm-factory/provenance.json"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    find_links: Path | None = None  # local wheel directory, bind-mounted for pip --find-links
+    source_archive: Path | None = None  # the fetched engine source (tar.gz) for source builds
+    source_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    cell: Cell
+    plan: PatchPlan
+    files: dict[str, bytes]  # rendered files: relative path -> content
+    external: dict[str, Path] = field(default_factory=dict)  # copied in when written
+    build_args: dict[str, str] = field(default_factory=dict)
+    content_hash: str = ""
+
+    @property
+    def tag_hash(self) -> str:
+        return short_hash(self.content_hash)
+
+    @property
+    def immutable_tag(self) -> str:
+        return immutable_tag(self.cell.id, self.content_hash)
+
+    @property
+    def self_contained(self) -> bool:
+        return self.cell.mode != "source" or any(p.startswith("source/") for p in self.external)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels the rendered Dockerfile sets (build-time labels are added by the build)."""
+        return _static_labels(self.cell, self.plan)
+
+
+def _environment(template_root: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_root)),
+        undefined=jinja2.StrictUndefined,  # a typo in a template is an error, not an empty string
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["dq"] = _dq
+    env.filters["label_block"] = lambda labels: " \\\n      ".join(
+        f"{key}={_dq(value)}" for key, value in sorted(labels.items()))
+    return env
+
+
+def _dq(value) -> str:
+    """A double-quoted Dockerfile string; JSON escaping is what the Dockerfile parser undoes."""
+    return json.dumps(str(value))
+
+
+_ENVIRONMENTS: dict[Path, jinja2.Environment] = {}
+
+
+def _env_for(template_root: Path) -> jinja2.Environment:
+    if template_root not in _ENVIRONMENTS:
+        _ENVIRONMENTS[template_root] = _environment(template_root)
+    return _ENVIRONMENTS[template_root]
+
+
+def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict:
+    source = cell.engine_version.source
+    record = {
+        "cell": cell.id,
+        "engine": cell.engine.name,
+        "engine_version": cell.engine_version.label,
+        "arch": cell.arch.name,
+        "platform": cell.platform,
+        "cuda": cell.cuda_version,
+        "mode": cell.mode,
+        "base_image": cell.base_image,
+        "torch": cell.engine_version.torch,
+        "triton": cell.triton,
+        "patches_checked_against_source": plan.checked,
+        "patches_applied": [{"id": p.id, "kind": p.kind, "sha256": p.sha256, "upstream": p.upstream}
+                            for p in plan.apply],
+        "patches_skipped": [{"id": s.id, "verdict": s.verdict, "reason": s.reason} for s in plan.skipped],
+    }
+    if cell.mode == "source":
+        record["source"] = {"ref": source.describe(), "sha256": options.source_sha256 or source.sha256,
+                            "commit": source.commit or None}
+    elif cell.mode == "wheel":
+        record["source"] = {"ref": f"pypi:{cell.engine.wheel_package(cell.arch.name)}=={cell.engine_version.label}"}
+    else:
+        record["source"] = {"ref": f"image:{cell.base_image}"}
+    return record
+
+
+def _static_labels(cell: Cell, plan: PatchPlan) -> dict[str, str]:
+    applied = ",".join(f"{p.id}@sha256:{p.sha256[:12]}" for p in plan.apply)
+    skipped = ",".join(f"{s.id}:{s.verdict}" for s in plan.skipped)
+    labels = {
+        "org.opencontainers.image.title": f"{cell.engine.name} {cell.engine_version.label} for {cell.arch.name}",
+        "org.opencontainers.image.version": cell.engine_version.label,
+        "org.opencontainers.image.base.name": cell.base_image,
+        f"{LABEL_PREFIX}.cell": cell.id,
+        f"{LABEL_PREFIX}.arch": cell.arch.name,
+        f"{LABEL_PREFIX}.cuda": cell.cuda_version or "none",
+        f"{LABEL_PREFIX}.engine": cell.engine.name,
+        f"{LABEL_PREFIX}.engine-version": cell.engine_version.label,
+        f"{LABEL_PREFIX}.mode": cell.mode,
+        f"{LABEL_PREFIX}.patches": applied or "none",
+        f"{LABEL_PREFIX}.patches-skipped": skipped or "none",
+        f"{LABEL_PREFIX}.provenance": PROVENANCE_PATH,
+    }
+    return labels
+
+
+def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOptions(),
+                template_root: Path = TEMPLATE_ROOT) -> BuildContext:
+    env = _env_for(template_root)
+    name = f"{cell.engine.name}/{cell.mode}.Dockerfile.j2"
+    try:
+        template = env.get_template(name)
+    except jinja2.TemplateNotFound:
+        raise InputError(f"no template {template_root / name} for cell {cell.id}: "
+                         f"add one to render {cell.engine.name} in {cell.mode} mode") from None
+    files: dict[str, bytes] = {}
+    external: dict[str, Path] = {}
+    overlays = []
+    for record in plan.apply:
+        if record.kind == "diff":
+            files[f"patches/{record.id}.diff"] = record.content
+        elif record.kind == "overlay":
+            files[f"overlays/{record.id}/{Path(record.target).name}"] = record.content
+            overlays.append({"id": record.id, "target": record.target,
+                             "file": f"{record.id}/{Path(record.target).name}",
+                             "derived_from_sha256": record.derived_from_sha256, "sha256": record.sha256})
+    if overlays:
+        files["overlays/manifest.json"] = _json(overlays)
+        files["overlays/apply-overlays.py"] = (template_root / "files" / "apply-overlays.py").read_bytes()
+    source_file = None
+    if cell.mode == "source":
+        source_file = f"{cell.engine.name}-{cell.engine_version.label}.tar.gz"
+        if options.source_archive:
+            external[f"source/{source_file}"] = options.source_archive
+    if options.find_links:
+        for wheel in sorted(Path(options.find_links).glob("*.whl")):
+            external[f"wheels/{wheel.name}"] = wheel
+    files["wheels/.keep"] = b""  # the bind mount needs the directory even when no wheels are given
+    files["provenance.json"] = _json(provenance(cell, plan, options))
+    build_args = {"FACTORY_CELL": cell.id}
+    if cell.mode == "source":
+        build_args.update(MAX_JOBS="", NVCC_THREADS=str(cell.arch.limits.nvcc_threads))
+    dockerfile = template.render(
+        cell=cell, arch=cell.arch, cuda=cell.cuda, engine=cell.engine, version=cell.engine_version,
+        plan=plan, env=plan.env, diffs=[p for p in plan.apply if p.kind == "diff"], overlays=overlays,
+        labels=_static_labels(cell, plan), provenance_path=PROVENANCE_PATH, source_file=source_file,
+        wheel_package=cell.engine.wheel_package(cell.arch.name), build_args=build_args,
+        cuda_major=int(cell.cuda.version.split(".")[0]) if cell.cuda else None,
+        has_find_links=bool(options.find_links),
+    )
+    files["Dockerfile"] = re.sub(r"\n{3,}", "\n\n", dockerfile).encode()  # templates leave blank runs
+    digest = content_hash({**files, **external}, build_args, cell.base_image, cell.platform)
+    return BuildContext(cell, plan, files, external, build_args, digest)
+
+
+def _json(value) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_context(context: BuildContext, out_dir: Path) -> Path:
+    """Write the context to out_dir/<cell id>/ (replacing an older render); returns that directory.
+
+    Nothing but the hashed files goes in: the hash is printed by the CLI, not stored in the context."""
+    target = Path(out_dir) / context.cell.id
+    if target.exists():
+        shutil.rmtree(target)
+    for name, body in context.files.items():
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    for name, source in context.external.items():
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, path)  # wheels and sdists are large: hard-link when on the same filesystem
+        except OSError:
+            shutil.copyfile(source, path)
+    return target

@@ -1,0 +1,1 @@
+"""Stage 5, smoke: boot an image, check it, audit its kernels, report."""

@@ -1,0 +1,230 @@
+"""Smoke checks run from the host against a live OpenAI-compatible vLLM server (base_url
+http://127.0.0.1:PORT). Each check returns a CheckResult and never raises for server trouble:
+connection refused, HTTP errors, timeouts and malformed bodies become a "fail" with one-line evidence.
+Every request has a timeout and every loop a fixed count, so a check's run time is bounded.
+check_golden and the helpers below it are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from builder.smoke.openai import (
+    _WHITESPACE_PROBES,
+    FAIL,
+    PASS,
+    SKIP,
+    TOOL,
+    TOOL_PROMPT,
+    CheckResult,
+    SmokeSpec,
+    _chat_text,
+    _generate,
+    _guarded,
+    _one_line,
+    _request,
+    _text,
+    _user,
+)
+
+
+@_guarded("models")
+def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
+    served = {m["id"]: m.get("max_model_len") for m in _request(base_url, "/v1/models", spec.timeout)["data"]}
+    data = {"models": served}
+    if spec.served_name not in served:
+        return CheckResult("models", FAIL, f"{spec.served_name!r} is not served; /v1/models lists "
+                           f"{', '.join(map(repr, served)) or 'nothing'}", data)
+    got = served[spec.served_name]
+    if spec.max_model_len is not None and got != spec.max_model_len:
+        return CheckResult("models", FAIL, f"{spec.served_name!r} has max_model_len {got}, expected "
+                           f"{spec.max_model_len}", data)
+    return CheckResult("models", PASS, f"serves {spec.served_name!r} with max_model_len {got}", data)
+
+
+@_guarded("completions")
+def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
+    prompt = spec.prompts[0]
+    comp = _generate(base_url, spec, spec.max_tokens, prompt=prompt)
+    chat = _generate(base_url, spec, spec.max_tokens, messages=_user(prompt))
+    data, problems, counts = {}, [], []
+    for label, resp, text in (("completions", comp, comp["choices"][0]["text"]), ("chat", chat, _chat_text(chat))):
+        finish, usage = resp["choices"][0].get("finish_reason"), resp.get("usage")
+        data[label] = {"text": text, "finish_reason": finish, "usage": usage}
+        problem = usage_sane(usage, spec.max_tokens)
+        if problem is None and not text and finish != "stop":  # tokens counted but nothing decoded
+            problem = f"empty text with finish_reason {finish!r}"
+        if problem:
+            problems.append(f"{label}: {problem}")
+        else:
+            counts.append(f"{label} {usage['completion_tokens']} tokens")
+    if problems:
+        return CheckResult("completions", FAIL, "; ".join(problems), data)
+    return CheckResult("completions", PASS, ", ".join(counts) + "; usage consistent", data)
+
+
+@_guarded("determinism", fallback=dict)
+def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict[str, str]]:
+    """Greedy outputs must not change between rounds or under concurrency. The returned
+    prompt -> text map (first round) becomes the golden outputs when the check passes."""
+    first: dict[str, str] = {}
+    for rnd in range(1, spec.rounds + 1):
+        for prompt in spec.prompts:
+            text = _text(base_url, spec, prompt)
+            first.setdefault(prompt, text)
+            if text != first[prompt]:
+                return CheckResult("determinism", FAIL, divergence(prompt, first[prompt], text, f"round {rnd}"),
+                                   {"outputs": first, "prompt": prompt, "got": text}), first
+    # Repeat prompts so at least `concurrency` requests are in flight: batching bugs show up there.
+    batch = [spec.prompts[i % len(spec.prompts)] for i in range(max(spec.concurrency, len(spec.prompts)))]
+    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+        texts = list(pool.map(lambda p: _text(base_url, spec, p), batch))
+    for prompt, text in zip(batch, texts):
+        if text != first[prompt]:
+            why = divergence(prompt, first[prompt], text, f"{len(batch)} concurrent")
+            return CheckResult("determinism", FAIL, why, {"outputs": first, "prompt": prompt, "got": text}), first
+    return CheckResult("determinism", PASS, f"{len(spec.prompts)} prompts x {spec.rounds} rounds and {len(batch)} "
+                       f"concurrent requests gave identical greedy outputs", {"outputs": first}), first
+
+
+def check_golden(outputs: dict[str, str], golden: dict[str, str] | None, model_id: str,
+                 golden_model_id: str | None) -> CheckResult:
+    """Compare this image's greedy outputs with the last known-good image's (pure)."""
+    if not golden:
+        return CheckResult("golden", SKIP, f"no golden outputs recorded yet for {model_id}", {"model_id": model_id})
+    if golden_model_id is not None and golden_model_id != model_id:
+        return CheckResult("golden", SKIP, f"golden outputs were recorded for {golden_model_id}, not {model_id}",
+                           {"model_id": model_id, "golden_model_id": golden_model_id})
+    common = [p for p in golden if p in outputs]
+    data = {"model_id": model_id, "compared": len(common), "not_run": [p for p in golden if p not in outputs]}
+    if not common:
+        return CheckResult("golden", SKIP, "none of the golden prompts was run; nothing to compare", data)
+    for prompt in common:
+        if outputs[prompt] != golden[prompt]:
+            return CheckResult("golden", FAIL, divergence(prompt, golden[prompt], outputs[prompt], "vs golden"),
+                               {**data, "prompt": prompt, "expected": golden[prompt], "got": outputs[prompt]})
+    return CheckResult("golden", PASS, f"{len(common)}/{len(golden)} outputs match the golden ones for {model_id}",
+                       data)
+
+
+@_guarded("tool_call")
+def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
+    """A tools request must come back as a structured tool_calls list. The "forced" recipe makes a
+    random-weight model call deterministically: tool_choice "required" and a strict schema pin the
+    envelope and argument keys, and logit_bias bans whitespace-only tokens and pushes '"', '}' and EOS
+    so the string closes at once. It proves the image's parser and structured-output plumbing only."""
+    if not spec.tools:
+        return CheckResult("tool_call", SKIP, "tool calls not declared for this cell", {})
+    if spec.tool_recipe == "forced":
+        resp = _generate(base_url, spec, 64, messages=_user(TOOL_PROMPT), tool_choice="required",
+                         tools=[{"type": "function", "function": {**TOOL, "strict": True}}],
+                         logit_bias=_forced_bias(base_url, spec))
+    else:  # generous budget: reasoning models think before they call
+        resp = _generate(base_url, spec, max(256, spec.max_tokens), messages=_user(TOOL_PROMPT),
+                         tools=[{"type": "function", "function": TOOL}], tool_choice="auto")
+    choice = resp["choices"][0]
+    calls = choice["message"].get("tool_calls") or []
+    data = {"recipe": spec.tool_recipe, "finish_reason": choice.get("finish_reason"), "tool_calls": calls}
+    if not calls:
+        content = _one_line(choice["message"].get("content") or "", 60)
+        return CheckResult("tool_call", FAIL, f"no tool_calls (finish_reason {choice.get('finish_reason')!r}, "
+                           f"content {content!r})", data)
+    shown = []
+    for call in calls:
+        name, raw = call["function"]["name"], call["function"]["arguments"]
+        try:
+            args = json.loads(raw)
+        except (TypeError, ValueError):
+            why = f"arguments of {name!r} are not JSON: {_one_line(str(raw), 60)!r}"
+            return CheckResult("tool_call", FAIL, why, data)
+        if name != TOOL["name"] or not isinstance(args, dict):
+            return CheckResult("tool_call", FAIL, f"unexpected call {name!r} with {_one_line(raw, 60)!r}", data)
+        shown.append(f"{name}({json.dumps(args, ensure_ascii=False)})")
+    return CheckResult("tool_call", PASS, f"{', '.join(shown)} (finish_reason {choice.get('finish_reason')!r}, "
+                       f"recipe {spec.tool_recipe})", data)
+
+
+def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
+    def ids(text: str) -> list[int]:
+        body = {"model": spec.served_name, "prompt": text, "add_special_tokens": False}
+        return _request(base_url, "/tokenize", spec.timeout, body)["tokens"]
+    bias = {str(i): -100 for probe in _WHITESPACE_PROBES for i in ids(probe)}
+    for text in ('"', "}", spec.eos_text):
+        tokens = ids(text)
+        if len(tokens) != 1:
+            raise ValueError(f"forced tool recipe: {text!r} is {len(tokens)} tokens, expected 1")
+        bias[str(tokens[0])] = 100
+    return bias
+
+
+@_guarded("throughput", fallback=float)
+def check_throughput(base_url: str, spec: SmokeSpec, baseline_tps: float | None) -> tuple[CheckResult, float]:
+    """Decode tok/s of single requests (median of runs); 0.0 when it could not be measured."""
+    rates = []
+    for run in range(spec.throughput_runs):
+        prompt = spec.prompts[run % len(spec.prompts)]  # different prompts: no cache-friendly repeats
+        start = time.perf_counter()
+        resp = _generate(base_url, spec, spec.throughput_tokens, prompt=prompt, ignore_eos=True)
+        wall = time.perf_counter() - start
+        tokens = resp["usage"]["completion_tokens"]
+        if tokens != spec.throughput_tokens:  # runs must decode equal counts to be comparable
+            return CheckResult("throughput", FAIL, f"run {run + 1} decoded {tokens} tokens, expected "
+                               f"{spec.throughput_tokens} (ignore_eos not honoured?)", {"runs_tps": rates}), 0.0
+        rates.append(round(tokens / wall, 1))
+    median = round(statistics.median(rates), 1)
+    status, evidence = throughput_verdict(median, baseline_tps, spec.regression_threshold, len(rates))
+    change = regression(median, baseline_tps)
+    return CheckResult("throughput", status, evidence, {
+        "runs_tps": rates, "median_tps": median, "baseline_tps": baseline_tps, "tokens": spec.throughput_tokens,
+        "change": None if change is None else round(change, 4)}), median
+
+
+def usage_sane(usage: Any, max_tokens: int) -> str | None:
+    """None when the usage block is consistent, else what is wrong with it."""
+    if not isinstance(usage, dict):
+        return f"no usage block ({usage!r})"
+    prompt, completion, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (prompt, completion, total)):
+        return f"usage counts are not integers: {prompt!r}/{completion!r}/{total!r}"
+    if prompt <= 0:
+        return f"prompt_tokens {prompt} <= 0"
+    if not 0 < completion <= max_tokens:
+        return f"completion_tokens {completion} outside 1..{max_tokens}"
+    if total != prompt + completion:
+        return f"total_tokens {total} != {prompt} + {completion}"
+    return None
+
+
+def first_divergence(a: str, b: str) -> int | None:
+    """Index of the first differing character (the shorter length if one is a prefix); None if equal."""
+    if a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def divergence(prompt: str, expected: str, got: str, where: str) -> str:
+    """One line naming the prompt, the first differing index, and expected/got snippets around it."""
+    i = first_divergence(expected, got) or 0
+    lo = max(0, i - 12)
+    return (f"{where}: prompt {_one_line(prompt, 40)!r} differs at char {i}: expected "
+            f"{expected[lo:i + 12]!r}, got {got[lo:i + 12]!r}")
+
+
+def regression(median_tps: float, baseline_tps: float | None) -> float | None:
+    """Relative change versus the baseline (-0.12 is 12% slower); None without a usable baseline."""
+    return None if not baseline_tps or baseline_tps <= 0 else median_tps / baseline_tps - 1
+
+
+def throughput_verdict(median_tps: float, baseline_tps: float | None, threshold: float, runs: int) -> tuple[str, str]:
+    head = f"{median_tps:.1f} tok/s (median of {runs})"
+    change = regression(median_tps, baseline_tps)
+    if change is None:
+        return PASS, f"{head}, no baseline to compare"
+    line = f"{head}, baseline {baseline_tps:.1f}: {change:+.1%}"
+    if median_tps < baseline_tps * (1 - threshold):
+        return FAIL, f"{line}, worse than the allowed -{threshold:.0%}"
+    return PASS, line

@@ -1,0 +1,141 @@
+"""Smoke checks run from the host against a live OpenAI-compatible vLLM server (base_url
+http://127.0.0.1:PORT). Each check returns a CheckResult and never raises for server trouble:
+connection refused, HTTP errors, timeouts and malformed bodies become a "fail" with one-line evidence.
+Every request has a timeout and every loop a fixed count, so a check's run time is bounded.
+check_golden and the helpers below it are pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar, cast
+
+import requests
+
+F = TypeVar("F", bound=Callable[..., Any])
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+# Varied content: predictable text ("count to 200") inflates tok/s under speculative decoding and
+# hides gibberish. One non-ASCII prompt exercises multi-byte detokenisation.
+DEFAULT_PROMPTS: tuple[str, ...] = (
+    "Summarise the causes of the 1848 revolutions in Europe in two sentences.",
+    "Write a haiku about a lighthouse keeper who collects broken clocks.",
+    "What is 12*17? Answer with the number only.",
+    "Translate into German: the invoice was paid twice, please refund one of the payments.",
+    "List three risks of running a Postgres primary on spot instances, one line each.",
+    "Décris brièvement le cycle de l'eau à un enfant de huit ans.",
+)
+CONNECT_TIMEOUT = 5.0
+TOOL = {"name": "get_weather", "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
+                       "required": ["city"], "additionalProperties": False}}
+TOOL_PROMPT = "What is the weather in Paris right now? Use the get_weather tool."
+# Whitespace-only strings: every token of their tokenisation is a whitespace-only token, which the
+# forced recipe bans (JSON grammars allow unbounded whitespace and a random model takes it forever).
+_WHITESPACE_PROBES = tuple(c * k for c in " \n\t" for k in (1, 2, 4, 8)) + ("\r", "\r\n", "\n  ", "\n    ")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str  # "pass" | "fail" | "skip"
+    evidence: str  # one line a person reads
+    data: dict = field(default_factory=dict)  # JSON-able details
+
+
+@dataclass(frozen=True)
+class SmokeSpec:
+    served_name: str
+    max_model_len: int | None = None
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    max_tokens: int = 32
+    concurrency: int = 6
+    rounds: int = 3
+    throughput_runs: int = 5
+    throughput_tokens: int = 64
+    tools: bool = False  # the cell declares that model + parser support tool calls
+    tool_recipe: str = "plain"  # "plain" (a real model) | "forced" (random weights: see check_tool_call)
+    regression_threshold: float = 0.05
+    seed: int = 0
+    timeout: float = 60.0  # read timeout of one request, seconds
+    eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
+
+    def __post_init__(self) -> None:
+        counts = (self.max_tokens, self.concurrency, self.rounds, self.throughput_runs, self.throughput_tokens)
+        if not self.prompts or min(counts) < 1 or self.tool_recipe not in ("plain", "forced") \
+                or not 0 <= self.regression_threshold < 1:
+            raise ValueError(f"bad SmokeSpec: {self!r}")
+
+
+class ServerError(Exception):
+    """One request failed: no connection, timeout, non-200 status, or a body that is not a JSON object."""
+
+
+def _request(base_url: str, path: str, timeout: float, body: dict | None = None) -> dict:
+    method, url = ("POST" if body is not None else "GET"), base_url.rstrip("/") + path
+    try:
+        with requests.Session() as session:  # one per call: Session is not thread-safe
+            session.trust_env = False  # loopback: proxy variables must not reroute it
+            resp = session.request(method, url, json=body, timeout=(CONNECT_TIMEOUT, timeout))
+    except requests.Timeout:
+        raise ServerError(f"{method} {url}: no answer within {timeout:g} s") from None
+    except requests.RequestException as exc:
+        reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        raise ServerError(f"{method} {url}: {reason.group(1) if reason else type(exc).__name__}") from None
+    if resp.status_code != 200:
+        try:
+            err = resp.json()
+        except ValueError:
+            err = resp.text
+        message = err.get("error", err) if isinstance(err, dict) else err  # {"error": {"message"}} or flat
+        message = message.get("message", message) if isinstance(message, dict) else message
+        raise ServerError(f"{method} {path}: HTTP {resp.status_code}: {_one_line(str(message), 160)}")
+    data = resp.json()  # a ValueError here fails the check like any malformed answer
+    if not isinstance(data, dict):
+        raise ServerError(f"{method} {path}: not a JSON object: {_one_line(resp.text, 80)!r}")
+    return data
+
+
+def _generate(base_url: str, spec: SmokeSpec, max_tokens: int, **fields: Any) -> dict:
+    """Greedy with a fixed seed, so outputs compare across rounds, requests and images.
+    `prompt=` goes to /v1/completions, `messages=` to /v1/chat/completions."""
+    path = "/v1/chat/completions" if "messages" in fields else "/v1/completions"
+    body = {"model": spec.served_name, "max_tokens": max_tokens, "temperature": 0, "seed": spec.seed, **fields}
+    return _request(base_url, path, spec.timeout, body)
+
+
+def _text(base_url: str, spec: SmokeSpec, prompt: str) -> str:
+    return _generate(base_url, spec, spec.max_tokens, prompt=prompt)["choices"][0]["text"]
+
+
+def _user(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def _chat_text(resp: dict) -> str:
+    msg = resp["choices"][0]["message"]  # reasoning models may answer only in the reasoning field
+    return msg.get("content") or msg.get("reasoning_content") or msg.get("reasoning") or ""
+
+
+def _guarded(name: str, fallback: Callable[[], Any] | None = None) -> Callable[[F], F]:
+    """Server trouble or an unexpected response shape becomes a "fail" result, never an exception.
+    Checks that return (result, value) give `fallback()` as the value then."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except (ServerError, ValueError) as exc:  # ValueError: bad JSON, or a probe that broke its promise
+                why = str(exc)
+            except (KeyError, IndexError, TypeError, AttributeError) as exc:
+                why = f"unexpected response shape ({type(exc).__name__}: {exc})"
+            result = CheckResult(name, FAIL, _one_line(why), {"error": why})
+            return result if fallback is None else (result, fallback())
+        return cast(F, run)
+    return wrap
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -1,0 +1,13 @@
+"""Promotion: the record made from an image's labels and smoke report."""
+
+from __future__ import annotations
+
+from builder.promotion.promote import _label_patches, _record
+
+
+def test_record_names_the_real_short_tag_and_the_patches():
+    labels = {"org.llmfactory.content-hash": "ab" * 32, "org.llmfactory.patches": "p1@sha256:0123456789ab,p2@sha256:ba9876543210"}
+    record = _record("h:5000", "r/i", "cell", "sha256:" + "c" * 64, labels, {"passed": True}, {}, "2026-11-23T00:00:00Z")
+    assert record.immutable_tag == "cell-" + ("ab" * 32)[:16]
+    assert record.patches == (("p1", "0123456789ab"), ("p2", "ba9876543210"))
+    assert _label_patches({"org.llmfactory.patches": "none"}) == ()
