@@ -17,7 +17,7 @@ echo
 echo "== an sm_121a build context (source fetched and verified, patches checked) =="
 builder render --cell vllm-0.20.2-cu130-sm_121a --fetch --out build/contexts
 
-base=$(python3 -c "from builder.matrix import load_matrix; print(load_matrix('matrix.yaml').archs['cpu'].bases['wheel'])")
+base=$(python3 -c "from builder.matrix.load import load_matrix; print(load_matrix('matrix.yaml').archs['cpu'].bases['wheel'])")
 if ! python3 -c "import docker, sys; docker.from_env().images.get(sys.argv[1])" "$base" >/dev/null 2>&1; then
     echo "== a local base image ($base) =="
     builder base create --tag "$base"
