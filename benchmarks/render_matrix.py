@@ -51,7 +51,7 @@ def bench(path: Path, patches) -> tuple[int, float, float, float]:
 
 
 def main() -> None:
-    patches = load_patches(REPO / "patches")
+    patches = load_patches(REPO / "builder" / "shipped" / "patches")
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in (("default matrix.yaml", REPO / "matrix.yaml"),
                            ("generated 500-cell matrix", generated_matrix(Path(tmp) / "m.yaml"))):

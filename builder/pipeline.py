@@ -35,8 +35,8 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
     record = store.get_known_good(cell.id)
     explicit = options.baseline_tps is not None
     baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
-    inputs = SmokeInputs(cell.id, cell.arch.name, cell.arch.gpu, image, digest,
-                         cell.engine.smoke_for(cell.arch.name),
+    inputs = SmokeInputs(cell_id=cell.id, engine=cell.engine.name, arch=cell.arch.name, gpu=cell.arch.gpu,
+                         image=image, digest=digest, settings=cell.engine.smoke_for(cell.arch.name),
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
                          baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir,

@@ -12,6 +12,7 @@ from builder.cli.options import MatrixOpt
 from builder.errors import InputError
 from builder.matrix.load import load_matrix
 from builder.patching.records import load_patches
+from builder.shipped import patch_roots
 
 patches_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check patch records against real upstream sources.")
 
@@ -23,7 +24,7 @@ def patches_check_cmd(
     arch: Optional[str] = typer.Option(None, "--arch", help="Judge for this arch only (others: not applicable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     matrix: Path = MatrixOpt,
-    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix)."),
+    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix, then the shipped records)."),
 ):
     """Judge every patch against the real source of each version: applies, already upstream,
     not applicable, or CONFLICT (with the file and the failing hunk). Exits 1 on a conflict.
@@ -48,9 +49,10 @@ def patches_check_cmd(
             Version(version)
         except InvalidVersion:
             raise InputError(f"--versions: '{version}' is not a PEP 440 version (e.g. 0.20.2)") from None
-    records = load_patches(patches_dir or loaded.directory / "patches", engine)
+    roots = (patches_dir,) if patches_dir else patch_roots(loaded.directory)
+    records = load_patches(roots, engine)
     if not records:
-        raise InputError(f"no {engine} patch records under {patches_dir or loaded.directory / 'patches'}")
+        raise InputError(f"no {engine} patch records under {', '.join(map(str, roots))}")
     verdicts = check_versions(loaded, records, engine, wanted, arch, SourceCache(),
                               progress=lambda m: typer.echo(m, err=True))
     typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))

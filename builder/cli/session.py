@@ -14,11 +14,11 @@ from builder.matrix.model import Matrix
 from builder.matrix.selection import Selector, make_selector, require_cells
 from builder.patching.records import PatchRecord, load_patches, plan_static
 from builder.render.context import (
-    TEMPLATE_ROOT,
     BuildContext,
     RenderOptions,
     render_cell,
 )
+from builder.shipped import patch_roots, template_roots
 
 
 class Session:
@@ -36,16 +36,15 @@ class Session:
         return self.matrix.directory
 
     @property
-    def template_root(self) -> Path:
-        local = self.root / "dockerfiles"
-        return local if local.is_dir() else TEMPLATE_ROOT
+    def template_roots(self) -> tuple[Path, ...]:
+        return template_roots(self.root)
 
     def cells(self) -> list[Cell]:
         return require_cells(self.expansion, self.selector)
 
     @functools.cached_property
     def _patch_records(self) -> list[PatchRecord]:
-        return load_patches(self.root / "patches")  # once per command, not once per cell
+        return load_patches(patch_roots(self.root))  # once per command, not once per cell
 
     def patches(self, engine: str | None = None) -> list[PatchRecord]:
         return [r for r in self._patch_records if engine is None or r.engine == engine]
@@ -55,6 +54,6 @@ class Session:
         checked against it (a CONFLICT stops the cell here, before anything is built)."""
         records = self.patches(cell.engine.name)
         if not (fetch and cell.mode == "source"):
-            return render_cell(cell, plan_static(records, cell), options, self.template_root)
+            return render_cell(cell, plan_static(records, cell), options, self.template_roots)
         from builder.render.checked import checked_context
-        return checked_context(cell, records, options, self.template_root)
+        return checked_context(cell, records, options, self.template_roots)

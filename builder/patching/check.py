@@ -129,17 +129,6 @@ def _pattern_matches(tree: Path, pattern) -> bool:
     return path.is_file() and pattern.matches(path.read_text(errors="replace"))
 
 
-def torch_pin(tree: Path) -> str | None:
-    """The torch version a source tree pins for CUDA builds (requirements/cuda.txt)."""
-    for name in ("requirements/cuda.txt", "requirements-cuda.txt"):
-        path = tree / name
-        if path.is_file():
-            match = re.search(r"^torch\s*==\s*([0-9][^\s;#]*)", path.read_text(), re.MULTILINE)
-            if match:
-                return match.group(1)
-    return None
-
-
 def plan_checked(records: list[PatchRecord], cell, tree: Path) -> tuple[PatchPlan, list[Verdict]]:
     """The patch plan of a source cell judged against its real source; conflicts are returned
     for the caller to stop the cell (nothing is built or pushed)."""

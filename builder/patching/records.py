@@ -130,11 +130,22 @@ def _content(r: MappingReader, key: str, path: Path) -> bytes:
         raise r.error(key, f"{key} file '{path.name}' not found next to patch.yaml") from None
 
 
-def load_patches(root: Path, engine: str | None = None) -> list[PatchRecord]:
-    """All records under root (patches/<engine>/<id>/patch.yaml), sorted by id."""
+def load_patches(root: Path | tuple[Path, ...], engine: str | None = None) -> list[PatchRecord]:
+    """All records under the roots (patches/<engine>/<id>/patch.yaml), sorted by id. With several
+    roots (a user's tree, then the shipped records), a record of an earlier root overrides the same
+    id in a later one; within one root an id may appear once."""
+    roots = (root,) if isinstance(root, (str, Path)) else tuple(root)
+    merged: dict[str, PatchRecord] = {}
+    for one in reversed(roots):
+        for record in _load_root(Path(one)):
+            merged[record.id] = record
+    return sorted((r for r in merged.values() if engine is None or r.engine == engine), key=lambda p: p.id)
+
+
+def _load_root(root: Path) -> list[PatchRecord]:
     records = []
     ids: dict[str, Path] = {}
-    for path in sorted(Path(root).glob("*/*/patch.yaml")):
+    for path in sorted(root.glob("*/*/patch.yaml")):
         record = load_patch(path)
         if record.engine != path.parent.parent.name:
             raise ConfigError(str(path), None, f"engine '{record.engine}' does not match the directory "
@@ -142,9 +153,8 @@ def load_patches(root: Path, engine: str | None = None) -> list[PatchRecord]:
         if record.id in ids:
             raise ConfigError(str(path), None, f"duplicate patch id '{record.id}' (also {ids[record.id]})")
         ids[record.id] = path
-        if engine is None or record.engine == engine:
-            records.append(record)
-    return sorted(records, key=lambda p: p.id)
+        records.append(record)
+    return records
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from dataclasses import asdict
 
 from packaging.version import Version
 
+from builder.engines import engine_module
 from builder.matrix.model import Matrix, SourceRef
-from builder.patching.check import CONFLICT, Verdict, check_record, torch_pin
+from builder.patching.check import CONFLICT, Verdict, check_record
 from builder.patching.records import PatchRecord
 from builder.patching.sources import SourceCache
 from builder.table import format_table
@@ -24,7 +25,7 @@ def source_ref_for(matrix: Matrix, engine: str, version: str) -> SourceRef:
 
 def triton_for(matrix: Matrix, engine: str, version: str, tree) -> str | None:
     """Triton from the torch the source pins (the real source wins over matrix data)."""
-    torch = torch_pin(tree) if tree is not None else None
+    torch = engine_module(engine).torch_pin(tree) if tree is not None else None
     if torch is None and version in matrix.engines[engine].versions:
         torch = matrix.engines[engine].versions[version].torch
     return matrix.torch_triton.get(torch) if torch else None

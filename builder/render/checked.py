@@ -13,7 +13,7 @@ from builder.patching.sources import SourceCache
 from builder.render.context import BuildContext, RenderOptions, render_cell
 
 
-def checked_context(cell: Cell, records: list[PatchRecord], options: RenderOptions, template_root: Path,
+def checked_context(cell: Cell, records: list[PatchRecord], options: RenderOptions, template_roots: tuple[Path, ...],
                     cache: SourceCache | None = None) -> BuildContext:
     """Fetch the cell's source, judge every patch against it, and render what will really be
     applied. A conflicting patch stops the cell with the file and hunk that failed."""
@@ -27,4 +27,4 @@ def checked_context(cell: Cell, records: list[PatchRecord], options: RenderOptio
         raise StepFailed(f"{cell.id}: patch {first.patch_id} CONFLICT: {first.detail}{more}; "
                          f"nothing was built or pushed (see `builder patches check --versions {cell.engine_version.label}`)")
     options = dataclasses.replace(options, source_archive=archive.path, source_sha256=archive.sha256)
-    return render_cell(cell, plan, options, template_root)
+    return render_cell(cell, plan, options, template_roots)

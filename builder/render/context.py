@@ -16,13 +16,14 @@ from pathlib import Path
 
 import jinja2
 
+from builder.engines import engine_module
 from builder.errors import InputError
 from builder.hashing import content_hash
 from builder.matrix.cells import Cell
 from builder.names import LABEL_PREFIX, immutable_tag, short_hash
 from builder.patching.records import PatchPlan
+from builder.shipped import TEMPLATES
 
-TEMPLATE_ROOT = Path(__file__).resolve().parents[2] / "dockerfiles"
 PROVENANCE_PATH = "/opt/llm-factory/provenance.json"
 
 
@@ -60,9 +61,9 @@ class BuildContext:
         return _static_labels(self.cell, self.plan)
 
 
-def _environment(template_root: Path) -> jinja2.Environment:
+def _environment(template_roots: tuple[Path, ...]) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_root)),
+        loader=jinja2.FileSystemLoader([str(root) for root in template_roots]),  # first match wins
         undefined=jinja2.StrictUndefined,  # a typo in a template is an error, not an empty string
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -80,13 +81,20 @@ def _dq(value) -> str:
     return json.dumps(str(value))
 
 
-_ENVIRONMENTS: dict[Path, jinja2.Environment] = {}
+_ENVIRONMENTS: dict[tuple[Path, ...], jinja2.Environment] = {}
 
 
-def _env_for(template_root: Path) -> jinja2.Environment:
-    if template_root not in _ENVIRONMENTS:
-        _ENVIRONMENTS[template_root] = _environment(template_root)
-    return _ENVIRONMENTS[template_root]
+def _env_for(template_roots: tuple[Path, ...]) -> jinja2.Environment:
+    if template_roots not in _ENVIRONMENTS:
+        _ENVIRONMENTS[template_roots] = _environment(template_roots)
+    return _ENVIRONMENTS[template_roots]
+
+
+def _template_file(template_roots: tuple[Path, ...], name: str) -> Path:
+    for root in template_roots:
+        if (root / name).is_file():
+            return root / name
+    return template_roots[-1] / name
 
 
 def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict:
@@ -138,13 +146,13 @@ def _static_labels(cell: Cell, plan: PatchPlan) -> dict[str, str]:
 
 
 def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOptions(),
-                template_root: Path = TEMPLATE_ROOT) -> BuildContext:
-    env = _env_for(template_root)
-    name = f"{cell.engine.name}/{cell.mode}.Dockerfile.j2"
+                template_roots: tuple[Path, ...] = (TEMPLATES,)) -> BuildContext:
+    env = _env_for(tuple(template_roots))
+    name = f"{engine_module(cell.engine.name).template_dir}/{cell.mode}.Dockerfile.j2"
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound:
-        raise InputError(f"no template {template_root / name} for cell {cell.id}: "
+        raise InputError(f"no template {name} under {', '.join(map(str, template_roots))} for cell {cell.id}: "
                          f"add one to render {cell.engine.name} in {cell.mode} mode") from None
     files: dict[str, bytes] = {}
     external: dict[str, Path] = {}
@@ -159,7 +167,7 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
                              "derived_from_sha256": record.derived_from_sha256, "sha256": record.sha256})
     if overlays:
         files["overlays/manifest.json"] = _json(overlays)
-        files["overlays/apply-overlays.py"] = (template_root / "files" / "apply-overlays.py").read_bytes()
+        files["overlays/apply-overlays.py"] = _template_file(template_roots, "files/apply-overlays.py").read_bytes()
     source_file = None
     if cell.mode == "source":
         source_file = f"{cell.engine.name}-{cell.engine_version.label}.tar.gz"

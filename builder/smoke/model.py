@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import requests
 
 from builder.errors import InputError, StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
-from builder.oci import dockerd
+from builder.names import SMOKE_LABEL
+from builder.oci.container import Container
 from builder.patching.sources import default_cache_dir
 
 TINYMODEL_SCRIPT = Path(__file__).resolve().parent / "tinymodel.py"
@@ -70,23 +70,18 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    container_name = f"llm-factory-tinymodel-{uuid.uuid4().hex[:12]}"
     try:
-        # The image under test has torch, transformers and tokenizers; the host needs none. The
-        # container is named and removed by name on every way out (an interrupt may land anywhere).
-        container = client.containers.run(
-            image, name=container_name, detach=True, environment={"HF_HUB_OFFLINE": "1"},
-            entrypoint=["python3", "/llm-factory/tinymodel.py", "/out"],
-            volumes={str(partial): {"bind": "/out", "mode": "rw"},
-                     str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}})
-        code = container.wait(timeout=600).get("StatusCode")
-        if code != 0:
-            last = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
-            raise StepFailed(f"generating {model} inside {image} failed (exit {code}): {last}")
+        # The image under test has torch, transformers and tokenizers; the host needs none.
+        with Container(client, "tinymodel", image=image, environment={"HF_HUB_OFFLINE": "1"},
+                       entrypoint=["python3", "/llm-factory/tinymodel.py", "/out"], labels={SMOKE_LABEL: "1"},
+                       volumes={str(partial): {"bind": "/out", "mode": "rw"},
+                                str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}}) as box:
+            code = box.wait(timeout=600)
+            if code != 0:
+                last = box.logs(lines=5).replace("\n", " | ")
+                raise StepFailed(f"generating {model} inside {image} failed (exit {code}): {last}")
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise StepFailed(f"generating {model} inside {image} failed: {exc.__class__.__name__}: {exc}") from None
-    finally:
-        dockerd.remove_container(client, container_name)
     (partial / ".complete").write_text(digest)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 from builder.smoke.openai import CheckResult
 
-ENGINE_PACKAGES = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
-
 
 @dataclass(frozen=True)
 class SmokeReport:

@@ -11,15 +11,17 @@ import json
 import tarfile
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
+from builder.engines import engine_module
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
+from builder.names import SMOKE_LABEL
 from builder.oci import dockerd
+from builder.oci.container import Container
 from builder.smoke.checks import (
     check_completions,
     check_determinism,
@@ -31,59 +33,62 @@ from builder.smoke.checks import (
 from builder.smoke.cuobjdump import audit_directory
 from builder.smoke.model import resolve_model
 from builder.smoke.openai import CheckResult, SmokeSpec
-from builder.smoke.report import ENGINE_PACKAGES, SmokeReport
+from builder.smoke.report import SmokeReport
 from builder.smoke.server import ServerSpec, serve
 from builder.util import utc_now
 
 
-def export_engine_packages(client: docker.DockerClient, image: str, target: Path,
-                           packages: tuple[str, ...] = ENGINE_PACKAGES) -> int:
+def export_engine_packages(client: docker.DockerClient, image: str, target: Path, packages: tuple[str, ...]) -> int:
     """Copy the engine's Python packages out of an image (never started) for the kernel audit."""
-    name = f"llm-factory-audit-{uuid.uuid4().hex[:12]}"
     copied = 0
+    locate = ("import sysconfig, json; print(json.dumps("
+              "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))")
     try:
-        # Named, and removed by name on every way out (an interrupt may land inside run/create).
-        container = client.containers.run(image, name=name, detach=True, entrypoint=[
-            "python3", "-c", "import sysconfig, json; print(json.dumps("
-            "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))"])
-        if container.wait(timeout=120).get("StatusCode") != 0:
-            raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): "
-                             f"{container.logs(tail=3).decode(errors='replace').strip()}")
-        sites = json.loads(container.logs(stdout=True, stderr=False).decode().strip().splitlines()[-1])
-        for site in sites:
-            for package in packages:
-                try:
-                    stream, _ = container.get_archive(f"{site}/{package}")
-                except docker.errors.NotFound:
-                    continue
-                with tempfile.TemporaryFile() as spool:
-                    for chunk in stream:
-                        spool.write(chunk)
-                    spool.seek(0)
-                    with tarfile.open(fileobj=spool) as tar:
-                        tar.extractall(target, filter="data")
-                copied += 1
+        with Container(client, "audit", image=image, entrypoint=["python3", "-c", locate],
+                       labels={SMOKE_LABEL: "1"}) as box:
+            if box.wait(timeout=120) != 0:
+                raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): {box.logs(lines=3)}")
+            sites = json.loads(box.logs(lines=1, stderr=False).strip().splitlines()[-1])
+            copied = _copy_packages(box, sites, packages, target)
     except docker.errors.DockerException as exc:
         raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
-    finally:
-        dockerd.remove_container(client, name)
     return copied
 
 
-def kernel_audit(client: docker.DockerClient, image: str, arch: str, gpu: bool,
+def _copy_packages(box: Container, sites: list[str], packages: tuple[str, ...], target: Path) -> int:
+    copied = 0
+    for site in sites:
+        for package in packages:
+            try:
+                stream, _ = box.handle.get_archive(f"{site}/{package}")
+            except docker.errors.NotFound:
+                continue
+            with tempfile.TemporaryFile() as spool:
+                for chunk in stream:
+                    spool.write(chunk)
+                spool.seek(0)
+                with tarfile.open(fileobj=spool) as tar:
+                    tar.extractall(target, filter="data")
+            copied += 1
+    return copied
+
+
+def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str, gpu: bool,
                  optional: tuple[str, ...]) -> CheckResult:
     if not gpu:
         return CheckResult("kernels", "skip", "cpu cell: no CUDA kernels to audit", {})
     with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
-        if export_engine_packages(client, image, Path(tmp)) == 0:
-            return CheckResult("kernels", "fail", f"no engine package ({', '.join(ENGINE_PACKAGES)}) found in the image", {})
+        packages = engine_module(engine).audit_packages
+        if export_engine_packages(client, image, Path(tmp), packages) == 0:
+            return CheckResult("kernels", "fail", f"no engine package ({', '.join(packages)}) found in the image", {})
         report = audit_directory(Path(tmp), arch, optional=optional)
     return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmokeInputs:
     cell_id: str
+    engine: str
     arch: str
     gpu: bool
     image: str  # an image reference the Engine can run
@@ -103,18 +108,18 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     settings = inputs.settings
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
     model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
-    checks = [kernel_audit(client, inputs.image, inputs.arch, inputs.gpu, settings.audit_optional)]
+    checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
     threshold = settings.regression_threshold if inputs.threshold is None else inputs.threshold
     spec = SmokeSpec(served_name="smoke", tools=settings.tools, tool_recipe=settings.tool_recipe,
                      throughput_tokens=settings.throughput_tokens, regression_threshold=threshold)
-    server_spec = ServerSpec(inputs.image, inputs.gpu, model.directory, "smoke", settings.args, settings.env,
-                             settings.shm_size, settings.ready_timeout)
+    server_spec = ServerSpec(image=inputs.image, engine=inputs.engine, gpu=inputs.gpu, model_dir=model.directory,
+                             served_name="smoke", args=settings.args, env=settings.env, shm_size=settings.shm_size,
+                             ready_timeout=settings.ready_timeout)
     outputs: dict[str, str] = {}
     tps = None
     progress(f"starting {inputs.image} with {model.model_id}")
-    name = f"llm-factory-smoke-{inputs.cell_id}-{uuid.uuid4().hex[:8]}"
     try:
-        with serve(client, server_spec, name) as server:
+        with serve(client, server_spec, f"smoke-{inputs.cell_id}") as server:
             ready = server.ready_seconds
             progress(f"ready after {ready:.0f}s; checking")
             checks.append(check_models(server.base_url, spec))

@@ -17,19 +17,20 @@ import docker
 import requests
 from docker.types import DeviceRequest
 
+from builder.engines import engine_module
 from builder.errors import StepFailed
 from builder.names import SMOKE_LABEL
-from builder.oci import dockerd
+from builder.oci.container import Container
 
-CONTAINER_PORT = 8000
 _HTTP = requests.Session()
 _HTTP.trust_env = False  # loopback traffic must not go through a proxy from the environment
 MODEL_MOUNT = "/model"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServerSpec:
     image: str
+    engine: str  # the engine module that knows the server's command line, port and health path
     gpu: bool
     model_dir: Path
     served_name: str
@@ -40,19 +41,20 @@ class ServerSpec:
 
 
 def server_args(spec: ServerSpec) -> list[str]:
-    """Arguments after the image's entrypoint (python3 -m vllm.entrypoints.openai.api_server)."""
-    return ["--model", MODEL_MOUNT, "--served-model-name", spec.served_name, "--host", "0.0.0.0",
-            "--port", str(CONTAINER_PORT), *spec.args]
+    """Arguments after the image's entrypoint, as the cell's engine module writes them."""
+    engine = engine_module(spec.engine)
+    return engine.server_args(model=MODEL_MOUNT, served_name=spec.served_name, port=engine.container_port,
+                              extra=spec.args)
 
 
-def run_options(spec: ServerSpec, name: str) -> dict:
+def run_options(spec: ServerSpec) -> dict:
+    """How the container runs (its name, detach and removal belong to oci.container.Container)."""
+    port = engine_module(spec.engine).container_port
     options = {
         "image": spec.image,
         "command": server_args(spec),
-        "name": name,
-        "detach": True,
         "shm_size": spec.shm_size,
-        "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},  # a free host port, loopback only
+        "ports": {f"{port}/tcp": ("127.0.0.1", None)},  # a free host port, loopback only
         "volumes": {str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
         "environment": {"HF_HUB_OFFLINE": "1", **spec.env},
         "labels": {SMOKE_LABEL: "1"},
@@ -62,49 +64,37 @@ def run_options(spec: ServerSpec, name: str) -> dict:
     return options
 
 
-def _logs(container, lines: int = 30) -> str:
-    try:
-        return container.logs(tail=lines).decode(errors="replace").rstrip()
-    except docker.errors.APIError:
-        return "(logs unavailable)"
-
-
 @dataclass
 class RunningServer:
-    container: object
+    container: Container
     base_url: str
     ready_seconds: float = 0.0
 
     def logs(self, lines: int = 30) -> str:
-        return _logs(self.container, lines)
+        return self.container.logs(lines)
 
 
 @contextmanager
-def serve(client: docker.DockerClient, spec: ServerSpec, name: str) -> Iterator[RunningServer]:
-    """Start the server, wait until /health answers, yield it; the container is removed on every
-    way out (success, failure, Ctrl-C)."""
-    try:
-        try:
-            container = client.containers.run(**run_options(spec, name))
-        except docker.errors.APIError as exc:
-            raise StepFailed(f"cannot start {spec.image}: {exc.explanation or exc}") from None
+def serve(client: docker.DockerClient, spec: ServerSpec, purpose: str) -> Iterator[RunningServer]:
+    """Start the server, wait until its health path answers, yield it; the container is removed on
+    every way out (success, failure, Ctrl-C)."""
+    with Container(client, purpose, **run_options(spec)) as box:
         started = time.monotonic()
-        container.reload()
-        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{CONTAINER_PORT}/tcp") or []
+        box.reload()
+        port = engine_module(spec.engine).container_port
+        bindings = (box.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
         if not bindings:  # it already exited: no port was ever published
-            code = container.attrs["State"].get("ExitCode")
-            raise StepFailed(f"{spec.image} exited with code {code} before it was ready; last lines:\n"
-                             f"{_logs(container)}")
-        server = RunningServer(container, f"http://127.0.0.1:{bindings[0]['HostPort']}")
+            code = box.attrs["State"].get("ExitCode")
+            raise StepFailed(f"{spec.image} exited with code {code} before it was ready; last lines:\n{box.logs()}")
+        server = RunningServer(box, f"http://127.0.0.1:{bindings[0]['HostPort']}")
         _wait_ready(server, spec, started)
         server.ready_seconds = time.monotonic() - started
         yield server
-    finally:
-        dockerd.remove_container(client, name)
 
 
 def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None:
     deadline = started + spec.ready_timeout
+    health = engine_module(spec.engine).health_path
     while time.monotonic() < deadline:
         server.container.reload()
         if server.container.status in ("exited", "dead"):
@@ -112,10 +102,10 @@ def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None
             raise StepFailed(f"{spec.image} exited with code {code} before it was ready; last lines:\n"
                              f"{server.logs()}")
         try:
-            if _HTTP.get(f"{server.base_url}/health", timeout=5).status_code == 200:
+            if _HTTP.get(f"{server.base_url}{health}", timeout=5).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise StepFailed(f"{spec.image} was not ready within {spec.ready_timeout}s (no 200 from /health); "
+    raise StepFailed(f"{spec.image} was not ready within {spec.ready_timeout}s (no 200 from {engine_module(spec.engine).health_path}); "
                      f"last lines:\n{server.logs()}")

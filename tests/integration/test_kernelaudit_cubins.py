@@ -150,7 +150,7 @@ def test_audit_of_images_for_an_sm121a_cell(libs, docker_client, cpu_base, libra
     from builder.smoke.run import kernel_audit
     image = _image_with(docker_client, cpu_base, libs / library, f"llm-factory-test/audit:{library.split('.')[0]}")
     try:
-        result = kernel_audit(docker_client, image, "sm_121a", gpu=True, optional=())
+        result = kernel_audit(docker_client, image, "vllm", "sm_121a", gpu=True, optional=())
     finally:
         docker_client.images.remove(image, force=True)
     assert result.status == verdict, result.evidence

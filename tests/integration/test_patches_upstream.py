@@ -78,7 +78,7 @@ def applied(tree: Path, patch_id: str, tmp_path: Path) -> str:
     """Apply a shipped diff to a copy of the sdist tree; return the patched CMakeLists.txt."""
     work = tmp_path / patch_id
     shutil.copytree(tree, work, ignore=shutil.ignore_patterns("csrc", "tests", "docs", "benchmarks"))
-    diff = next((REPO / "patches" / "vllm" / patch_id).glob("*.diff"))
+    diff = next((REPO / "builder" / "shipped" / "patches" / "vllm" / patch_id).glob("*.diff"))
     subprocess.run(["git", "apply", "-p1", str(diff)], cwd=work, check=True, timeout=60)
     return (work / "CMakeLists.txt").read_text()
 
@@ -118,7 +118,7 @@ def test_checksum_mismatch_is_an_error(tmp_path):
 
 def test_a_conflicting_patch_stops_the_build_before_anything_is_built(plain_registry, tmp_path):
     """The check runs inside `builder build`: the cell stops with the file and hunk, nothing pushed."""
-    shutil.copytree(REPO / "patches", tmp_path / "patches")
+    shutil.copytree(REPO / "builder" / "shipped" / "patches", tmp_path / "patches")
     shutil.copytree(REPO / "tests" / "fixtures" / "broken-patch", tmp_path / "patches" / "vllm" / "broken")
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
     done = run_builder("build", "--matrix", str(tmp_path / "matrix.yaml"), "--cell", "vllm-0.19.1-cu129-sm_121a",

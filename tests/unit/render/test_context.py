@@ -29,7 +29,7 @@ def repo_cells():
 
 @pytest.fixture(scope="module")
 def repo_patches():
-    return load_patches(REPO / "patches")
+    return load_patches(REPO / "builder" / "shipped" / "patches")
 
 
 def render(cell, patches, **options):

@@ -24,7 +24,6 @@ from itertools import islice
 import regex as re
 import torch
 from torch import nn
-
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import CacheConfig, VllmConfig
 from vllm.distributed import (

@@ -1,0 +1,48 @@
+"""The engine Protocol and its registry: everything the generic stages need to know about one
+inference engine (vLLM, llama.cpp, ...) lives in one module here, as cibuildwheel keeps one module
+per platform. Adding an engine is a new module and one line in ENGINES; no generic code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Literal, Protocol
+
+from builder.errors import InputError
+
+ModelFormat = Literal["hf", "gguf"]  # a Hugging Face model directory, or one GGUF file
+
+
+class EngineModule(Protocol):
+    name: str  # the engine's key under engines: in matrix.yaml
+    template_dir: str  # dockerfiles/<template_dir>/<mode>.Dockerfile.j2
+    container_port: int  # where the server listens inside the container
+    health_path: str  # answers 200 once the server is ready
+    model_formats: tuple[ModelFormat, ...]
+    audit_packages: tuple[str, ...]  # installed packages (site-packages dirs) the kernel audit reads
+    audit_roots: tuple[str, ...]  # absolute directories in the image the kernel audit reads too
+    requirement_files: tuple[str, ...]  # where a source tree pins torch (first match wins)
+
+    def server_args(self, *, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:
+        """Arguments after the image's entrypoint that serve `model` as `served_name` on `port`."""
+        ...
+
+    def torch_pin(self, tree: Path) -> str | None:
+        """The torch version the source tree pins for CUDA builds, if the engine uses torch."""
+        ...
+
+
+def _registry() -> dict[str, EngineModule]:
+    from builder.engines import vllm
+    return {vllm.name: vllm}
+
+
+ENGINES: Final[dict[str, EngineModule]] = _registry()
+
+
+def engine_module(name: str) -> EngineModule:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise InputError(f"no engine module for '{name}' (the factory knows: {', '.join(sorted(ENGINES))})") from None
