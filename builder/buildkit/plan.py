@@ -46,13 +46,23 @@ def _quote(arg: str) -> str:
     return arg if arg and set(arg) <= safe else "'" + arg.replace("'", "'\"'\"'") + "'"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellPlan:
+    """What `--dry-run` prints and what the runner executes: the runner reads `build.argv` from here
+    and re-derives nothing."""
     context: BuildContext
     context_dir: Path
+    iidfile: Path
     image: str  # the immutable reference this build pushes
     friendly: str
-    steps: tuple[Step, ...]
+    lookup: Step
+    render: Step
+    build: Step
+    push: Step
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (self.lookup, self.render, self.build, self.push)
 
 
 @dataclass(frozen=True)
@@ -102,16 +112,24 @@ def cache_ref(tool: BuildTool, names: ImageNames, cell_id: str) -> str | None:
     return f"{names.repo}:buildcache-{cell_id}" if tool.kind == "buildx" and tool.cache_export else None
 
 
-def cell_plan(tool: BuildTool, names: ImageNames, context: BuildContext, context_dir: Path,
-              secrets: dict[str, Path], labels: dict[str, str], iidfile: Path,
-              extra_args: dict[str, str] | None = None) -> CellPlan:
+def how_args(max_jobs: int | None) -> dict[str, str]:
+    """Build arguments that change how, not what, is built: outside the content hash and the tag."""
+    return {"MAX_JOBS": str(max_jobs)} if max_jobs else {}
+
+
+def cell_plan(tool: BuildTool, names: ImageNames, context: BuildContext, workdir: Path,
+              secrets: dict[str, Path], labels: dict[str, str], max_jobs: int | None = None) -> CellPlan:
     image = names.immutable(context.cell.id, context.content_hash)
-    steps = (
-        Step(f"ask the registry whether {image} exists (HTTP HEAD /v2/{names.repository}/manifests/"
-             f"{context.immutable_tag}); if it does: up to date, stop here"),
-        Step(f"render the build context into {context_dir}"),
-        build_step(tool, context, context_dir, image, secrets, labels, iidfile,
-                   cache_ref(tool, names, context.cell.id), extra_args),
-        Step(f"push {image}", (tool.docker, "push", image)),
+    context_dir = workdir / "contexts" / context.cell.id
+    iidfile = workdir / "logs" / f"{context.cell.id}.iid"
+    return CellPlan(
+        context=context, context_dir=context_dir, iidfile=iidfile, image=image,
+        friendly=names.friendly(context.cell.id),
+        lookup=Step(f"ask the registry whether {image} exists (HTTP HEAD /v2/{names.repository}/manifests/"
+                    f"{context.immutable_tag}); if it does: up to date, stop here"),
+        render=Step(f"render the build context into {context_dir}"),
+        build=build_step(tool, context, context_dir, image, secrets, labels, iidfile,
+                         cache_ref(tool, names, context.cell.id), how_args(max_jobs)),
+        push=Step(f"push {image} through the Docker Engine API with the registry's credentials, then check "
+                  f"that the registry shows the pushed digest"),
     )
-    return CellPlan(context, context_dir, image, names.friendly(context.cell.id), steps)

@@ -22,8 +22,7 @@ from builder.buildkit.plan import (
     BuildTool,
     ImageNames,
     build_labels,
-    build_step,
-    cache_ref,
+    cell_plan,
 )
 from builder.buildkit.progress import Progress, buildkit_step, elapsed, tail
 from builder.errors import BuilderError, StepFailed
@@ -146,17 +145,16 @@ class Builder:
                           log=log if log.exists() else None, error=str(exc))
 
     def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
-        context_dir = write_context(context, self.options.workdir / "contexts")
         base = dockerd.resolve_base(self.docker, cell.base_image, self._auth_for(cell.base_image))
         created = utc_now()
         labels = build_labels(context, created, self.options.revision, base.digest)
-        iidfile = log.with_suffix(".iid")
-        iidfile.unlink(missing_ok=True)
-        extra = {"MAX_JOBS": str(self.options.max_jobs)} if self.options.max_jobs else None
-        step = build_step(self.tool, context, context_dir, image, self.options.secrets, labels, iidfile,
-                          cache_ref(self.tool, self.names, cell.id), extra)
-        log.with_suffix(".cmd").write_text(step.shell() + "\n")  # the exact command, beside its log
-        self._run(cell, step, log)
+        plan = cell_plan(self.tool, self.names, context, self.options.workdir, self.options.secrets, labels,
+                         self.options.max_jobs)
+        if write_context(context, self.options.workdir / "contexts") != plan.context_dir:
+            raise StepFailed(f"{cell.id}: the context was written outside the plan's {plan.context_dir}")
+        plan.iidfile.unlink(missing_ok=True)
+        log.with_suffix(".cmd").write_text(plan.build.shell() + "\n")  # the exact command, beside its log
+        self._run(cell, plan.build, log)
         if self.cancel.is_set():
             raise StepFailed(f"{cell.id}: interrupted; nothing pushed")
         self.progress.say(cell.id, f"pushing {image}")

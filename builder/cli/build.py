@@ -63,11 +63,11 @@ def build_cmd(
     cells = session.cells()
     if dry_run:
         plans = []
+        revision = _git_revision(session.root)
         for item in cells:
             context = session.render(item, options)
-            labels = build_labels(context, "<build time>", "<factory git revision>", "<base image digest>")
-            plans.append(cell_plan(tool, session.names, context, workdir / "contexts" / item.id, secrets, labels,
-                                   workdir / "logs" / f"{item.id}.iid", {"MAX_JOBS": str(max_jobs)} if max_jobs else None))
+            labels = build_labels(context, "<build time>", revision, "<base image digest>")
+            plans.append(cell_plan(tool, session.names, context, workdir, secrets, labels, max_jobs))
         _print_plan(BuildPlan(tool, tuple(plans)))
         return
     from builder.buildkit.progress import Progress

@@ -145,3 +145,36 @@ def test_overlay_refuses_a_changed_upstream_file(cpu_build, tmp_path):
     assert "refusing to overwrite" in done.stderr and "FAILED" in done.stderr
     assert str(tmp_path / "work" / "logs" / f"{CELL}-overlay.log") in done.stdout + done.stderr
     assert set(client.tags(REPOSITORY)) == before  # nothing pushed
+
+
+def _build_line(plan_text: str) -> str:
+    [line] = [line for line in plan_text.splitlines() if " build --progress=plain " in line]
+    return line.split(". ", 1)[1]
+
+
+def _mask_build_time(argv: list[str]) -> list[str]:
+    """The two values only the build itself knows: its time stamp and the base image digest."""
+    known_later = ("org.opencontainers.image.created=", "org.opencontainers.image.base.digest=")
+    return ["<build time value>" if a.startswith(known_later) else a for a in argv]
+
+
+def test_dry_run_prints_the_command_the_build_ran(cpu_build, planted):
+    """--dry-run and the build use one plan object: the printed argv is the executed argv."""
+    import shlex
+    workdir = cpu_build["workdir"]
+    done = run_builder("build", "--dry-run", "--cell", CELL, "--registry", cpu_build["registry"].host,
+                       "--ca-bundle", str(planted[0]), "--find-links", str(WHEELS), "--workdir", str(workdir), check=True)
+    executed = (workdir / "logs" / f"{CELL}.cmd").read_text().strip()
+    assert _mask_build_time(shlex.split(_build_line(done.stdout))) == _mask_build_time(shlex.split(executed))
+    assert f"image:   {cpu_build['record']['image']}" in done.stdout
+
+
+def test_max_jobs_reaches_the_build_but_leaves_the_image_tag_unchanged(cpu_build, planted):
+    workdir = cpu_build["workdir"]
+    args = ("build", "--dry-run", "--cell", CELL, "--registry", cpu_build["registry"].host, "--find-links", str(WHEELS),
+            "--workdir", str(workdir))
+    plain, capped = run_builder(*args, check=True).stdout, run_builder(*args, "--max-jobs", "3", check=True).stdout
+    image = [line for line in plain.splitlines() if line.strip().startswith("image:")]
+    assert image and image == [line for line in capped.splitlines() if line.strip().startswith("image:")]
+    assert "MAX_JOBS=3" in _build_line(capped) and "MAX_JOBS=3" not in _build_line(plain)
+    assert cpu_build["record"]["image"] in image[0]  # the tag the real build pushed
