@@ -3,6 +3,7 @@ when every check passed. `builder build --smoke --promote` and `builder smoke` b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,17 +36,20 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
     record = store.get_known_good(cell.id)
     explicit = options.baseline_tps is not None
     baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
+    settings = cell.engine.smoke_for(cell.arch.name)
+    if options.threshold is not None:  # --threshold wins over the matrix's regression_threshold
+        settings = dataclasses.replace(settings, regression_threshold=options.threshold)
     inputs = SmokeInputs(cell_id=cell.id, engine=cell.engine.name, arch=cell.arch.name, gpu=cell.arch.gpu,
-                         image=image, digest=digest, settings=cell.engine.smoke_for(cell.arch.name),
+                         image=image, digest=digest, settings=settings,
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
-                         baseline_tps=baseline, threshold=options.threshold, model_dir=options.model_dir,
+                         baseline_tps=baseline, model_dir=options.model_dir,
                          # a recorded baseline counts only if measured the same way (model, token count)
                          baseline_measure=None if explicit or not record else (
                              record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
                          pull_auth=client.docker_auth())
     report = run_smoke(dockerd.connect(), inputs, progress)
-    store.put_smoke_report(digest, report.to_dict())
+    store.put_smoke_report(digest, report)
     options.report_dir.mkdir(parents=True, exist_ok=True)
     (options.report_dir / f"{cell.id}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (options.report_dir / f"{cell.id}.txt").write_text(report.text() + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from builder.names import CONTENT_HASH_LABEL, ImageNames
 from builder.render.context import BuildContext
@@ -18,7 +19,7 @@ from builder.util import redact
 class BuildTool:
     """How BuildKit is reached: `docker buildx build`, or `DOCKER_BUILDKIT=1 docker build`."""
 
-    kind: str  # "buildx" | "buildkit"
+    kind: Literal["buildx", "buildkit"]
     docker: str = "docker"  # the docker client binary
     note: str = ""
     cache_export: bool = False  # the buildx driver can export a registry cache (not the `docker` driver)

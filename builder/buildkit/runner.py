@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from builder.buildkit.plan import (
     BuildTool,
@@ -30,6 +31,8 @@ from builder.matrix.cells import Cell
 from builder.oci import dockerd
 from builder.render.context import BuildContext, write_context
 from builder.util import utc_now
+
+CellStatus = Literal["built", "up to date", "failed", "not started"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class BuildOptions:
 @dataclass(frozen=True)
 class CellResult:
     cell_id: str
-    status: str  # "built" | "up to date" | "failed" | "not started"
+    status: CellStatus
     image: str = ""
     digest: str = ""
     seconds: float = 0.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from builder.errors import ConfigError
-from builder.matrix.model import Arch, CudaRelease, Engine, EngineVersion, Matrix
+from builder.matrix.model import Arch, CudaRelease, Engine, EngineVersion, Matrix, Mode
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Cell:
     engine_version: EngineVersion
     arch: Arch
     cuda: CudaRelease | None
-    mode: str
+    mode: Mode
     base_image: str
     triton: str | None  # the Triton the engine's torch pins; decides the ptxas patch
     origin_line: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, Literal, get_args
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -16,7 +17,8 @@ from packaging.version import Version
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.util import redact
 
-MODES = ("source", "wheel", "overlay")
+Mode = Literal["source", "wheel", "overlay"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 _ARCH_NAME = re.compile(r"^(sm_\d+[af]?|cpu)$")
 _CUDA_NAME = re.compile(r"^\d+\.\d+$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -35,7 +37,7 @@ class BuildLimits:
 class Arch:
     name: str
     platform: str
-    default_mode: str
+    default_mode: Mode
     compute_capability: str | None = None
     torch_cuda_arch_list: str | None = None
     flashinfer_cuda_arch_list: str | None = None
@@ -64,7 +66,7 @@ class CudaRelease:
 class SourceRef:
     """Where a `source` build gets the engine: a PyPI sdist, a git commit or a local path."""
 
-    kind: str  # "pypi" | "git" | "path"
+    kind: Literal["pypi", "git", "path"]
     name: str = ""  # PyPI project
     version: str = ""
     sha256: str | None = None  # pinned sdist checksum, when known
@@ -116,7 +118,7 @@ class IncludeRule:
     versions: tuple[str, ...]
     archs: tuple[str, ...]
     cuda: tuple[str, ...]
-    mode: str | None = None
+    mode: Mode | None = None
     base: str | None = None  # overrides the base image of every cell in the group
 
 

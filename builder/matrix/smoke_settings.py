@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from builder.matrix.schema import MappingReader
 
+ToolRecipe = Literal["plain", "forced"]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class SmokeSettings:
     """How an engine's images are smoke-tested: the tiny model and the server's arguments.
 
     model: a Hub id (fetched with a pinned revision into a mounted cache), a local directory
     ("path:DIR"), or "generated:tiny-llama" (a random-weight model made offline inside the image
-    under test, for machines without the Hub)."""
+    under test, for machines without the Hub). Validated once, here at load; the smoke stage
+    trusts it."""
 
     model: str = ""
     revision: str | None = None
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     tools: bool = False  # the model and parser support tool calls (args carry the parser)
-    tool_recipe: str = "plain"  # "forced": deterministic tool call for a random-weight model
+    tool_recipe: ToolRecipe = "plain"  # "forced": deterministic tool call for a random-weight model
     ready_timeout: int = 600
     shm_size: str = "2g"
     audit_optional: tuple[str, ...] = ()  # kernel-audit globs allowed to lack the cell's arch
@@ -31,7 +35,7 @@ class SmokeSettings:
 
 def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
     recipe = r.string("tool_recipe", base.tool_recipe)
-    if recipe not in ("plain", "forced"):
+    if recipe not in get_args(ToolRecipe):
         raise r.error("tool_recipe", f"{r.what}.tool_recipe must be plain or forced, got '{recipe}'")
     tools = r.raw("tools", base.tools)
     if not isinstance(tools, bool):

@@ -12,6 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from packaging.version import Version
 
@@ -19,14 +20,18 @@ from builder.errors import InputError, StepFailed
 from builder.hashing import file_sha256
 from builder.patching.records import PatchPlan, PatchRecord, Skip, static_verdict
 
-APPLIES, UPSTREAM, NOT_APPLICABLE, CONFLICT = "applies", "already upstream", "not applicable", "CONFLICT"
+VerdictName = Literal["applies", "already upstream", "not applicable", "CONFLICT"]
+APPLIES: Final[VerdictName] = "applies"
+UPSTREAM: Final[VerdictName] = "already upstream"
+NOT_APPLICABLE: Final[VerdictName] = "not applicable"
+CONFLICT: Final[VerdictName] = "CONFLICT"
 
 
 @dataclass(frozen=True)
 class Verdict:
     patch_id: str
     version: str
-    verdict: str
+    verdict: VerdictName
     detail: str
 
 
@@ -80,7 +85,7 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
     """The verdict for one record against one source tree (None: metadata only)."""
     label = str(version)
 
-    def verdict(kind: str, detail: str) -> Verdict:
+    def verdict(kind: VerdictName, detail: str) -> Verdict:
         return Verdict(record.id, label, kind, detail)
 
     reason = static_verdict(record, record.engine, version, arch, mode, triton)

@@ -11,18 +11,21 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from builder.errors import ConfigError
+from builder.matrix.model import Mode
 from builder.matrix.schema import MappingReader
 from builder.matrix.yamlsrc import load_yaml_file
 
 KINDS = ("diff", "overlay", "env")
 # Which build modes each kind serves: a diff edits a source tree, an overlay replaces a file of
 # an installed package, env settings go into any image.
-KIND_MODES = {"diff": ("source",), "overlay": ("wheel", "overlay"), "env": ("source", "wheel", "overlay")}
+PatchKind = Literal["diff", "overlay", "env"]
+KIND_MODES: dict[str, tuple[Mode, ...]] = {"diff": ("source",), "overlay": ("wheel", "overlay"), "env": ("source", "wheel", "overlay")}
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -45,7 +48,7 @@ class PatchRecord:
     upstream: str
     applies_to: SpecifierSet
     archs: tuple[str, ...]
-    kind: str
+    kind: PatchKind
     directory: Path
     content: bytes  # the diff, the replacement file, or the canonical env text: what gets hashed
     diff_file: str | None = None
@@ -163,7 +166,7 @@ class Skip:
 
     id: str
     reason: str
-    verdict: str  # "not applicable" | "already upstream"
+    verdict: Literal["not applicable", "already upstream"]
 
 
 @dataclass(frozen=True)

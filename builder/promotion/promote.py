@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from builder.errors import InputError, StepFailed
 from builder.names import (
@@ -29,8 +29,10 @@ from builder.names import (
 from builder.oci.registry import RegistryClient
 from builder.promotion.records import HISTORY_LIMIT, KnownGoodRecord, check_digest
 from builder.promotion.store import RecordStore
+from builder.smoke.report import SmokeReport
 from builder.util import cache_dir, utc_now
 
+PromotionStatus = Literal["promoted", "already promoted", "lost race"]
 _SETTLE_ROUNDS = 4  # re-read rounds before giving up on agreement
 _RACE_GRACE = 1.0  # seconds a race loser leaves the winner to write its own record
 LOCK_TIMEOUT = 300.0
@@ -42,7 +44,7 @@ class PromotionResult:
     digest: str  # where the friendly tag and the record point now
     previous: str | None  # the cell's known-good digest before this promotion
     friendly: str  # registry/repository:cell
-    status: str  # "promoted" | "already promoted" | "lost race"
+    status: PromotionStatus
     record: KnownGoodRecord
     lost_race_to: str | None = None
 
@@ -153,9 +155,9 @@ def _settle(client: RegistryClient, store: RecordStore, repository: str, cell_id
                      f"{_SETTLE_ROUNDS} re-reads: another promotion of this cell is running; re-run it")
 
 
-def _passing_report(store: RecordStore, digest: str) -> dict[str, Any] | None:
+def _passing_report(store: RecordStore, digest: str) -> SmokeReport | None:
     report = store.get_smoke_report(digest)
-    return report if report is not None and report.get("passed") is True else None
+    return report if report is not None and report.passed else None
 
 
 def _checked_labels(client: RegistryClient, repository: str, cell_id: str, digest: str) -> dict[str, str]:
@@ -170,14 +172,12 @@ def _checked_labels(client: RegistryClient, repository: str, cell_id: str, diges
 
 
 def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[str, str],
-            report: dict[str, Any], fields: dict[str, Any], promoted_at: str) -> KnownGoodRecord:
+            report: SmokeReport, fields: dict[str, Any], promoted_at: str) -> KnownGoodRecord:
     content_hash = fields.get("content_hash") or labels.get(CONTENT_HASH_LABEL, "")
-    summary = report.get("summary")
-    if not isinstance(summary, dict):  # no summary: the report's scalar fields
-        summary = {k: v for k, v in report.items() if v is None or isinstance(v, (str, int, float, bool))}
+    summary = report.summary
     golden = fields.get("golden")
     tps = fields.get("throughput_tps")
-    tps = tps if tps is not None else report.get("throughput_tps")
+    tps = tps if tps is not None else report.throughput_tps
     return KnownGoodRecord(
         cell=cell_id, digest=digest, image=f"{host}/{repository}@{digest}",
         immutable_tag=fields.get("immutable_tag") or (immutable_tag(cell_id, content_hash) if content_hash else ""),
@@ -186,7 +186,7 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
         engine_version=fields.get("engine_version") or labels.get(ENGINE_VERSION_LABEL, ""),
         source=fields.get("source") or labels.get("org.opencontainers.image.source", ""),
         patches=tuple(fields.get("patches") or _label_patches(labels)), smoke_summary=summary,
-        golden=dict(golden if golden is not None else report.get("golden") or {}),
+        golden=dict(golden if golden is not None else report.golden),
         throughput_tps=float(tps) if tps is not None else None,
     )
 

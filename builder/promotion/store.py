@@ -11,7 +11,6 @@ Each is an OCI manifest with the empty config and one JSON layer (artifactType s
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from builder.errors import StepFailed
 from builder.names import CELL_LABEL, CREATED_LABEL, DIGEST_ANNOTATION, PASSED_ANNOTATION, immutable_tag_pattern
@@ -28,6 +27,7 @@ from builder.promotion.records import (
     records_repository,
     smoke_tag,
 )
+from builder.smoke.report import SmokeReport
 
 
 class RecordStore:
@@ -40,12 +40,12 @@ class RecordStore:
         return f"RecordStore({self.client.host}/{self.repo})"
 
     # -- smoke reports -------------------------------------------------------------------------
-    def put_smoke_report(self, digest: str, report: dict[str, Any]) -> str:
+    def put_smoke_report(self, digest: str, report: SmokeReport) -> str:
         annotations = {DIGEST_ANNOTATION: check_digest(digest),
-                       PASSED_ANNOTATION: "true" if report.get("passed") is True else "false"}
-        return self._push(smoke_tag(digest), _canonical(report), SMOKE_TYPE, annotations)
+                       PASSED_ANNOTATION: "true" if report.passed else "false"}
+        return self._push(smoke_tag(digest), _canonical(report.to_dict()), SMOKE_TYPE, annotations)
 
-    def get_smoke_report(self, digest: str) -> dict[str, Any] | None:
+    def get_smoke_report(self, digest: str) -> SmokeReport | None:
         payload = self._read(smoke_tag(digest), SMOKE_TYPE)
         if payload is None:
             return None
@@ -53,9 +53,12 @@ class RecordStore:
             report = json.loads(payload)
         except ValueError:
             report = None
-        if not isinstance(report, dict):
-            raise StepFailed(f"{self.client.host}/{self.repo}:{smoke_tag(digest)} is not a JSON smoke report")
-        return report
+        try:
+            if not isinstance(report, dict):
+                raise ValueError("not an object")
+            return SmokeReport.from_dict(report)
+        except (ValueError, TypeError, AttributeError):
+            raise StepFailed(f"{self.client.host}/{self.repo}:{smoke_tag(digest)} is not a JSON smoke report") from None
 
     # -- known-good records -------------------------------------------------------------------
     def put_known_good(self, record: KnownGoodRecord) -> str:
@@ -127,8 +130,8 @@ def newest_tested_digest(client: RegistryClient, repository: str, cell_id: str) 
             continue
         info = client.head_manifest(repository, tag)
         report = store.get_smoke_report(info.digest) if info else None
-        if report and report.get("passed") is True:
-            candidates.append((str(report.get("finished_at", "")), info.digest))
+        if report is not None and report.passed:
+            candidates.append((report.finished_at, info.digest))
     if not candidates:
         raise StepFailed(f"no image of {cell_id} in {client.host}/{repository} has a passing smoke report: "
                          f"run `builder smoke --cell {cell_id}` first")

@@ -13,28 +13,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from builder.smoke.kernels import FAIL, PASS, SKIP
 from builder.smoke.openai import (
-    _WHITESPACE_PROBES,
-    FAIL,
-    PASS,
-    SKIP,
     TOOL,
     TOOL_PROMPT,
+    WHITESPACE_PROBES,
     CheckResult,
     SmokeSpec,
-    _chat_text,
-    _generate,
-    _guarded,
-    _one_line,
-    _request,
-    _text,
-    _user,
+    chat_text,
+    completion_text,
+    generate,
+    guarded,
+    one_line,
+    request_json,
+    user_message,
 )
 
 
-@_guarded("models")
+@guarded("models")
 def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
-    served = {m["id"]: m.get("max_model_len") for m in _request(base_url, "/v1/models", spec.timeout)["data"]}
+    served = {m["id"]: m.get("max_model_len") for m in request_json(base_url, "/v1/models", spec.timeout)["data"]}
     data = {"models": served}
     if spec.served_name not in served:
         return CheckResult("models", FAIL, f"{spec.served_name!r} is not served; /v1/models lists "
@@ -46,13 +44,13 @@ def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
     return CheckResult("models", PASS, f"serves {spec.served_name!r} with max_model_len {got}", data)
 
 
-@_guarded("completions")
+@guarded("completions")
 def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
     prompt = spec.prompts[0]
-    comp = _generate(base_url, spec, spec.max_tokens, prompt=prompt)
-    chat = _generate(base_url, spec, spec.max_tokens, messages=_user(prompt))
+    comp = generate(base_url, spec, spec.max_tokens, prompt=prompt)
+    chat = generate(base_url, spec, spec.max_tokens, messages=user_message(prompt))
     data, problems, counts = {}, [], []
-    for label, resp, text in (("completions", comp, comp["choices"][0]["text"]), ("chat", chat, _chat_text(chat))):
+    for label, resp, text in (("completions", comp, comp["choices"][0]["text"]), ("chat", chat, chat_text(chat))):
         finish, usage = resp["choices"][0].get("finish_reason"), resp.get("usage")
         data[label] = {"text": text, "finish_reason": finish, "usage": usage}
         problem = usage_sane(usage, spec.max_tokens)
@@ -67,14 +65,14 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
     return CheckResult("completions", PASS, ", ".join(counts) + "; usage consistent", data)
 
 
-@_guarded("determinism", fallback=dict)
+@guarded("determinism", fallback=dict)
 def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict[str, str]]:
     """Greedy outputs must not change between rounds or under concurrency. The returned
     prompt -> text map (first round) becomes the golden outputs when the check passes."""
     first: dict[str, str] = {}
     for rnd in range(1, spec.rounds + 1):
         for prompt in spec.prompts:
-            text = _text(base_url, spec, prompt)
+            text = completion_text(base_url, spec, prompt)
             first.setdefault(prompt, text)
             if text != first[prompt]:
                 return CheckResult("determinism", FAIL, divergence(prompt, first[prompt], text, f"round {rnd}"),
@@ -82,7 +80,7 @@ def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict
     # Repeat prompts so at least `concurrency` requests are in flight: batching bugs show up there.
     batch = [spec.prompts[i % len(spec.prompts)] for i in range(max(spec.concurrency, len(spec.prompts)))]
     with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-        texts = list(pool.map(lambda p: _text(base_url, spec, p), batch))
+        texts = list(pool.map(lambda p: completion_text(base_url, spec, p), batch))
     for prompt, text in zip(batch, texts):
         if text != first[prompt]:
             why = divergence(prompt, first[prompt], text, f"{len(batch)} concurrent")
@@ -111,7 +109,7 @@ def check_golden(outputs: dict[str, str], golden: dict[str, str] | None, model_i
                        data)
 
 
-@_guarded("tool_call")
+@guarded("tool_call")
 def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
     """A tools request must come back as a structured tool_calls list. The "forced" recipe makes a
     random-weight model call deterministically: tool_choice "required" and a strict schema pin the
@@ -120,17 +118,17 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
     if not spec.tools:
         return CheckResult("tool_call", SKIP, "tool calls not declared for this cell", {})
     if spec.tool_recipe == "forced":
-        resp = _generate(base_url, spec, 64, messages=_user(TOOL_PROMPT), tool_choice="required",
+        resp = generate(base_url, spec, 64, messages=user_message(TOOL_PROMPT), tool_choice="required",
                          tools=[{"type": "function", "function": {**TOOL, "strict": True}}],
                          logit_bias=_forced_bias(base_url, spec))
     else:  # generous budget: reasoning models think before they call
-        resp = _generate(base_url, spec, max(256, spec.max_tokens), messages=_user(TOOL_PROMPT),
+        resp = generate(base_url, spec, max(256, spec.max_tokens), messages=user_message(TOOL_PROMPT),
                          tools=[{"type": "function", "function": TOOL}], tool_choice="auto")
     choice = resp["choices"][0]
     calls = choice["message"].get("tool_calls") or []
     data = {"recipe": spec.tool_recipe, "finish_reason": choice.get("finish_reason"), "tool_calls": calls}
     if not calls:
-        content = _one_line(choice["message"].get("content") or "", 60)
+        content = one_line(choice["message"].get("content") or "", 60)
         return CheckResult("tool_call", FAIL, f"no tool_calls (finish_reason {choice.get('finish_reason')!r}, "
                            f"content {content!r})", data)
     shown = []
@@ -139,10 +137,10 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
         try:
             args = json.loads(raw)
         except (TypeError, ValueError):
-            why = f"arguments of {name!r} are not JSON: {_one_line(str(raw), 60)!r}"
+            why = f"arguments of {name!r} are not JSON: {one_line(str(raw), 60)!r}"
             return CheckResult("tool_call", FAIL, why, data)
         if name != TOOL["name"] or not isinstance(args, dict):
-            return CheckResult("tool_call", FAIL, f"unexpected call {name!r} with {_one_line(raw, 60)!r}", data)
+            return CheckResult("tool_call", FAIL, f"unexpected call {name!r} with {one_line(raw, 60)!r}", data)
         shown.append(f"{name}({json.dumps(args, ensure_ascii=False)})")
     return CheckResult("tool_call", PASS, f"{', '.join(shown)} (finish_reason {choice.get('finish_reason')!r}, "
                        f"recipe {spec.tool_recipe})", data)
@@ -151,8 +149,8 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
 def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     def ids(text: str) -> list[int]:
         body = {"model": spec.served_name, "prompt": text, "add_special_tokens": False}
-        return _request(base_url, "/tokenize", spec.timeout, body)["tokens"]
-    bias = {str(i): -100 for probe in _WHITESPACE_PROBES for i in ids(probe)}
+        return request_json(base_url, "/tokenize", spec.timeout, body)["tokens"]
+    bias = {str(i): -100 for probe in WHITESPACE_PROBES for i in ids(probe)}
     for text in ('"', "}", spec.eos_text):
         tokens = ids(text)
         if len(tokens) != 1:
@@ -161,14 +159,14 @@ def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     return bias
 
 
-@_guarded("throughput", fallback=float)
+@guarded("throughput", fallback=float)
 def check_throughput(base_url: str, spec: SmokeSpec, baseline_tps: float | None) -> tuple[CheckResult, float]:
     """Decode tok/s of single requests (median of runs); 0.0 when it could not be measured."""
     rates = []
     for run in range(spec.throughput_runs):
         prompt = spec.prompts[run % len(spec.prompts)]  # different prompts: no cache-friendly repeats
         start = time.perf_counter()
-        resp = _generate(base_url, spec, spec.throughput_tokens, prompt=prompt, ignore_eos=True)
+        resp = generate(base_url, spec, spec.throughput_tokens, prompt=prompt, ignore_eos=True)
         wall = time.perf_counter() - start
         tokens = resp["usage"]["completion_tokens"]
         if tokens != spec.throughput_tokens:  # runs must decode equal counts to be comparable
@@ -210,7 +208,7 @@ def divergence(prompt: str, expected: str, got: str, where: str) -> str:
     """One line naming the prompt, the first differing index, and expected/got snippets around it."""
     i = first_divergence(expected, got) or 0
     lo = max(0, i - 12)
-    return (f"{where}: prompt {_one_line(prompt, 40)!r} differs at char {i}: expected "
+    return (f"{where}: prompt {one_line(prompt, 40)!r} differs at char {i}: expected "
             f"{expected[lo:i + 12]!r}, got {got[lo:i + 12]!r}")
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from builder.errors import InputError
 
-SASS, PTX = "sass", "ptx"
-PASS, FAIL, SKIP = "pass", "fail", "skip"
+CodeKind = Literal["sass", "ptx"]
+CheckStatus = Literal["pass", "fail", "skip"]  # shared by smoke checks and library audits
+SASS: Final[CodeKind] = "sass"
+PTX: Final[CodeKind] = "ptx"
+PASS: Final[CheckStatus] = "pass"
+FAIL: Final[CheckStatus] = "fail"
+SKIP: Final[CheckStatus] = "skip"
 DEFAULT_PATTERNS = ("**/*.so", "**/*.so.*")
 _MAGICS = (b"\x7fELF", b"\x50\xed\x55\xba")  # ELF (libraries, cubins), bare fatbin
 _SM = re.compile(r"(?:sm_|compute_)(\d+)(\d)([af]?)")  # the last digit is the minor: sm_121a = 12.1
@@ -43,7 +49,7 @@ def parse_arch(name: str) -> Arch:
 
 @dataclass(frozen=True)
 class DeviceTarget:
-    kind: str  # SASS (a cubin) or PTX
+    kind: CodeKind  # SASS (a cubin) or PTX
     arch: str  # as cuobjdump names it: sm_120a; compute_120a PTX is listed as sm_120a too
 
     @property
@@ -131,7 +137,7 @@ def _labels(targets: Iterable[DeviceTarget]) -> str:
 @dataclass(frozen=True)
 class LibraryAudit:
     path: str  # relative to the audited root, e.g. vllm/_C.abi3.so
-    verdict: str  # PASS, FAIL or SKIP
+    verdict: CheckStatus
     detail: str  # reads after the path: "vllm/_C.abi3.so carries sm_120a only; ..."
     targets: tuple[DeviceTarget, ...] = ()
     usable: tuple[DeviceTarget, ...] = ()  # the evidence for a pass

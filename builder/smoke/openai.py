@@ -14,8 +14,10 @@ from typing import Any, Callable, TypeVar, cast
 
 import requests
 
+from builder.matrix.smoke_settings import SmokeSettings, ToolRecipe
+from builder.smoke.kernels import FAIL, CheckStatus
+
 F = TypeVar("F", bound=Callable[..., Any])
-PASS, FAIL, SKIP = "pass", "fail", "skip"
 # Varied content: predictable text ("count to 200") inflates tok/s under speculative decoding and
 # hides gibberish. One non-ASCII prompt exercises multi-byte detokenisation.
 DEFAULT_PROMPTS: tuple[str, ...] = (
@@ -33,13 +35,13 @@ TOOL = {"name": "get_weather", "description": "Current weather for a city",
 TOOL_PROMPT = "What is the weather in Paris right now? Use the get_weather tool."
 # Whitespace-only strings: every token of their tokenisation is a whitespace-only token, which the
 # forced recipe bans (JSON grammars allow unbounded whitespace and a random model takes it forever).
-_WHITESPACE_PROBES = tuple(c * k for c in " \n\t" for k in (1, 2, 4, 8)) + ("\r", "\r\n", "\n  ", "\n    ")
+WHITESPACE_PROBES = tuple(c * k for c in " \n\t" for k in (1, 2, 4, 8)) + ("\r", "\r\n", "\n  ", "\n    ")
 
 
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: str  # "pass" | "fail" | "skip"
+    status: CheckStatus
     evidence: str  # one line a person reads
     data: dict = field(default_factory=dict)  # JSON-able details
 
@@ -55,24 +57,24 @@ class SmokeSpec:
     throughput_runs: int = 5
     throughput_tokens: int = 64
     tools: bool = False  # the cell declares that model + parser support tool calls
-    tool_recipe: str = "plain"  # "plain" (a real model) | "forced" (random weights: see check_tool_call)
+    tool_recipe: ToolRecipe = "plain"  # "plain" (a real model) | "forced" (random weights: see check_tool_call)
     regression_threshold: float = 0.05
     seed: int = 0
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
 
-    def __post_init__(self) -> None:
-        counts = (self.max_tokens, self.concurrency, self.rounds, self.throughput_runs, self.throughput_tokens)
-        if not self.prompts or min(counts) < 1 or self.tool_recipe not in ("plain", "forced") \
-                or not 0 <= self.regression_threshold < 1:
-            raise ValueError(f"bad SmokeSpec: {self!r}")
+    @classmethod
+    def from_settings(cls, settings: SmokeSettings, served_name: str) -> SmokeSpec:
+        """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
+        return cls(served_name=served_name, tools=settings.tools, tool_recipe=settings.tool_recipe,
+                   throughput_tokens=settings.throughput_tokens, regression_threshold=settings.regression_threshold)
 
 
 class ServerError(Exception):
     """One request failed: no connection, timeout, non-200 status, or a body that is not a JSON object."""
 
 
-def _request(base_url: str, path: str, timeout: float, body: dict | None = None) -> dict:
+def request_json(base_url: str, path: str, timeout: float, body: dict | None = None) -> dict:
     method, url = ("POST" if body is not None else "GET"), base_url.rstrip("/") + path
     try:
         with requests.Session() as session:  # one per call: Session is not thread-safe
@@ -90,35 +92,35 @@ def _request(base_url: str, path: str, timeout: float, body: dict | None = None)
             err = resp.text
         message = err.get("error", err) if isinstance(err, dict) else err  # {"error": {"message"}} or flat
         message = message.get("message", message) if isinstance(message, dict) else message
-        raise ServerError(f"{method} {path}: HTTP {resp.status_code}: {_one_line(str(message), 160)}")
+        raise ServerError(f"{method} {path}: HTTP {resp.status_code}: {one_line(str(message), 160)}")
     data = resp.json()  # a ValueError here fails the check like any malformed answer
     if not isinstance(data, dict):
-        raise ServerError(f"{method} {path}: not a JSON object: {_one_line(resp.text, 80)!r}")
+        raise ServerError(f"{method} {path}: not a JSON object: {one_line(resp.text, 80)!r}")
     return data
 
 
-def _generate(base_url: str, spec: SmokeSpec, max_tokens: int, **fields: Any) -> dict:
+def generate(base_url: str, spec: SmokeSpec, max_tokens: int, **fields: Any) -> dict:
     """Greedy with a fixed seed, so outputs compare across rounds, requests and images.
     `prompt=` goes to /v1/completions, `messages=` to /v1/chat/completions."""
     path = "/v1/chat/completions" if "messages" in fields else "/v1/completions"
     body = {"model": spec.served_name, "max_tokens": max_tokens, "temperature": 0, "seed": spec.seed, **fields}
-    return _request(base_url, path, spec.timeout, body)
+    return request_json(base_url, path, spec.timeout, body)
 
 
-def _text(base_url: str, spec: SmokeSpec, prompt: str) -> str:
-    return _generate(base_url, spec, spec.max_tokens, prompt=prompt)["choices"][0]["text"]
+def completion_text(base_url: str, spec: SmokeSpec, prompt: str) -> str:
+    return generate(base_url, spec, spec.max_tokens, prompt=prompt)["choices"][0]["text"]
 
 
-def _user(content: str) -> list[dict[str, str]]:
+def user_message(content: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def _chat_text(resp: dict) -> str:
+def chat_text(resp: dict) -> str:
     msg = resp["choices"][0]["message"]  # reasoning models may answer only in the reasoning field
     return msg.get("content") or msg.get("reasoning_content") or msg.get("reasoning") or ""
 
 
-def _guarded(name: str, fallback: Callable[[], Any] | None = None) -> Callable[[F], F]:
+def guarded(name: str, fallback: Callable[[], Any] | None = None) -> Callable[[F], F]:
     """Server trouble or an unexpected response shape becomes a "fail" result, never an exception.
     Checks that return (result, value) give `fallback()` as the value then."""
     def wrap(fn: F) -> F:
@@ -130,12 +132,12 @@ def _guarded(name: str, fallback: Callable[[], Any] | None = None) -> Callable[[
                 why = str(exc)
             except (KeyError, IndexError, TypeError, AttributeError) as exc:
                 why = f"unexpected response shape ({type(exc).__name__}: {exc})"
-            result = CheckResult(name, FAIL, _one_line(why), {"error": why})
+            result = CheckResult(name, FAIL, one_line(why), {"error": why})
             return result if fallback is None else (result, fallback())
         return cast(F, run)
     return wrap
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"

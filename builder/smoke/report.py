@@ -7,12 +7,15 @@ carries kernels for its arch. The report goes to the registry beside the image; 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, get_args
 
+from builder.smoke.kernels import CheckStatus
 from builder.smoke.openai import CheckResult
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmokeReport:
     cell: str
     image: str
@@ -37,11 +40,35 @@ class SmokeReport:
             "model": self.model_id, "finished_at": self.finished_at,
             "ready_seconds": round(self.ready_seconds, 1), "total_seconds": round(self.total_seconds, 1),
             "throughput_tps": self.throughput_tps, "golden": self.golden,
-            "summary": {"model": self.model_id, "checks": {c.name: c.status for c in self.checks},
-                        "ready_seconds": round(self.ready_seconds, 1), "throughput_tokens": self.throughput_tokens},
+            "summary": self.summary,
             "checks": [{"name": c.name, "status": c.status, "evidence": c.evidence, "data": c.data}
                        for c in self.checks],
         }
+
+    @property
+    def summary(self) -> dict:
+        return {"model": self.model_id, "checks": {c.name: c.status for c in self.checks},
+                "ready_seconds": round(self.ready_seconds, 1), "throughput_tokens": self.throughput_tokens}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SmokeReport:
+        """A stored report read back (the registry's smoke-<digest> artifact). An unknown check
+        status reads as "fail": a report this version cannot understand never passes."""
+        checks = []
+        for item in data.get("checks") or []:
+            if not isinstance(item, Mapping):
+                raise ValueError("a check is not a mapping")
+            status = item.get("status")
+            checks.append(CheckResult(str(item.get("name", "?")), status if status in get_args(CheckStatus) else "fail",
+                                      str(item.get("evidence", "")), dict(item.get("data") or {})))
+        summary = data.get("summary") if isinstance(data.get("summary"), Mapping) else {}
+        tps = data.get("throughput_tps")
+        return cls(cell=str(data.get("cell", "")), image=str(data.get("image", "")), digest=str(data.get("digest", "")),
+                   model_id=str(data.get("model", "")), checks=tuple(checks),
+                   ready_seconds=float(data.get("ready_seconds") or 0), total_seconds=float(data.get("total_seconds") or 0),
+                   throughput_tps=float(tps) if isinstance(tps, (int, float)) else None,
+                   golden={str(k): str(v) for k, v in (data.get("golden") or {}).items()},
+                   finished_at=str(data.get("finished_at", "")), throughput_tokens=summary.get("throughput_tokens"))
 
     def text(self) -> str:
         """A report a person reads in ten seconds."""

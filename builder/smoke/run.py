@@ -97,7 +97,6 @@ class SmokeInputs:
     golden: dict[str, str] | None = None  # the cell's known-good outputs
     golden_model: str | None = None
     baseline_tps: float | None = None
-    threshold: float | None = None  # None: the matrix's regression_threshold
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
     baseline_measure: tuple | None = None  # (model id, throughput tokens) the baseline was measured with
@@ -109,9 +108,7 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
     model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
     checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
-    threshold = settings.regression_threshold if inputs.threshold is None else inputs.threshold
-    spec = SmokeSpec(served_name="smoke", tools=settings.tools, tool_recipe=settings.tool_recipe,
-                     throughput_tokens=settings.throughput_tokens, regression_threshold=threshold)
+    spec = SmokeSpec.from_settings(settings, served_name="smoke")
     server_spec = ServerSpec(image=inputs.image, engine=inputs.engine, gpu=inputs.gpu, model_dir=model.directory,
                              served_name="smoke", args=settings.args, env=settings.env, shm_size=settings.shm_size,
                              ready_timeout=settings.ready_timeout)
@@ -133,9 +130,10 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     except StepFailed as exc:
         checks.append(CheckResult("boot", "fail", str(exc).splitlines()[0], {"log": str(exc)}))
         ready = 0.0
-    return SmokeReport(inputs.cell_id, inputs.image, inputs.digest, model.model_id, tuple(checks), ready,
-                       time.monotonic() - started, tps, outputs if determinism_passed(checks) else {}, utc_now(),
-                       settings.throughput_tokens)
+    return SmokeReport(cell=inputs.cell_id, image=inputs.image, digest=inputs.digest, model_id=model.model_id,
+                       checks=tuple(checks), ready_seconds=ready, total_seconds=time.monotonic() - started,
+                       throughput_tps=tps, golden=outputs if determinism_passed(checks) else {}, finished_at=utc_now(),
+                       throughput_tokens=settings.throughput_tokens)
 
 
 def comparable_baseline(inputs: SmokeInputs, model_id: str) -> float | None:

