@@ -36,10 +36,8 @@ def smoke_command(
 
     Example: builder smoke --cell vllm-0.32.0-cpu --promote
     """
-    from builder.cli.smoke_tmp import SmokeOptions
-    from builder.cli.smoke_tmp import smoke_command as run
-    run(Session(matrix, None, None, None, None, registry), image, cell,
-        SmokeOptions(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
+    run_smoke_command(Session(matrix, None, None, None, None, registry), image, cell,
+                      SmokeOptions(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
 
 
 def resolve_target(session, client: RegistryClient, image: str | None, cell_id: str | None) -> tuple[Cell, str, str]:
