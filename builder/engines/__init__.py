@@ -6,12 +6,24 @@ per platform. Adding an engine is a new module and one line in ENGINES; no gener
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from builder.errors import InputError
 
 ModelFormat = Literal["hf", "gguf"]  # a Hugging Face model directory, or one GGUF file
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchOnly:
+    """Kernels an engine builds for older GPUs only and launches only there (it dispatches by compute
+    capability): the kernel audit reports them as a named warning instead of failing the cell."""
+
+    name: str  # the warning's name, e.g. "marlin-sm75"
+    kernels: tuple[str, ...]  # fnmatch globs on the mangled kernel names (cuobjdump's ENTRY symbols)
+    archs: tuple[str, ...]  # the only code these kernels may carry, as cuobjdump names it: sm_75
+    evidence: str  # where the engine restricts them to those GPUs
 
 
 class EngineModule(Protocol):
@@ -22,6 +34,7 @@ class EngineModule(Protocol):
     model_formats: tuple[ModelFormat, ...]
     audit_packages: tuple[str, ...]  # installed packages (site-packages dirs) the kernel audit reads
     audit_roots: tuple[str, ...]  # absolute directories in the image the kernel audit reads too
+    audit_dispatch_only: tuple[DispatchOnly, ...]  # old-GPU-only kernels the audit warns about, not fails
     requirement_files: tuple[str, ...]  # where a source tree pins torch (first match wins)
 
     def server_args(self, *, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:

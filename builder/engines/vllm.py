@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.engines import ModelFormat
+from builder.engines import DispatchOnly, ModelFormat
 
 name = "vllm"
 template_dir = "vllm"
@@ -16,6 +16,21 @@ model_formats: tuple[ModelFormat, ...] = ("hf",)
 # vLLM and the kernel libraries it loads from their own wheels.
 audit_packages = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
 audit_roots: tuple[str, ...] = ()
+# Kernels with only older-generation SASS and no PTX, found by the kernel audit in the vllm 0.20.2 wheel
+# (cuobjdump --dump-elf-symbols, 2026-12-01); none of them is ever launched on a newer GPU.
+audit_dispatch_only = (
+    DispatchOnly(name="marlin-sm75", archs=("sm_75",),
+                 kernels=("_ZN6marlin6Marlin*", "_ZN16marlin_moe_wna166Marlin*"),
+                 evidence="Turing instantiations of the Marlin GEMMs (351 in _C, 351 in _moe_C), present in the "
+                          "sm_75 cubins only; newer GPUs launch the instantiations built for sm_80 and later"),
+    DispatchOnly(name="allspark-ampere", archs=("sm_80", "sm_86", "sm_87", "sm_89"), kernels=("_ZN8allspark*",),
+                 evidence="AllSpark W8A16 GEMM: vllm/model_executor/layers/quantization/utils/allspark_utils.py "
+                          "accepts only device_capability >= 80 and < 90"),
+    DispatchOnly(name="rms-norm-sm75", archs=("sm_75",),
+                 kernels=("_ZN4vllm25fused_add_rms_norm_kernel*", "_ZN4vllm42fused_add_rms_norm_static_fp8_quant_kernel*"),
+                 evidence="the non-vectorised BFloat16 overload selected by _typeConvert<BFloat16>::exists being "
+                          "false below sm_80 (enable_if); sm_80 and later carry the vectorised overload"),
+)
 requirement_files = ("requirements/cuda.txt", "requirements-cuda.txt")
 _TORCH_PIN = re.compile(r"^torch\s*==\s*([0-9][^\s;#]*)", re.MULTILINE)
 

@@ -20,7 +20,9 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from builder.engines import DispatchOnly
 from builder.errors import StepFailed
+from builder.smoke.kernelreport import KernelAuditReport, LibraryAudit, judge
 from builder.smoke.kernels import (
     _MAGICS,
     DEFAULT_PATTERNS,
@@ -28,10 +30,7 @@ from builder.smoke.kernels import (
     PTX,
     SASS,
     DeviceTarget,
-    KernelAuditReport,
     KernelImage,
-    LibraryAudit,
-    judge,
     needs_kernel_scan,
     parse_arch,
     parse_dump,
@@ -110,12 +109,13 @@ def _candidates(root: Path, patterns: Iterable[str]) -> list[Path]:
 
 
 def audit_directory(root: Path, cell_arch: str, patterns: Iterable[str] = DEFAULT_PATTERNS,
-                    optional: Iterable[str] = (), cuobjdump: str | None = None,
-                    timeout: float = 300) -> KernelAuditReport:
+                    optional: Iterable[str] = (), cuobjdump: str | None = None, timeout: float = 300,
+                    dispatch_only: Iterable[DispatchOnly] = ()) -> KernelAuditReport:
     """Audit every CUDA binary under `root` (an image's exported site-packages) for `cell_arch`.
-    `optional`: globs on the relative path of libraries the engine loads only on other archs."""
+    `optional`: globs on the relative path of libraries the engine loads only on other archs.
+    `dispatch_only`: the engine's declared old-GPU-only kernels (a warning, not a failure)."""
     parse_arch(cell_arch)  # "cpu" is no GPU arch: fail before any work
-    tool, optional = cuobjdump or find_cuobjdump(), tuple(optional)
+    tool, optional, dispatch_only = cuobjdump or find_cuobjdump(), tuple(optional), tuple(dispatch_only)
     audits = []
     for path in _candidates(root, patterns):
         rel = path.relative_to(root).as_posix()
@@ -126,7 +126,7 @@ def audit_directory(root: Path, cell_arch: str, patterns: Iterable[str] = DEFAUL
                 with_ptx = any(t.kind == PTX and runs_on(t, cell_arch) for t in targets)
                 images = dump_kernels(tool, path, with_ptx, timeout)
             is_optional = any(fnmatch.fnmatch(rel, pattern) for pattern in optional)
-            audits.append(judge(rel, targets, cell_arch, images, is_optional))
+            audits.append(judge(rel, targets, cell_arch, images, is_optional, dispatch_only))
         except StepFailed as exc:
-            audits.append(LibraryAudit(rel, FAIL, f"could not be read: {exc}"))
-    return KernelAuditReport(cell_arch, str(root), tuple(audits))
+            audits.append(LibraryAudit(path=rel, verdict=FAIL, detail=f"could not be read: {exc}"))
+    return KernelAuditReport(cell_arch=cell_arch, root=str(root), libraries=tuple(audits))

@@ -6,15 +6,26 @@ one compute capability, so sm_120a-only kernels do not run on sm_121a. Libraries
 wheel's _C.abi3.so has sm_120 SASS for most kernels and sm_120a-only SASS for 78 (NVFP4, CUTLASS
 sm120), so when a library carries code of the cell's family that does not run on it, the audit reads
 kernel names and checks kernel by kernel. Pure core first; subprocess and file-system part at the end.
+
+SASS runs only on its own major generation (on an H200 a kernel with only sm_80 SASS failed at launch
+with cudaErrorNoKernelImageForDevice while its neighbour built for sm_90 ran), so a kernel stranded on
+the cell is either built for the cell's family without code that runs on it (sm_120a on 12.1), or built
+as plain SASS for older generations only, without PTX (sm_80 on 9.0). Kernels built only for newer
+GPUs, or only as arch/family-specific code of another generation (sm_90a, sm_100f), are dispatched by
+arch and not stranded. Engines also ship old-GPU-only kernels on purpose (vLLM's Turing Marlin
+instantiations): the engine module declares them (DispatchOnly, with evidence) and they become a named
+warning instead of a failure.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from builder.engines import DispatchOnly
 from builder.errors import InputError
 
 CodeKind = Literal["sass", "ptx"]
@@ -24,6 +35,9 @@ PTX: Final[CodeKind] = "ptx"
 PASS: Final[CheckStatus] = "pass"
 FAIL: Final[CheckStatus] = "fail"
 SKIP: Final[CheckStatus] = "skip"
+Stranding = Literal["same_family", "older_generation"]  # why no code of a kernel runs on the cell
+SAME_FAMILY: Final[Stranding] = "same_family"
+OLDER_GENERATION: Final[Stranding] = "older_generation"
 DEFAULT_PATTERNS = ("**/*.so", "**/*.so.*")
 _MAGICS = (b"\x7fELF", b"\x50\xed\x55\xba")  # ELF (libraries, cubins), bare fatbin
 _SM = re.compile(r"(?:sm_|compute_)(\d+)(\d)([af]?)")  # the last digit is the minor: sm_121a = 12.1
@@ -83,6 +97,25 @@ def _misses(target: DeviceTarget, cell_arch: str) -> bool:
     return parse_arch(target.arch).major == parse_arch(cell_arch).major and not runs_on(target, cell_arch)
 
 
+def _older_plain(target: DeviceTarget, cell_arch: str) -> bool:
+    """Plain SASS of an older generation (sm_80 on 9.0): portable code, just not to this GPU."""
+    code = parse_arch(target.arch)
+    return target.kind == SASS and not code.suffix and code.major < parse_arch(cell_arch).major
+
+
+def stranding(targets: Iterable[DeviceTarget], cell_arch: str) -> Stranding | None:
+    """Why a kernel with these images cannot run on the cell, or None when it can or is not meant to."""
+    targets = tuple(targets)
+    if not targets or any(runs_on(t, cell_arch) for t in targets):
+        return None
+    if any(_misses(t, cell_arch) for t in targets):
+        return SAME_FAMILY
+    gpu = parse_arch(cell_arch).major
+    if all(parse_arch(t.arch).major < gpu for t in targets) and any(_older_plain(t, cell_arch) for t in targets):
+        return OLDER_GENERATION
+    return None  # newer-only or arch-specific code of another generation: dispatched by arch
+
+
 def parse_listing(lines: Iterable[str]) -> tuple[DeviceTarget, ...]:
     """Targets in `cuobjdump --list-elf --list-ptx` output, unique, in order."""
     found: dict[DeviceTarget, None] = {}
@@ -114,95 +147,38 @@ def parse_dump(lines: Iterable[str]) -> tuple[KernelImage, ...]:
 
 
 def needs_kernel_scan(targets: tuple[DeviceTarget, ...], cell_arch: str) -> bool:
-    """Some code runs, other code of the cell's family does not: only kernel names tell them apart."""
-    return any(runs_on(t, cell_arch) for t in targets) and any(_misses(t, cell_arch) for t in targets)
+    """Some code runs, other code that looks meant for the cell does not (same family, or plain SASS of
+    an older generation): only kernel names tell the kernels apart."""
+    return (any(runs_on(t, cell_arch) for t in targets)
+            and any(_misses(t, cell_arch) or _older_plain(t, cell_arch) for t in targets))
+
+
+def kernel_targets(images: Iterable[KernelImage]) -> dict[str, frozenset[DeviceTarget]]:
+    found: dict[str, set[DeviceTarget]] = {}
+    for image in images:
+        for kernel in image.kernels:
+            found.setdefault(kernel, set()).add(image.target)
+    return {kernel: frozenset(targets) for kernel, targets in found.items()}
+
+
+def stranded(images: Iterable[KernelImage], cell_arch: str) -> dict[str, Stranding]:
+    """Every kernel without code that runs on the cell, where it was built for the cell's family or
+    as plain SASS of older generations only, with the reason."""
+    found = {kernel: stranding(targets, cell_arch) for kernel, targets in kernel_targets(images).items()}
+    return {kernel: why for kernel, why in sorted(found.items()) if why}
 
 
 def stranded_kernels(images: Iterable[KernelImage], cell_arch: str) -> tuple[str, ...]:
-    """Kernels built for the cell's GPU family (sm_120a on 12.1) with no code that runs on the cell.
-    Kernels built only for other generations (sm_90a) are not stranded: engines dispatch by arch."""
-    usable, family = set(), set()
-    for image in images:
-        if runs_on(image.target, cell_arch):
-            usable |= image.kernels
-        elif _misses(image.target, cell_arch):
-            family |= image.kernels
-    return tuple(sorted(family - usable))
+    return tuple(stranded(images, cell_arch))
 
 
-def _labels(targets: Iterable[DeviceTarget]) -> str:
-    return ", ".join(dict.fromkeys(t.label for t in targets))
-
-
-@dataclass(frozen=True)
-class LibraryAudit:
-    path: str  # relative to the audited root, e.g. vllm/_C.abi3.so
-    verdict: CheckStatus
-    detail: str  # reads after the path: "vllm/_C.abi3.so carries sm_120a only; ..."
-    targets: tuple[DeviceTarget, ...] = ()
-    usable: tuple[DeviceTarget, ...] = ()  # the evidence for a pass
-    stranded: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        return f"{self.path} {self.detail}"
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "verdict": self.verdict, "detail": self.detail,
-                "targets": [t.label for t in self.targets], "usable": [t.label for t in self.usable],
-                "stranded_kernels": len(self.stranded), "stranded_examples": list(self.stranded[:20])}
-
-
-def judge(path: str, targets: tuple[DeviceTarget, ...], cell_arch: str,
-          images: tuple[KernelImage, ...] | None = None, optional: bool = False) -> LibraryAudit:
-    """The verdict for one library. `optional`: the engine loads it only on other archs (FA3 on
-    Hopper), so a library with nothing for this arch is reported but does not fail the audit."""
-    if not targets:
-        return LibraryAudit(path, SKIP, "has no device code")
-    usable = tuple(t for t in targets if runs_on(t, cell_arch))
-    stranded = stranded_kernels(images, cell_arch) if images else ()
-    if stranded:
-        total = len(set().union(*(i.kernels for i in images)))
-        family = _labels(i.target for i in images if _misses(i.target, cell_arch))
-        detail = (f"carries {family} only for {len(stranded)} of {total} kernels (e.g. {stranded[0]}); "
-                  f"no SASS or PTX usable on {cell_arch}")
-    elif not usable:
-        detail = f"carries {_labels(targets)} only; no SASS or PTX usable on {cell_arch}"
-    elif sass := [t for t in usable if t.kind == SASS]:
-        return LibraryAudit(path, PASS, f"runs on {cell_arch}: {_labels(sass)} SASS", targets, usable)
-    else:
-        return LibraryAudit(path, PASS, f"runs on {cell_arch} via {_labels(usable)} "
-                                        "(PTX JIT only: slow first load)", targets, usable)
-    if optional:
-        return LibraryAudit(path, SKIP, detail + " (optional on this arch)", targets, usable, stranded)
-    return LibraryAudit(path, FAIL, detail, targets, usable, stranded)
-
-
-@dataclass(frozen=True)
-class KernelAuditReport:
-    cell_arch: str
-    root: str
-    libraries: tuple[LibraryAudit, ...]
-
-    @property
-    def failures(self) -> tuple[str, ...]:
-        failed = [lib.describe() for lib in self.libraries if lib.verdict == FAIL]
-        if not any(lib.targets for lib in self.libraries):
-            failed.append(f"no library with device code under {self.root}: "
-                          f"an image for {self.cell_arch} without CUDA kernels is wrong")
-        elif not failed and not any(lib.verdict == PASS for lib in self.libraries):
-            failed.append(f"no library under {self.root} runs on {self.cell_arch}")
-        return tuple(failed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def summary(self) -> str:
-        count = {v: sum(lib.verdict == v for lib in self.libraries) for v in (PASS, FAIL, SKIP)}
-        head = (f"kernel audit {self.cell_arch}: {'PASS' if self.ok else 'FAIL'} ({count[PASS]} pass, "
-                f"{count[FAIL]} fail, {count[SKIP]} skipped)")
-        return head if self.ok else f"{head}: {self.failures[0]}"
-
-    def to_dict(self) -> dict:
-        return {"cell_arch": self.cell_arch, "root": self.root, "ok": self.ok, "summary": self.summary(),
-                "failures": list(self.failures), "libraries": [lib.to_dict() for lib in self.libraries]}
+def dispatch_match(targets: Iterable[DeviceTarget], kernel: str,
+                   declared: Iterable[DispatchOnly]) -> DispatchOnly | None:
+    """The engine's declaration that covers a kernel: its name matches and all its code is for the
+    declared archs. Only older-generation kernels are ever excused, never sm_120a on 12.1."""
+    targets = tuple(targets)
+    for entry in declared:
+        if (any(fnmatch.fnmatchcase(kernel, glob) for glob in entry.kernels)
+                and all(t.arch in entry.archs for t in targets)):
+            return entry
+    return None

@@ -38,8 +38,10 @@ from builder.smoke.server import ServerSpec, serve
 from builder.util import utc_now
 
 
-def export_engine_packages(client: docker.DockerClient, image: str, target: Path, packages: tuple[str, ...]) -> int:
-    """Copy the engine's Python packages out of an image (never started) for the kernel audit."""
+def export_engine_packages(client: docker.DockerClient, image: str, target: Path, packages: tuple[str, ...],
+                           roots: tuple[str, ...] = ()) -> int:
+    """Copy the engine's Python packages (and `roots`, absolute directories) out of an image for the
+    kernel audit. The container runs only `python3 -c` to locate site-packages, never the server."""
     copied = 0
     locate = ("import sysconfig, json; print(json.dumps("
               "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))")
@@ -50,27 +52,30 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
                 raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): {box.logs(lines=3)}")
             sites = json.loads(box.logs(lines=1, stderr=False).strip().splitlines()[-1])
             copied = _copy_packages(box, sites, packages, target)
+            copied += sum(_copy_tree(box, root, target / root.strip("/")) for root in roots)
     except docker.errors.DockerException as exc:
         raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     return copied
 
 
 def _copy_packages(box: Container, sites: list[str], packages: tuple[str, ...], target: Path) -> int:
-    copied = 0
-    for site in sites:
-        for package in packages:
-            try:
-                stream, _ = box.handle.get_archive(f"{site}/{package}")
-            except docker.errors.NotFound:
-                continue
-            with tempfile.TemporaryFile() as spool:
-                for chunk in stream:
-                    spool.write(chunk)
-                spool.seek(0)
-                with tarfile.open(fileobj=spool) as tar:
-                    tar.extractall(target, filter="data")
-            copied += 1
-    return copied
+    return sum(_copy_tree(box, f"{site}/{package}", target) for site in sites for package in packages)
+
+
+def _copy_tree(box: Container, path: str, target: Path) -> int:
+    """1 when `path` exists in the container and was extracted under `target`, else 0."""
+    try:
+        stream, _ = box.handle.get_archive(path)
+    except docker.errors.NotFound:
+        return 0
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as spool:
+        for chunk in stream:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool) as tar:
+            tar.extractall(target, filter="data")
+    return 1
 
 
 def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str, gpu: bool,
@@ -78,10 +83,11 @@ def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str
     if not gpu:
         return CheckResult("kernels", "skip", "cpu cell: no CUDA kernels to audit", {})
     with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
-        packages = engine_module(engine).audit_packages
-        if export_engine_packages(client, image, Path(tmp), packages) == 0:
+        module = engine_module(engine)
+        packages = module.audit_packages
+        if export_engine_packages(client, image, Path(tmp), packages, module.audit_roots) == 0:
             return CheckResult("kernels", "fail", f"no engine package ({', '.join(packages)}) found in the image", {})
-        report = audit_directory(Path(tmp), arch, optional=optional)
+        report = audit_directory(Path(tmp), arch, optional=optional, dispatch_only=module.audit_dispatch_only)
     return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
 
 

@@ -16,12 +16,11 @@ import pytest
 from builder.errors import InputError, StepFailed
 from builder.smoke import cuobjdump as kc
 from builder.smoke import kernels as ka
+from builder.smoke.kernelreport import KernelAuditReport, judge
 from builder.smoke.kernels import (
     PTX,
     SASS,
     DeviceTarget,
-    KernelAuditReport,
-    judge,
     runs_on,
 )
 
@@ -350,7 +349,7 @@ def test_needs_kernel_scan(targets, cell, expected):
 
 
 def report(*libraries) -> KernelAuditReport:
-    return KernelAuditReport("sm_121a", "/tmp/export", tuple(libraries))
+    return KernelAuditReport(cell_arch="sm_121a", root="/tmp/export", libraries=tuple(libraries))
 
 
 def test_report_fails_on_any_failing_library_and_summarises_in_one_line():
