@@ -2,7 +2,7 @@
 one line on stderr with the error's exit code. Nothing outside cli/ imports it.
 
 The command table: matrix, render (cli/matrix.py); build, base (cli/build.py); patches
-(cli/patches.py); smoke (cli/smoke.py); promote, known-good (cli/promote.py); ci (cli/ci.py).
+(cli/patches.py); smoke (cli/smoke.py); audit (cli/audit.py); promote, known-good (cli/promote.py); ci (cli/ci.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import sys
 
 import typer
 
-from builder.cli import build, matrix, promote, smoke  # noqa: F401  (they register their commands)
+from builder.cli import audit, build, matrix, promote, smoke  # noqa: F401  (they register their commands)
 from builder.cli.app import app
 from builder.cli.ci import ci_app
 from builder.cli.patches import patches_app
 from builder.errors import BuilderError
 
 app.command("smoke")(smoke.smoke_command)
+app.command("audit")(audit.audit_command)
 app.command("promote")(promote.promote_command)
 app.add_typer(promote.known_good_app, name="known-good")
 app.add_typer(patches_app, name="patches")
