@@ -27,7 +27,8 @@ audit_dispatch_only = (
                  evidence="AllSpark W8A16 GEMM: vllm/model_executor/layers/quantization/utils/allspark_utils.py "
                           "accepts only device_capability >= 80 and < 90"),
     DispatchOnly(name="rms-norm-sm75", archs=("sm_75",),
-                 kernels=("_ZN4vllm25fused_add_rms_norm_kernel*", "_ZN4vllm42fused_add_rms_norm_static_fp8_quant_kernel*"),
+                 kernels=("_ZN4vllm25fused_add_rms_norm_kernel*",
+                          "_ZN4vllm42fused_add_rms_norm_static_fp8_quant_kernel*"),
                  evidence="the non-vectorised BFloat16 overload selected by _typeConvert<BFloat16>::exists being "
                           "false below sm_80 (enable_if); sm_80 and later carry the vectorised overload"),
 )

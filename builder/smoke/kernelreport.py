@@ -152,4 +152,5 @@ class KernelAuditReport:
 
     def to_dict(self) -> dict:
         return {"cell_arch": self.cell_arch, "root": self.root, "ok": self.ok, "summary": self.summary(),
-                "failures": list(self.failures), "warnings": list(self.warnings), "libraries": [lib.to_dict() for lib in self.libraries]}
+                "failures": list(self.failures), "warnings": list(self.warnings),
+                "libraries": [lib.to_dict() for lib in self.libraries]}

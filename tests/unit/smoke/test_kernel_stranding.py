@@ -104,8 +104,8 @@ def test_a_declared_old_gpu_kernel_is_a_named_warning():
     done = KernelAuditReport(cell_arch="sm_90", root="/site", libraries=(audit,))
     assert done.ok and done.summary() == "kernel audit sm_90: PASS (1 pass, 0 fail, 0 skipped, 1 warnings)"
     data = json.loads(json.dumps(done.to_dict()))
-    assert data["warnings"] == [f"vllm/_C.abi3.so marlin-sm75: 1 kernels with sm_75 SASS only (e.g. {MARLIN_SM75}); "
-                                "Turing instantiations"]
+    assert data["warnings"] == [(f"vllm/_C.abi3.so marlin-sm75: 1 kernels with sm_75 SASS only "
+                                 f"(e.g. {MARLIN_SM75}); Turing instantiations")]
     assert data["libraries"][0]["warnings"][0]["name"] == "marlin-sm75"
 
 
