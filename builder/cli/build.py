@@ -21,7 +21,6 @@ from builder.cli.options import (
 )
 from builder.cli.session import Session
 from builder.errors import InputError
-from builder.pipeline import smoke_built
 from builder.render.context import RenderOptions
 from builder.table import print_table
 
@@ -84,6 +83,7 @@ def build_cmd(
     except KeyboardInterrupt:
         typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
         raise typer.Exit(130)
+    from builder.pipeline import smoke_built  # the Docker SDK only where it is used
     smoked = smoke_built(session.names, client, cells, results, workdir, promote,
                                  say=lambda m: typer.echo(m, err=True)) if smoke else {}
     typer.echo("")

@@ -15,7 +15,6 @@ from builder.errors import InputError, StepFailed
 from builder.matrix.cells import Cell
 from builder.names import CELL_LABEL
 from builder.oci.registry import RegistryClient
-from builder.pipeline import SmokeOptions, smoke_and_maybe_promote
 from builder.promotion.store import newest_image
 
 
@@ -37,7 +36,7 @@ def smoke_command(
     Example: builder smoke --cell vllm-0.32.0-cpu --promote
     """
     run_smoke_command(Session(matrix, None, None, None, None, registry), image, cell,
-                      SmokeOptions(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
+                      _options(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
 
 
 def resolve_target(session, client: RegistryClient, image: str | None, cell_id: str | None) -> tuple[Cell, str, str]:
@@ -62,7 +61,13 @@ def resolve_target(session, client: RegistryClient, image: str | None, cell_id: 
     return cells[cell_id], f"{repo}:{tag}", digest
 
 
-def run_smoke_command(session, image: str | None, cell_id: str | None, options: SmokeOptions) -> None:
+def _options(*args):
+    from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
+    return SmokeOptions(*args)
+
+
+def run_smoke_command(session, image: str | None, cell_id: str | None, options) -> None:
+    from builder.pipeline import smoke_and_maybe_promote
     if bool(image) == bool(cell_id):
         raise InputError("give either IMAGE or --cell CELL (one of them)")
     client = RegistryClient.from_environment(session.names.registry)
