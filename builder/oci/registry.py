@@ -201,6 +201,12 @@ class RegistryClient:
         return dict((data.get("config") or {}).get("Labels") or {})
 
     # -- transport, scheme and auth ------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """The authenticated transport (retries, scheme, one-line errors), for oci/copy.py's
+        streamed blob transfers; `path` may be a Location the registry returned."""
+        return self._request(method, path if path.startswith(("http://", "https://", "/")) else
+                             urljoin(self._url("/v2/"), path), **kwargs)
+
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self._scheme or 'https'}://{self.host}{path}"
 
