@@ -1,0 +1,1 @@
+"""Base images: resolved to digests, locked, mirrored (stage between patching and render)."""
