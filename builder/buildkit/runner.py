@@ -126,7 +126,7 @@ class Builder:
             image = self.names.immutable(context.cell.id, context.content_hash)
             found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
             if found is not None:
-                self._record(cell, context, image, found.digest, {"status": "up to date"})
+                self._record(cell, context, image, found.digest, {"status": "up to date", **_base_record(context)})
                 self.progress.finish(cell.id, f"up to date: {image} ({found.digest[:19]})")
                 return CellResult(cell.id, "up to date", image, found.digest, time.monotonic() - started, None)
             self._check_cancel(cell)
@@ -148,9 +148,15 @@ class Builder:
                           log=log if log.exists() else None, error=str(exc))
 
     def _build_and_push(self, cell: Cell, context: BuildContext, image: str, log: Path) -> str:
-        base = dockerd.resolve_base(self.docker, cell.base_image, self._auth_for(cell.base_image))
+        chosen = context.base
+        from_text = chosen.from_text if chosen else cell.base_image
+        base = dockerd.ensure_base(self.docker, from_text, self._auth_for(from_text))
+        if chosen is not None and chosen.local and base.id != chosen.digest:
+            raise StepFailed(f"{cell.id}: base image {chosen.reference} changed after it was resolved "
+                             f"({chosen.digest} -> {base.id}); nothing built, run the build again")
+        base_digest = chosen.digest if chosen else base.id
         created = utc_now()
-        labels = build_labels(context, created, self.options.revision, base.digest)
+        labels = build_labels(context, created, self.options.revision, base_digest)
         plan = cell_plan(self.tool, self.names, context, self.options.workdir, self.options.secrets, labels,
                          self.options.max_jobs)
         if write_context(context, self.options.workdir / "contexts") != plan.context_dir:
@@ -160,6 +166,8 @@ class Builder:
         self._run(cell, plan.build, log)
         if self.cancel.is_set():
             raise StepFailed(f"{cell.id}: interrupted; nothing pushed")
+        if chosen is not None and chosen.local:
+            self._check_built_on(cell, chosen.reference, base, plan.iidfile)
         self.progress.say(cell.id, f"pushing {image}")
         with open(log, "a") as handle:
             digest = dockerd.push(self.docker, image, self.registry.docker_auth(),
@@ -167,7 +175,8 @@ class Builder:
         found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
         if found is None or found.digest != digest:
             raise StepFailed(f"{image}: the registry does not show the pushed digest {digest}")
-        self._record(cell, context, image, digest, {"status": "built", "base_digest": base.digest, "created": created})
+        self._record(cell, context, image, digest, {"status": "built", **_base_record(context), "base_digest": base_digest,
+                                                   "created": created})
         return digest
 
     def _record(self, cell: Cell, context: BuildContext, image: str, digest: str, extra: dict) -> None:
@@ -175,6 +184,14 @@ class Builder:
         (self.options.workdir / "logs" / f"{cell.id}.json").write_text(json.dumps(
             {"cell": cell.id, "image": image, "digest": digest, "content_hash": context.content_hash, **extra},
             indent=2) + "\n")
+
+    def _check_built_on(self, cell: Cell, reference: str, base: dockerd.LocalImage, iidfile: Path) -> None:
+        """A local base is named by tag in the FROM line: the built image must start with the
+        layers of the image whose id was hashed (a re-created base has other layers)."""
+        built = dockerd.inspect_image(self.docker, iidfile.read_text().strip()) if iidfile.is_file() else None
+        if built is None or built.layers[:len(base.layers)] != base.layers:
+            raise StepFailed(f"{cell.id}: the built image does not sit on {reference} ({base.id}): the base "
+                             "was replaced during the build; nothing pushed, run the build again")
 
     def _check_cancel(self, cell: Cell) -> None:
         if self.cancel.is_set():
@@ -206,6 +223,14 @@ class Builder:
                     self._children.discard(child)
         if code != 0:
             raise StepFailed(f"{cell.id}: build failed (exit {code}); log {log}")
+
+
+def _base_record(context: BuildContext) -> dict:
+    base = context.base
+    if base is None:
+        return {}
+    return {"base": {"reference": base.reference, "digest": base.digest, "from": base.from_text,
+                     "local": base.local, "origin": base.origin}}
 
 
 def summary_rows(results: list[CellResult]) -> list[list[str]]:

@@ -20,7 +20,7 @@ from builder.cli.options import (
     existing_file,
 )
 from builder.cli.session import Session
-from builder.errors import InputError
+from builder.errors import InputError, ServiceError, StepFailed
 from builder.render.context import RenderOptions
 from builder.table import print_table
 
@@ -64,8 +64,13 @@ def build_cmd(
         plans = []
         revision = _git_revision(session.root)
         for item in cells:
-            context = session.render(item, options)
-            labels = build_labels(context, "<build time>", revision, "<base image digest>")
+            try:  # read-only lookups (lock, Engine, registry HEAD); the plan still prints without them
+                context = session.render(item, options, resolve=True)
+            except (ServiceError, StepFailed) as exc:
+                typer.echo(f"{item.id}: base not resolved ({exc}); its hash below is provisional", err=True)
+                context = session.render(item, options)
+            labels = build_labels(context, "<build time>", revision,
+                                  context.base.digest if context.base else "<base image digest>")
             plans.append(cell_plan(tool, session.names, context, workdir, secrets, labels, max_jobs))
         _print_plan(BuildPlan(tool, tuple(plans)))
         return
@@ -75,7 +80,7 @@ def build_cmd(
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
-    builder = Builder(tool, session.names, client, lambda c: session.render(c, options, fetch=True),
+    builder = Builder(tool, session.names, client, lambda c: session.render(c, options, fetch=True, resolve=True),
                       BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root), max_jobs),
                       Progress(len(cells)))
     try:
@@ -130,6 +135,10 @@ def _print_plan(plan: BuildPlan) -> None:
         typer.echo(f"\n[{index}/{len(plan.cells)}] {ctx.cell.id}  ({ctx.cell.platform}, {ctx.cell.mode} mode)")
         typer.echo(f"  image:   {item.image}")
         typer.echo(f"  promote: {item.friendly} (only after the smoke test passes)")
+        base = ctx.base
+        typer.echo(f"  base:    {base.from_text}" + (f" (local image {base.digest[:19]}, checked before and after "
+                                                     "the build)" if base.local else f" (digest from the {base.origin})")
+                   if base else f"  base:    {ctx.cell.base_image} (not resolved)")
         applied = ", ".join(p.id for p in ctx.plan.apply) or "none"
         typer.echo(f"  patches: {applied}" + ("" if ctx.plan.checked else " (checked against the source at build time)"))
         for skip in ctx.plan.skipped:

@@ -3,9 +3,11 @@ matrix, its expansion, the selection and the image names."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.buildkit.plan import ImageNames
 from builder.matrix.cells import Cell, expand
@@ -19,6 +21,9 @@ from builder.render.context import (
     render_cell,
 )
 from builder.shipped import patch_roots, template_roots
+
+if TYPE_CHECKING:
+    from builder.bases.resolve import BaseResolver
 
 
 class Session:
@@ -49,9 +54,21 @@ class Session:
     def patches(self, engine: str | None = None) -> list[PatchRecord]:
         return [r for r in self._patch_records if engine is None or r.engine == engine]
 
-    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False) -> BuildContext:
+    @functools.cached_property
+    def bases(self) -> "BaseResolver":
+        """Base references -> digests (lock, local Engine, registry), once per base per command.
+        Imported here: the Docker SDK costs 0.3-0.5 s to import, which `builder matrix` never needs."""
+        from builder.bases.resolve import BaseResolver
+        from builder.oci import dockerd
+        return BaseResolver(self.matrix.bases, self.names.registry, dockerd.connect)
+
+    def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False,
+               resolve: bool = False) -> BuildContext:
         """Render a cell; with fetch, a source cell gets its verified source and a patch plan
-        checked against it (a CONFLICT stops the cell here, before anything is built)."""
+        checked against it (a CONFLICT stops the cell here, before anything is built); with
+        resolve, its base is pinned to a digest, which enters the content hash."""
+        if resolve:
+            options = dataclasses.replace(options, base=self.bases.choice(cell.base_image))
         records = self.patches(cell.engine.name)
         if not (fetch and cell.mode == "source"):
             return render_cell(cell, plan_static(records, cell), options, self.template_roots)

@@ -16,6 +16,7 @@ from builder.matrix.model import (
     _LABEL,
     MODES,
     Arch,
+    BaseSettings,
     BuildLimits,
     CudaRelease,
     Engine,
@@ -48,9 +49,27 @@ def load_matrix(path: Path | str) -> Matrix:
     includes = _load_includes(top, archs, cuda, engines)
     excludes = _load_excludes(top, archs, engines)
     pip = _load_pip(top.sub("pip"), path.resolve().parent)
+    bases = _load_bases(top.sub("bases"), path.resolve().parent)
     top.finish()
     return Matrix(src, registry, repository, archs, cuda, torch_triton, engines, includes, excludes,
-                  path.resolve().parent, pip)
+                  path.resolve().parent, pip, bases)
+
+
+def _load_bases(r: MappingReader | None, base: Path) -> BaseSettings:
+    if r is None:
+        return BaseSettings(base / "bases.lock")
+    lock, mirror, from_mirror = r.string("lock", "bases.lock"), r.string("mirror"), r.raw("from_mirror", False)
+    if not isinstance(from_mirror, bool):
+        raise r.error("from_mirror", "matrix.bases.from_mirror must be true or false")
+    if mirror is not None:
+        host, _, repo = mirror.rstrip("/").partition("/")
+        if not repo or not ("." in host or ":" in host or host == "localhost"):
+            raise r.error("mirror", f"matrix.bases.mirror '{mirror}' must be REGISTRY/REPOSITORY, "
+                                    "e.g. 127.0.0.1:5000/llm-factory/bases")
+    if from_mirror and not mirror:
+        raise r.error("from_mirror", "matrix.bases.from_mirror needs matrix.bases.mirror (REGISTRY/REPOSITORY)")
+    r.finish()
+    return BaseSettings(base / lock, mirror.rstrip("/") if mirror else None, from_mirror)
 
 
 def _load_pip(r: MappingReader | None, base: Path) -> PipDefaults:

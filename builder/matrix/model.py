@@ -145,6 +145,16 @@ class PipDefaults:
 
 
 @dataclass(frozen=True)
+class BaseSettings:
+    """Base images: where the lock lives, the mirror `builder bases mirror` fills, and whether
+    builds pull the locked bases from it."""
+
+    lock: Path = Path("bases.lock")
+    mirror: str | None = None  # REGISTRY/REPO
+    from_mirror: bool = False
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: str
     registry: str
@@ -157,3 +167,4 @@ class Matrix:
     excludes: tuple[ExcludeRule, ...]
     directory: Path = Path(".")  # where relative paths in the matrix resolve
     pip: PipDefaults = PipDefaults()
+    bases: BaseSettings = BaseSettings()

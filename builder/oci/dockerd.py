@@ -27,27 +27,37 @@ def connect() -> docker.DockerClient:
 
 
 @dataclass(frozen=True)
-class BaseImage:
-    reference: str
-    digest: str  # repo digest when the image came from a registry, else the local image id
+class LocalImage:
+    id: str  # the config's sha256: what identifies an image that no registry has seen
+    repo_digests: tuple[str, ...]  # name@sha256:..., only after a push or a pull
+    layers: tuple[str, ...]  # RootFS diff ids, bottom first
 
 
-def resolve_base(client: docker.DockerClient, reference: str, auth: dict | None = None) -> BaseImage:
-    """The base image's digest (pulled when missing locally). A base made locally (debootstrap +
-    docker import) has no repo digest; its image id stands in."""
+def inspect_image(client: docker.DockerClient, reference: str) -> LocalImage | None:
+    """The Engine's copy of an image (name:tag, name@digest or an id); None when it has none."""
     try:
-        image = client.images.get(reference)
+        attrs = client.images.get(reference).attrs
     except ImageNotFound:
-        try:
-            image = client.images.pull(reference, auth_config=auth)
-        except (APIError, NotFound) as exc:
-            raise StepFailed(f"base image {reference} is not in the local Docker store and cannot be pulled "
-                             f"({_first_line(exc)}); on machines without a public registry make it with "
-                             f"`builder base create --tag {reference}`") from None
+        return None
     except APIError as exc:
         raise ServiceError(f"Docker Engine error inspecting {reference}: {_first_line(exc)}") from None
-    digests = image.attrs.get("RepoDigests") or []
-    return BaseImage(reference, digests[0].split("@", 1)[1] if digests else image.id)
+    return LocalImage(attrs["Id"], tuple(attrs.get("RepoDigests") or ()),
+                      tuple((attrs.get("RootFS") or {}).get("Layers") or ()))
+
+
+def ensure_base(client: docker.DockerClient, reference: str, auth: dict | None = None) -> LocalImage:
+    """The base image in the local store, pulled (with credentials for our own registry) when
+    missing; `reference` is a FROM line's text (name:tag, or name[:tag]@digest)."""
+    found = inspect_image(client, reference)
+    if found is not None:
+        return found
+    try:
+        client.images.pull(reference, auth_config=auth)
+    except (APIError, NotFound) as exc:
+        raise StepFailed(f"base image {reference} is not in the local Docker store and cannot be pulled "
+                         f"({_first_line(exc)}); on machines without a public registry make it with "
+                         f"`builder base create --tag {reference}`") from None
+    return inspect_image(client, reference) or LocalImage("", (), ())
 
 
 def push(client: docker.DockerClient, reference: str, auth: dict | None, on_line=lambda line: None) -> str:

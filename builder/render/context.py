@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from builder.bases.choice import BaseChoice
 from builder.engines import engine_module
 from builder.errors import InputError
 from builder.hashing import content_hash
@@ -32,6 +33,7 @@ class RenderOptions:
     find_links: Path | None = None  # local wheel directory, bind-mounted for pip --find-links
     source_archive: Path | None = None  # the fetched engine source (tar.gz) for source builds
     source_sha256: str | None = None
+    base: BaseChoice | None = None  # the resolved base (builds); None renders `FROM <reference>`
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class BuildContext:
     external: dict[str, Path] = field(default_factory=dict)  # copied in when written
     build_args: dict[str, str] = field(default_factory=dict)
     content_hash: str = ""
+    base: BaseChoice | None = None
 
     @property
     def tag_hash(self) -> str:
@@ -108,6 +111,7 @@ def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict:
         "cuda": cell.cuda_version,
         "mode": cell.mode,
         "base_image": cell.base_image,
+        **({"base_digest": options.base.digest} if options.base else {}),
         "torch": cell.engine_version.torch,
         "triton": cell.triton,
         "patches_checked_against_source": plan.checked,
@@ -181,7 +185,7 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
     build_args = {"FACTORY_CELL": cell.id}
     if cell.mode == "source":
         build_args.update(MAX_JOBS="", NVCC_THREADS=str(cell.arch.limits.nvcc_threads))
-    dockerfile = template.render(
+    values = dict(
         cell=cell, arch=cell.arch, cuda=cell.cuda, engine=cell.engine, version=cell.engine_version,
         plan=plan, env=plan.env, diffs=[p for p in plan.apply if p.kind == "diff"], overlays=overlays,
         labels=_static_labels(cell, plan), provenance_path=PROVENANCE_PATH, source_file=source_file,
@@ -189,9 +193,20 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
         cuda_major=int(cell.cuda.version.split(".")[0]) if cell.cuda else None,
         has_find_links=bool(options.find_links),
     )
-    files["Dockerfile"] = re.sub(r"\n{3,}", "\n\n", dockerfile).encode()  # templates leave blank runs
-    digest = content_hash({**files, **external}, build_args, cell.base_image, cell.platform)
-    return BuildContext(cell, plan, files, external, build_args, digest)
+    base = options.base
+    files["Dockerfile"] = _dockerfile(template, values, base.canonical_from if base else cell.base_image)
+    # The hash sees the canonical FROM line (reference@digest); a build from the mirror only
+    # changes where the same bytes come from, so its Dockerfile is written but not hashed.
+    digest = content_hash({**files, **external}, build_args, base.identity if base else cell.base_image,
+                          cell.platform)
+    if base is not None and base.from_mirror:
+        files["Dockerfile"] = _dockerfile(template, values, base.from_text)
+    return BuildContext(cell, plan, files, external, build_args, digest, base)
+
+
+def _dockerfile(template: jinja2.Template, values: dict, base_from: str) -> bytes:
+    text = template.render(base_from=base_from, **values)
+    return re.sub(r"\n{3,}", "\n\n", text).encode()  # templates leave blank runs
 
 
 def _json(value) -> bytes:

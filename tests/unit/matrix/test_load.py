@@ -142,3 +142,23 @@ def test_an_abbreviated_git_commit_is_refused(small_matrix):
     small_matrix.write_text(text)
     with pytest.raises(ConfigError, match="full 40-hex commit id"):
         load_matrix(small_matrix)
+
+
+def test_bases_settings(tmp_path):
+    path = write(tmp_path, SMALL_MATRIX + "bases: {mirror: 127.0.0.1:5000/llm-factory/bases, from_mirror: true}\n")
+    bases = load_matrix(path).bases
+    assert (bases.lock, bases.mirror, bases.from_mirror) == (tmp_path / "bases.lock", "127.0.0.1:5000/llm-factory/bases", True)
+    assert load_matrix(write(tmp_path, SMALL_MATRIX)).bases.lock == tmp_path / "bases.lock"
+
+
+@pytest.mark.parametrize("setting,needle", [
+    ("{from_mirror: true}", "needs matrix.bases.mirror"),
+    ("{mirror: bases-only}", "must be REGISTRY/REPOSITORY"),
+    ("{mirror: 127.0.0.1:5000/x, from_mirror: 'yes'}", "must be true or false"),
+    ("{mirorr: 127.0.0.1:5000/x}", "did you mean 'mirror'"),
+])
+def test_bad_bases_settings_name_the_line(tmp_path, setting, needle):
+    text = SMALL_MATRIX + f"bases: {setting}\n"
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_matrix(write(tmp_path, text))
+    assert err.value.line == len(text.splitlines())  # the bases: line, the last one
