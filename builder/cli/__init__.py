@@ -1,8 +1,9 @@
 """The `builder` command line: thin. Each command parses, calls a stage and prints; errors become
 one line on stderr with the error's exit code. Nothing outside cli/ imports it.
 
-The command table: matrix, render (cli/matrix.py); build, base (cli/build.py); patches
-(cli/patches.py); smoke (cli/smoke.py); audit (cli/audit.py); promote, known-good (cli/promote.py); ci (cli/ci.py).
+The command table: matrix, render (cli/matrix.py); build, base (cli/build.py); bases
+(cli/bases.py); patches (cli/patches.py); smoke (cli/smoke.py); audit (cli/audit.py); promote,
+known-good (cli/promote.py); ci (cli/ci.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 
 from builder.cli import audit, build, matrix, promote, smoke  # noqa: F401  (they register their commands)
 from builder.cli.app import app
+from builder.cli.bases import bases_app
 from builder.cli.ci import ci_app
 from builder.cli.patches import patches_app
 from builder.errors import BuilderError
@@ -25,6 +27,7 @@ app.add_typer(promote.known_good_app, name="known-good")
 app.add_typer(patches_app, name="patches")
 app.add_typer(ci_app, name="ci")
 app.add_typer(build.base_app, name="base")
+app.add_typer(bases_app, name="bases")
 
 
 def main() -> None:
