@@ -70,9 +70,11 @@ def generate_workflows(matrix: Matrix, cells: Sequence[Cell], provider: str, off
         raise InputError("no cell selected: nothing to generate")
     groups = [[c for c in cells if c.arch.name == arch] for arch in matrix.archs]  # matrix order: deterministic
     jobs = {f"build-{g[0].arch.name}": _job(g, provider, offline_actions, options) for g in groups if g}
+    jobs["bases"] = _bases_job([g for g in groups if g], provider, offline_actions, options)
+    lock = os.path.relpath(matrix.bases.lock, matrix.directory)
     workflow = {
         "name": options.name,
-        "on": {"push": {"paths": ["patches/**", "dockerfiles/**", "matrix.yaml"]},
+        "on": {"push": {"paths": ["patches/**", "dockerfiles/**", "matrix.yaml", lock]},
                "schedule": [{"cron": options.schedule}],
                "workflow_dispatch": {"inputs": {"cell": {
                    "description": "Cell id to build (see: builder matrix), or all", "required": False,
@@ -132,6 +134,35 @@ def _job(cells: list[Cell], provider: str, offline: bool, options: WorkflowOptio
             {"cell": c.id, "mode": c.mode, "timeout": options.timeout(c.mode)} for c in cells]}},
         "env": {"CELL": "${{ matrix.cell }}", "SELECTED": f"${{{{ {every} || inputs.cell == matrix.cell }}}}"},
         "steps": steps,
+    }
+
+
+def _bases_job(groups: list[list[Cell]], provider: str, offline: bool, options: WorkflowOptions) -> dict:
+    """On the schedule: `builder bases lock --check` fails, one line per base, when an upstream tag
+    has moved or is gone. Committing the refreshed lock (`builder bases lock`) is a push to the
+    lock file, which starts the build jobs: each cell on a moved base has a new content hash."""
+    labels = [list(g[0].arch.runs_on) for g in groups]
+    common = [label for label in labels[0] if all(label in other for other in labels[1:])] or labels[0]
+    cond = "github.event_name == 'schedule'"
+    return {
+        "name": "base images still match bases.lock",
+        "if": f"${{{{ {cond} }}}}",
+        "runs-on": common,
+        **({"environment": options.environment} if provider == "github" and options.environment else {}),
+        "timeout-minutes": 15,
+        "concurrency": {"group": f"{options.name}-bases", "cancel-in-progress": True},
+        "steps": [
+            _checkout(offline, cond),
+            {"name": "Install the factory", "if": cond, "run": (
+                f'python3 -m venv "{VENV}"\n'
+                f'"{VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -e .\n')},
+            {"name": "Check the base image lock", "if": cond,
+             "env": {"BUILDER_REGISTRY": "${{ vars.BUILDER_REGISTRY }}",
+                     **{name: f"${{{{ secrets.{name} }}}}" for name in CREDENTIALS}},
+             "run": ("".join(f'[ -n "${{{v}:-}}" ] || unset {v}\n' for v in ("BUILDER_REGISTRY", *CREDENTIALS))
+                     + "# On failure: run `builder bases lock` (and `builder bases mirror`) and commit bases.lock;\n"
+                     "# the push starts the rebuild of every cell on a moved base.\n"
+                     + f'"{VENV}/bin/builder" bases lock --check\n')}],
     }
 
 

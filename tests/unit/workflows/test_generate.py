@@ -92,7 +92,7 @@ def test_header_names_the_command(matrix):
 def test_matrix_jobs_labels_and_timeouts(matrix):
     data = workflow(generate(matrix))
     cells = expand(matrix).cells
-    assert list(data["jobs"]) == ["build-sm_90", "build-sm_120", "build-sm_121a", "build-cpu"]
+    assert list(data["jobs"]) == ["build-sm_90", "build-sm_120", "build-sm_121a", "build-cpu", "bases"]
     for arch, job in ((a, data["jobs"][f"build-{a}"]) for a in ("sm_90", "sm_120", "sm_121a", "cpu")):
         assert job["runs-on"] == list(matrix.archs[arch].runs_on)
         include = job["strategy"]["matrix"]["include"]
@@ -113,7 +113,7 @@ def test_matrix_jobs_labels_and_timeouts(matrix):
 def test_selectors_narrow_the_matrix(matrix):
     files = generate(matrix, "github", arch=["cpu"])
     data = workflow(files)
-    assert list(data["jobs"]) == ["build-cpu"]
+    assert list(data["jobs"]) == ["build-cpu", "bases"]
     assert data["jobs"]["build-cpu"]["strategy"]["matrix"]["include"] == [
         {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90}]
     assert "sm_121a" not in files[".github/actionlint.yaml"]
@@ -122,7 +122,7 @@ def test_selectors_narrow_the_matrix(matrix):
 def test_triggers_permissions_and_build_step(matrix):
     data = workflow(generate(matrix))
     assert data["permissions"] == {"contents": "read"}
-    assert data["on"]["push"]["paths"] == ["patches/**", "dockerfiles/**", "matrix.yaml"]
+    assert data["on"]["push"]["paths"] == ["patches/**", "dockerfiles/**", "matrix.yaml", "bases.lock"]
     assert data["on"]["schedule"] == [{"cron": "17 4 * * *"}]
     assert data["on"]["workflow_dispatch"]["inputs"]["cell"]["default"] == "all"
     builds = [s for s in steps(data) if s["name"] == "Build, smoke-test and promote"]
@@ -175,6 +175,19 @@ def test_credentials_only_through_env(matrix, provider, offline):
         assert job.get("environment") == ("llm-factory" if provider == "github" else None)
 
 
+def test_the_schedule_checks_the_base_image_lock(matrix):
+    """A moved upstream base fails the nightly check naming it; committing the refreshed lock is
+    a push to bases.lock, which runs the builds (the moved digest is in every affected hash)."""
+    data = workflow(generate(matrix))
+    job = data["jobs"]["bases"]
+    assert job["if"] == "${{ github.event_name == 'schedule' }}"  # not on dispatch or push (act runs dispatch)
+    assert job["runs-on"] == ["self-hosted", "linux"]  # the labels every arch's runners carry
+    assert job["steps"][-1]["run"].endswith('"$RUNNER_TEMP/llm-factory/bin/builder" bases lock --check\n')
+    assert "bases.lock" in data["on"]["push"]["paths"]
+    cpu_only = workflow(generate(matrix, arch=["cpu"]))["jobs"]["bases"]
+    assert cpu_only["runs-on"] == list(matrix.archs["cpu"].runs_on)
+
+
 def test_check_detects_stale_missing_and_leftover_files(matrix, tmp_path):
     files = generate(matrix, "github")
     assert stale_files(tmp_path, files) == sorted(files)  # nothing written yet
@@ -209,7 +222,7 @@ def test_options_change_the_output(matrix):
     files = generate_workflows(matrix, cells, "gitea", False, "cmd", options)
     data = yaml.safe_load(files[".gitea/workflows/factory.yml"])
     assert data[True]["schedule"] == [{"cron": "0 2 * * 1"}]
-    timeouts = {row["mode"]: row["timeout"] for job in data["jobs"].values()
+    timeouts = {row["mode"]: row["timeout"] for name, job in data["jobs"].items() if name.startswith("build-")
                 for row in job["strategy"]["matrix"]["include"]}
     assert timeouts == {"source": 480, "wheel": 60}
 
