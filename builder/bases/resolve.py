@@ -26,13 +26,12 @@ from builder.oci.registry import RegistryClient
 
 class BaseResolver:
     def __init__(self, settings: BaseSettings, own_registry: str, docker: Callable[[], object],
-                 own_client: RegistryClient | None = None, use_lock: bool = True):
+                 registry: Callable[[str], RegistryClient] | None = None, use_lock: bool = True):
         self.settings = settings
         self.lock: dict[str, LockEntry] = load_lock(settings.lock) if use_lock else {}
         self._docker_factory, self._docker = docker, None
-        self._own_registry, self._clients = own_registry, {}
-        if own_client is not None:
-            self._clients[own_registry] = own_client
+        self._own_registry, self._registry_factory = own_registry, registry or self._default_client
+        self._clients: dict[str, RegistryClient] = {}
         self._choices: dict[str, BaseChoice] = {}
         self._mutex = threading.Lock()
 
@@ -43,15 +42,17 @@ class BaseResolver:
         return self._docker
 
     def client(self, host: str) -> RegistryClient:
+        if host not in self._clients:
+            self._clients[host] = self._registry_factory(host)
+        return self._clients[host]
+
+    def _default_client(self, host: str) -> RegistryClient:
         """Our own registry with the builder's credentials; any other with what `docker login`
         stored for it only (BUILDER_REGISTRY_PASSWORD is never sent to Docker Hub)."""
-        if host not in self._clients:
-            if host == self._own_registry:
-                self._clients[host] = RegistryClient.from_environment(host)
-            else:
-                user, password = docker_config_credentials(host) or (None, None)
-                self._clients[host] = RegistryClient(host, user, password)
-        return self._clients[host]
+        if host == self._own_registry:
+            return RegistryClient.from_environment(host)
+        user, password = docker_config_credentials(host) or (None, None)
+        return RegistryClient(host, user, password)
 
     # -- builds ----------------------------------------------------------------------------
     def choice(self, reference: str) -> BaseChoice:
@@ -74,6 +75,8 @@ class BaseResolver:
         local = self._local(reference)
         if local is not None and local[1] == LOCAL:
             return choose(reference, local[0], local=True)
+        if local is None and entry is not None:  # locked as local, and this Engine lacks it
+            raise StepFailed(self.missing_message(reference))
         try:
             digest = self._registry_digest(reference)
         except ServiceError:
