@@ -79,7 +79,8 @@ def merge(old: dict[str, LockEntry], resolved: dict[str, str], today: str,
     out = {ref: old[ref] for ref in keep if ref in old}
     for reference, digest in resolved.items():
         previous = old.get(reference)
-        out[reference] = LockEntry(reference, digest, previous.date if previous and previous.digest == digest else today)
+        unmoved = previous is not None and previous.digest == digest
+        out[reference] = LockEntry(reference, digest, previous.date if unmoved else today)
     return out
 
 

@@ -79,9 +79,9 @@ class BaseResolver:
             raise StepFailed(self.missing_message(reference))
         try:
             digest = self._registry_digest(reference)
-        except ServiceError:
-            if local is None:
-                raise
+        except ServiceError as exc:
+            if local is None:  # e.g. a local base not made yet, on a machine without Docker Hub
+                raise ServiceError(f"{self.missing_message(reference)} ({exc})") from None
             return choose(reference, local[1], origin="engine")  # offline: the copy pulled earlier
         if digest is None:
             raise StepFailed(self.missing_message(reference))

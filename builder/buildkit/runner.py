@@ -175,8 +175,8 @@ class Builder:
         found = self.registry.head_manifest(self.names.repository, context.immutable_tag)
         if found is None or found.digest != digest:
             raise StepFailed(f"{image}: the registry does not show the pushed digest {digest}")
-        self._record(cell, context, image, digest, {"status": "built", **_base_record(context), "base_digest": base_digest,
-                                                   "created": created})
+        self._record(cell, context, image, digest,
+                     {"status": "built", **_base_record(context), "base_digest": base_digest, "created": created})
         return digest
 
     def _record(self, cell: Cell, context: BuildContext, image: str, digest: str, extra: dict) -> None:
