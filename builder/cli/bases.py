@@ -39,7 +39,8 @@ def lock_cmd(
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 (one line per base) when the lock no longer matches upstream."),
 ):
     """Resolve every base image of the (selected) cells to its digest and write the lock file
-    (bases.lock beside matrix.yaml, or bases.lock in the matrix). Builds use the locked digests.
+    (bases.lock beside matrix.yaml; `bases: {lock: FILE}` in the matrix moves it). Builds use the
+    locked digests.
 
     Example: builder bases lock --check
     """
