@@ -12,7 +12,7 @@ Its identity is the image id, which `docker import` changes on every re-creation
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from builder.bases.choice import BaseChoice, choose
 from builder.bases.lock import LOCAL, LockEntry, load_lock

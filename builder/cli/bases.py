@@ -84,8 +84,7 @@ def mirror_cmd(
     session = Session(matrix, arch, cuda, engine, cell, registry)
     settings = session.matrix.bases
     target = (to or settings.mirror or "").rstrip("/")
-    host, _, repo = target.partition("/")
-    if not repo:
+    if "/" not in target:
         raise InputError("--to: give REGISTRY/REPO (e.g. 127.0.0.1:5000/llm-factory/bases), or set bases.mirror "
                          "in the matrix")
     references, _ = _bases(session)

@@ -23,14 +23,14 @@ import pytest
 from builder.oci.registry import DOCKER_V2, OCI_INDEX, RegistryClient
 from tests.conftest import REPO, run_builder
 from tests.integration.conftest import push_image, start_registry, stop_registry
-from tests.integration.cpu_cell import BASE, CELL, REPOSITORY, WHEELS
+from tests.integration.cpu_cell import BASE, CELL, WHEELS
 
 pytestmark = pytest.mark.integration
 DOCKER = "/usr/bin/docker"  # the 20.10 client drives BuildKit without buildx
 
 
 def docker(*args: str) -> str:
-    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"docker {' '.join(args)}: {done.stdout}\n{done.stderr}"
     return done.stdout.strip()
 
@@ -62,7 +62,7 @@ def derived_base(cpu_base, tmp_path_factory):
     iid, tag = context / "iid", f"llm-factory-test/derived-base:{uuid.uuid4().hex[:8]}"
     done = subprocess.run([DOCKER, "build", "--iidfile", str(iid), "--tag", tag, str(context)],
                           env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     yield iid.read_text().strip()  # tagged for the session, so untagging a test's name keeps it
     docker("rmi", tag)
@@ -81,7 +81,7 @@ def test_recreated_local_base_rebuilds_while_unchanged_stays_a_lookup(plain_regi
     docker("tag", BASE, name)
     try:
         matrix = cpu_matrix(tmp_path / "m", name)
-        first, built = build_cpu(matrix, plain_registry.host, tmp_path / "w1")
+        _, built = build_cpu(matrix, plain_registry.host, tmp_path / "w1")
         original = docker_client.images.get(BASE).id
         assert built["base"] == {"reference": name, "digest": original, "from": name, "local": True,
                                  "origin": "engine"}
@@ -90,7 +90,7 @@ def test_recreated_local_base_rebuilds_while_unchanged_stays_a_lookup(plain_regi
         assert time.monotonic() - started < 30
         assert same["status"] == "up to date" and same["image"] == built["image"] and "up to date" in again.stdout
         docker("tag", derived_base, name)  # the base is re-created under the same name
-        rebuilt_run, rebuilt = build_cpu(matrix, plain_registry.host, tmp_path / "w3")
+        _, rebuilt = build_cpu(matrix, plain_registry.host, tmp_path / "w3")
         assert rebuilt["status"] == "built" and rebuilt["content_hash"] != built["content_hash"]
         assert rebuilt["base"]["digest"] == derived_base
         labels = docker_client.images.get(rebuilt["image"]).labels
