@@ -7,6 +7,9 @@ that carry the line of each key and item, and duplicate keys are an error.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,17 @@ class LineList(list):
         return self.item_lines[index] if index < len(self.item_lines) else self.line
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser where PyYAML was built with it (about 10x faster; marks keep line numbers).
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_BYTES = 2 << 20  # a matrix or a patch record larger than this is refused, not parsed
+MAX_DEPTH = 64  # nested mappings/sequences; deeper input is refused before it is composed
+MAX_ALIAS_NODES = 10_000  # nodes that aliases may add beyond those written out in the file
+# What YAML accepts as printable; anything else (NUL, other C0 controls) is refused with its line.
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+class _Loader(_BaseLoader):
     source_name = "<yaml>"
 
 
@@ -45,18 +58,26 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     result.line = node.start_mark.line + 1
     result.key_lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
         key_line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):  # never built: an alias bomb as a key stays cheap
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            raise ConfigError(loader.source_name, key_line, f"a mapping key must be a plain string, not {kind}")
+        key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)) or key is None:
-            raise ConfigError(loader.source_name, key_line, f"mapping key {key!r} must be a plain string")
+            raise ConfigError(loader.source_name, key_line, f"mapping key {_short(key)} must be a plain string")
         if key in result:
             raise ConfigError(
                 loader.source_name, key_line,
-                f"duplicate key {key!r} (first at line {result.key_lines[key]}); remove one of them",
+                f"duplicate key {_short(key)} (first at line {result.key_lines[key]}); remove one of them",
             )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_line
     return result
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
@@ -70,28 +91,128 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _check_bounds(text: str, source_name: str) -> None:
+    """One pass over the parser's events, before anything is composed: refuse characters YAML
+    does not allow (with their line), nesting deeper than MAX_DEPTH, recursive aliases and aliases
+    that would expand to more than MAX_ALIAS_NODES extra nodes (an alias bomb)."""
+    bad = _NON_PRINTABLE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise ConfigError(source_name, line, f"control character U+{ord(bad.group()):04X} is not allowed in YAML "
+                                             "(a NUL byte or a binary file?)")
+    open_sizes: list[list] = []  # per open collection: [size so far, anchor]
+    sizes: dict[str, int] = {}  # anchor -> expanded node count, once its node is complete
+    written = expanded = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(open_sizes) >= MAX_DEPTH:
+                raise ConfigError(source_name, line, f"nested deeper than {MAX_DEPTH} levels; "
+                                                     "a matrix or patch record never needs that")
+            open_sizes.append([1, event.anchor])
+            written += 1
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            size, anchor = open_sizes.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            written += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                if any(anchor == event.anchor for _, anchor in open_sizes):
+                    raise ConfigError(source_name, line, f"alias *{event.anchor} refers to a node that contains "
+                                                         "it (a recursive alias)")
+                continue  # an undefined alias: the composer reports it with its line
+            size = sizes[event.anchor]
+            expanded += size
+            if expanded > MAX_ALIAS_NODES and expanded > written:
+                raise ConfigError(source_name, line, f"aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                                                     "(an alias bomb?); write the values out")
+        else:
+            continue
+        if open_sizes:
+            open_sizes[-1][0] += size
+
+
 def load_yaml_text(text: str, source_name: str) -> Any:
-    """Parse YAML text; syntax errors become a ConfigError naming the line."""
-    loader = _Loader(text)
+    """Parse YAML text (bounded: see _check_bounds); syntax errors become a ConfigError naming the line."""
+    try:
+        _check_bounds(text, source_name)
+        loader = _Loader(text)
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, source_name) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source_name, None, f"invalid YAML: {exc}") from None
     loader.source_name = source_name
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(source_name, line, f"invalid YAML: {problem}") from None
+        raise _syntax_error(exc, source_name) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source_name, None, f"invalid YAML: {exc}") from None
+    except RecursionError:  # merge keys nest without events showing it; never seen below MAX_DEPTH
+        raise ConfigError(source_name, None, "nested too deeply (merge keys?)") from None
     finally:
         loader.dispose()
 
 
-def load_yaml_file(path: Path) -> Any:
+def _syntax_error(exc: yaml.MarkedYAMLError, source_name: str) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    problem = exc.problem or exc.context or "invalid YAML"
+    return ConfigError(source_name, line, f"invalid YAML: {problem}")
+
+
+def read_bounded(path: Path, limit: int = MAX_BYTES, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. FIFOs, devices and directories are
+    refused before anything is read (opening a FIFO does not block: O_NONBLOCK)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ConfigError(str(path), None, "file not found; pass an existing file (e.g. --matrix matrix.yaml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
-    return load_yaml_text(text, str(path))
+        raise ConfigError(str(path), None, "file not found; pass an existing file (e.g. --matrix matrix.yaml)"
+                          if what == "YAML file" else f"{what} not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(str(path), None, f"is a directory, not a {what}")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(str(path), None, f"is not a regular file (a FIFO, device or socket); give a {what}")
+        if info.st_size > limit:
+            raise ConfigError(str(path), None, f"is {info.st_size / (1 << 20):.1f} MiB; at most "
+                                               f"{limit / (1 << 20):g} MiB are read")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # it grew while we read
+                raise ConfigError(str(path), None, f"is larger than {limit / (1 << 20):g} MiB")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def decode_text(data: bytes, source_name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(source_name, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def load_yaml_file(path: Path) -> Any:
+    path = Path(path)
+    if str(path) in ("", "."):
+        raise ConfigError(str(path), None, "no file named")
+    data = read_bounded(path, what="YAML file")
+    return load_yaml_text(decode_text(data, str(path)), str(path))
