@@ -11,8 +11,23 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
+from builder import grammar
 from builder.errors import ConfigError
 from builder.matrix.model import Arch, CudaRelease, Engine, EngineVersion, Matrix, Mode
+from builder.names import HASH_LENGTH
+
+# A cell id is a tag itself (the friendly tag) and the start of its immutable tag
+# `<cell id>-<HASH_LENGTH hex>`; both must fit in the 128 characters a tag holds.
+CELL_ID_MAX = grammar.TAG_MAX - 1 - HASH_LENGTH
+
+
+def check_cell_id(cell_id: str) -> str | None:
+    problem = grammar.tag(cell_id, limit=CELL_ID_MAX)
+    if problem and len(cell_id) > CELL_ID_MAX and grammar.TAG.fullmatch(cell_id[:grammar.TAG_MAX]):
+        return (f"cell id {cell_id[:40]}... is {len(cell_id)} characters: its immutable tag "
+                f"<cell id>-<{HASH_LENGTH}-hex hash> must fit the {grammar.TAG_MAX} a tag holds, so at most "
+                f"{CELL_ID_MAX}; shorten the engine name or version label")
+    return f"cell id {problem}" if problem else None
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,9 @@ def expand(matrix: Matrix) -> Expansion:
                     cuda = matrix.cuda[cuda_name] if cuda_name else None
                     mode = rule.mode or arch.default_mode
                     probe = Cell(engine, engine.versions[label], arch, cuda, mode, "", None, rule.line)
+                    problem = check_cell_id(probe.id)
+                    if problem:
+                        raise ConfigError(matrix.path, rule.line, problem)
                     if probe.id in seen:
                         raise ConfigError(matrix.path, rule.line,
                                           f"duplicate cell {probe.id} (also produced by the include at "

@@ -6,14 +6,15 @@ has no branches on arch names. Loading validates every field and names `file:lin
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
+from builder import grammar
+
 from builder.errors import ConfigError
 from builder.matrix.model import (
-    _ARCH_NAME,
     _CUDA_NAME,
-    _LABEL,
     MODES,
     Arch,
     BaseSettings,
@@ -40,11 +41,14 @@ def load_matrix(path: Path | str) -> Matrix:
     schema = top.integer("schema", 1, minimum=1)
     if schema != 1:
         raise top.error("schema", f"schema {schema} is not supported by this builder (expected 1)")
-    registry = top.string("registry", "127.0.0.1:5000")
-    repository = top.string("repository", "llm-factory")
+    registry = top.string("registry", "127.0.0.1:5000", check=grammar.registry)
+    repository = top.string("repository", "llm-factory", check=grammar.repository)
+    problem = grammar.image_name(registry, repository)
+    if problem:
+        raise top.error("repository" if top.has("repository") else None, f"repository: {problem}")
     archs = _load_archs(top.sub("archs", required=True))
     cuda = _load_cuda(top.sub("cuda", required=True))
-    torch_triton = top.string_map("torch_triton")
+    torch_triton = top.string_map("torch_triton", check_key=grammar.version, check=grammar.version)
     engines = _load_engines(top.sub("engines", required=True), archs)
     includes = _load_includes(top, archs, cuda, engines)
     excludes = _load_excludes(top, archs, engines)
@@ -77,31 +81,34 @@ def _load_pip(r: MappingReader | None, base: Path) -> PipDefaults:
         return PipDefaults()
     ca, links = r.string("ca_bundle"), r.string("find_links")
     r.finish()
-    return PipDefaults(base / ca if ca else None, base / links if links else None)
+    return PipDefaults(base / ca if ca else None, base / links if links else None,
+                       f"{r.source}:{r.line_of('ca_bundle')}: pip.ca_bundle", f"{r.source}:{r.line_of('find_links')}: pip.find_links")
 
 
 def _load_archs(reader: MappingReader) -> dict[str, Arch]:
     archs = {}
     for name in reader.data:
         value = reader.raw(name)
-        if not isinstance(name, str) or not _ARCH_NAME.match(name):
+        if not isinstance(name, str) or not grammar.ARCH_NAME.fullmatch(name):
             raise reader.error(name, f"arch name '{name}' is not of the form sm_NN[a|f] or cpu")
         r = MappingReader(value, reader.source, reader.line_of(name), f"archs.{name}")
         mode = r.string("default_mode", required=True)
         _check_mode(r, "default_mode", mode)
         min_cuda = r.string("min_cuda")
         limits = r.sub("build")
+        arch_list = functools.partial(_matches, grammar.ARCH_LIST, "a CUDA arch list like \"12.1a\" or \"8.0;9.0a\"")
         arch = Arch(
             name=name,
             platform=r.string("platform", required=True),
             default_mode=mode,
-            compute_capability=r.string("compute_capability"),
-            torch_cuda_arch_list=r.string("torch_cuda_arch_list"),
-            flashinfer_cuda_arch_list=r.string("flashinfer_cuda_arch_list"),
+            compute_capability=r.string("compute_capability", check=functools.partial(
+                _matches, grammar.COMPUTE_CAPABILITY, "a compute capability like \"12.1\"")),
+            torch_cuda_arch_list=r.string("torch_cuda_arch_list", check=arch_list),
+            flashinfer_cuda_arch_list=r.string("flashinfer_cuda_arch_list", check=arch_list),
             min_cuda=parse_version(min_cuda, r.source, r.line_of("min_cuda"), f"archs.{name}.min_cuda")
             if min_cuda else None,
             bases=_bases(r),
-            runs_on=r.strings("runs_on"),
+            runs_on=r.strings("runs_on", check=_runner_label),
             limits=_limits(limits) if limits else BuildLimits(),
             min_cuda_line=r.line_of("min_cuda"),
         )
@@ -125,7 +132,7 @@ def _limits(r: MappingReader) -> BuildLimits:
 
 
 def _bases(r: MappingReader) -> dict[str, str]:
-    bases = r.string_map("bases")
+    bases = r.string_map("bases", check=grammar.image_reference)
     for mode in bases:
         if mode not in MODES:
             raise ConfigError(r.source, r.line_of("bases"), f"{r.what}.bases: unknown mode '{mode}' "
@@ -152,19 +159,23 @@ def _load_cuda(reader: MappingReader) -> dict[str, CudaRelease]:
 def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, Engine]:
     engines = {}
     for name in reader.data:
+        if not isinstance(name, str) or not grammar.ENGINE_NAME.fullmatch(name) or len(name) > 64:
+            raise reader.error(name, f"engine name {str(name)[:70]!r} must be 1-64 lower-case letters, digits, "
+                                     "'.', '_', '-' (it is part of cell ids, image tags and directory names)")
         r = MappingReader(reader.raw(name), reader.source, reader.line_of(name), f"engines.{name}")
-        pypi = r.string("pypi", name)
-        git = r.string("git")
-        wheel_packages = r.string_map("wheel_packages")
+        pypi = r.string("pypi", name, check=grammar.distribution)
+        git = r.string("git", check=grammar.url)
+        wheel_packages = r.string_map("wheel_packages", check=grammar.distribution)
         for arch in wheel_packages:
             _check_arch(r, "wheel_packages", arch, archs)
         smoke, per_arch = load_smoke(r.sub("smoke"), archs)
         versions_reader = r.sub("versions", required=True)
         versions = {}
         for label in versions_reader.data:
-            if not isinstance(label, str) or not _LABEL.match(label):
-                raise versions_reader.error(label, f"engine version {label!r} must be a quoted string "
-                                                   "of letters, digits, '.', '-', '_' (e.g. \"0.20.2\")")
+            if not isinstance(label, str) or not grammar.VERSION_LABEL.fullmatch(label):
+                raise versions_reader.error(label, f"engine version {str(label)[:70]!r} must be a quoted string "
+                                                   "of letters, digits, '.', '-', '_' (e.g. \"0.20.2\"; a label is "
+                                                   "part of image tags, which cannot hold '+': set version: for that)")
             versions[label] = _load_version(versions_reader, label, pypi, git, archs)
         r.finish()
         engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch)
@@ -178,6 +189,7 @@ def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
                       f"{parent.what}.{label}")
     r.line = parent.line_of(label) if value is None else r.line
     version_text = r.string("version", label)
+    where = f"{r.source}:{r.line}"
     version = parse_version(version_text, r.source, r.line_of("version"), f"{r.what}.version")
     commit = r.string("git_commit")
     path = r.string("path")
@@ -186,23 +198,32 @@ def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
     if commit:
         if not re.match(r"^[0-9a-f]{40}$", commit):  # git cannot fetch an abbreviated id
             raise r.error("git_commit", f"{r.what}.git_commit must be the full 40-hex commit id, got '{commit}'")
-        url = r.string("git_url", git)
+        url = r.string("git_url", git, check=grammar.url)
         if not url:
             raise r.error("git_commit", f"{r.what}: git_commit needs git_url here or engines.*.git")
-        source = SourceRef("git", url=url, commit=commit)
+        source = SourceRef("git", url=url, commit=commit, where=where)
     elif path:
-        source = SourceRef("path", path=path)
+        source = SourceRef("path", path=path, where=where)
     else:
         sha = r.string("sdist_sha256")
         if sha and not re.match(r"^[0-9a-f]{64}$", sha):
             raise r.error("sdist_sha256", f"{r.what}.sdist_sha256 must be 64 hex digits")
-        source = SourceRef("pypi", name=pypi, version=version_text, sha256=sha)
-    images = r.string_map("images")
+        source = SourceRef("pypi", name=pypi, version=version_text, sha256=sha, where=where)
+    images = r.string_map("images", check=grammar.image_reference)
     for arch in images:
         _check_arch(r, "images", arch, archs)
-    result = EngineVersion(label, version, source, r.string("torch"), images)
+    result = EngineVersion(label, version, source, r.string("torch", check=grammar.version), images)
     r.finish()
     return result
+
+
+def _matches(pattern: re.Pattern, what: str, value: str) -> str | None:
+    return None if pattern.fullmatch(value) else f"{value[:60]!r} is not {what}"
+
+
+def _runner_label(value: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9_.:+-]+", value) else \
+        f"{value[:60]!r} is not a runner label (letters, digits, '.', '_', ':', '+', '-')"
 
 
 def _check_arch(r: MappingReader, key: str, arch: str, archs: dict[str, Arch]) -> None:
@@ -211,7 +232,7 @@ def _check_arch(r: MappingReader, key: str, arch: str, archs: dict[str, Arch]) -
 
 
 def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
-    items = top.raw("include", required=True)
+    items = top.value("include", required=True)
     if not isinstance(items, list):
         raise top.error("include", "include must be a list of cell groups")
     rules = []
@@ -223,15 +244,15 @@ def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRul
             raise r.error("engine", f"include[{index}] references undefined engine '{engine_name}' "
                                     f"(defined: {', '.join(engines)})")
         engine = engines[engine_name]
-        versions = r.strings("versions", required=True)
+        versions = r.strings("versions", required=True, nonempty=True)
         for label in versions:
             if label not in engine.versions:
                 raise r.error("versions", f"include[{index}]: engine {engine_name} has no version '{label}' "
                                           f"under engines.{engine_name}.versions")
-        arch_names = r.strings("archs", required=True)
+        arch_names = r.strings("archs", required=True, nonempty=True)
         for arch in arch_names:
             _check_arch(r, "archs", arch, archs)
-        cudas = r.strings("cuda")
+        cudas = r.strings("cuda", nonempty=True)
         for release in cudas:
             if release not in cuda:
                 raise r.error("cuda", f"include[{index}]: unknown CUDA release '{release}' "
@@ -243,13 +264,14 @@ def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRul
             raise r.error("cuda", f"include[{index}]: cpu archs take no cuda list; put them in a group of their own")
         mode = r.string("mode")
         _check_mode(r, "mode", mode)
-        rules.append(IncludeRule(r.line, engine_name, versions, arch_names, cudas or ("",), mode, r.string("base")))
+        base = r.string("base", check=grammar.image_reference)
+        rules.append(IncludeRule(r.line, engine_name, versions, arch_names, cudas or ("",), mode, base))
         r.finish()
     return tuple(rules)
 
 
 def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...]:
-    items = top.raw("exclude", [])
+    items = top.value("exclude", [])
     if not isinstance(items, list):
         raise top.error("exclude", "exclude must be a list of rules")
     rules = []

@@ -73,6 +73,7 @@ class SourceRef:
     url: str = ""  # git URL
     commit: str = ""
     path: str = ""
+    where: str = field(default="", compare=False)  # "matrix.yaml:LINE" of the version, for errors
 
     def describe(self) -> str:
         if self.kind == "pypi":
@@ -142,6 +143,8 @@ class PipDefaults:
 
     ca_bundle: Path | None = None
     find_links: Path | None = None
+    ca_bundle_where: str = ""  # "matrix.yaml:LINE: pip.ca_bundle", for errors about the file
+    find_links_where: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ A typo in a key must never be silently ignored, so readers track which keys were
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from builder import grammar
 from builder.errors import ConfigError
 from builder.matrix.yamlsrc import LineDict, LineList
 
@@ -61,49 +63,82 @@ class MappingReader:
             return default
         return self.data[key]
 
-    def string(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+    def value(self, key: str, default: Any = None, required: bool = False) -> Any:
+        """raw(), except that a key given with an empty value (`key:`) is an error: an empty value
+        is a mistake or a half-deleted setting, never a way to say "the default"."""
         value = self.raw(key, default, required)
-        if value is None or value is default:
+        if value is None and key in self.data:
+            raise self.error(key, f"{self.what}.{key} is empty; give a value or remove the key")
+        return value
+
+    def string(self, key: str, default: str | None = None, required: bool = False,
+               check: Callable[[str], str | None] | None = None, multiline: bool = False) -> str | None:
+        """A non-empty string of one line (multiline: any text); check: a grammar from
+        builder.grammar, whose complaint is reported at the key's line."""
+        value = self.value(key, default, required)
+        if value is None or (value is default and key not in self.data):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise self.error(key, f"{self.what}.{key} must be a string; quote it (\"{value}\") "
                                   "because YAML reads it as a number")
         if not isinstance(value, str):
             raise self.error(key, f"{self.what}.{key} must be a string, got {type_name(value)}")
+        problem = (None if value.strip() else "is empty") if multiline else grammar.nonempty_line(value)
+        if problem is None and check is not None:
+            problem = check(value)
+        if problem:
+            raise self.error(key, f"{self.what}.{key}: {problem}")
         return value
 
     def integer(self, key: str, default: int | None = None, minimum: int = 0) -> int | None:
-        value = self.raw(key, default)
-        if value is default:
+        value = self.value(key, default)
+        if value is default and key not in self.data:
             return value
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.error(key, f"{self.what}.{key} must be an integer >= {minimum}, got {type_name(value)}")
         return value
 
-    def strings(self, key: str, default: tuple[str, ...] = (), required: bool = False) -> tuple[str, ...]:
+    def strings(self, key: str, default: tuple[str, ...] = (), required: bool = False,
+                check: Callable[[str], str | None] | None = None, nonempty: bool = False) -> tuple[str, ...]:
         """A list of strings; a single string is accepted as a one-item list."""
-        value = self.raw(key, None, required)
+        value = self.value(key, None, required)
         if value is None:
             return default
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
             raise self.error(key, f"{self.what}.{key} must be a list of strings, got {type_name(value)}")
+        if nonempty and not items:
+            raise self.error(key, f"{self.what}.{key} is an empty list")
         out = []
         for index, item in enumerate(items):
+            line = items.line_of(index) if isinstance(items, LineList) else self.line_of(key)
             if not isinstance(item, str):
-                line = items.line_of(index) if isinstance(items, LineList) else self.line_of(key)
-                hint = f"; quote it (\"{item}\")" if isinstance(item, (int, float)) else ""
+                hint = f"; quote it (\"{item}\")" if isinstance(item, (int, float)) and not isinstance(item, bool) else ""
                 raise ConfigError(self.source, line,
                                   f"{self.what}.{key} items must be strings, got {type_name(item)}{hint}")
+            problem = grammar.nonempty_line(item) or (check(item) if check else None)
+            if problem:
+                raise ConfigError(self.source, line, f"{self.what}.{key}[{index}]: {problem}")
             out.append(item)
         return tuple(out)
 
-    def string_map(self, key: str) -> dict[str, str]:
-        value = self.raw(key, None)
+    def string_map(self, key: str, check_key: Callable[[str], str | None] | None = None,
+                   check: Callable[[str], str | None] | None = None) -> dict[str, str]:
+        """A mapping of strings to strings; every key and value is checked at its own line."""
+        value = self.value(key, None)
         if value is None:
             return {}
         sub = MappingReader(value, self.source, self.line_of(key), f"{self.what}.{key}")
-        return {str(k): sub.string(str(k), required=True) for k in list(value)}
+        out = {}
+        for name in list(value):
+            if not isinstance(name, str):
+                hint = f" (quote it: YAML reads this key as {type_name(name)})" if name is not None else ""
+                raise sub.error(name, f"{sub.what}: key {name!r} must be a quoted string{hint}")
+            problem = grammar.nonempty_line(name) or (check_key(name) if check_key else None)
+            if problem:
+                raise sub.error(name, f"{sub.what}: key {problem}")
+            out[name] = sub.string(name, required=True, check=check)
+        return out
 
     def specifier(self, key: str) -> SpecifierSet | None:
         text = self.string(key)
@@ -112,7 +147,7 @@ class MappingReader:
         return parse_specifier(text, self.source, self.line_of(key), f"{self.what}.{key}")
 
     def sub(self, key: str, required: bool = False) -> "MappingReader | None":
-        value = self.raw(key, None, required)
+        value = self.value(key, None, required)
         if value is None:
             return None
         return MappingReader(value, self.source, self.line_of(key), f"{self.what}.{key}")
@@ -136,7 +171,7 @@ def parse_specifier(text: str, source: str, line: int, what: str) -> SpecifierSe
 
 
 def parse_version(text: str, source: str, line: int, what: str) -> Version:
-    try:
-        return Version(text)
-    except InvalidVersion:
-        raise ConfigError(source, line, f"{what}: '{text}' is not a PEP 440 version (e.g. 0.20.2 or 0.34.0.dev0)") from None
+    problem = grammar.version(text)
+    if problem:
+        raise ConfigError(source, line, f"{what}: {problem}")
+    return Version(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from builder import grammar
 from builder.matrix.schema import MappingReader
 
 ToolRecipe = Literal["plain", "forced"]
@@ -42,7 +43,7 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         raise r.error("tools", f"{r.what}.tools must be true or false")
     return SmokeSettings(
         model=r.string("model", base.model), revision=r.string("revision", base.revision),
-        args=r.strings("args", base.args), env=r.string_map("env") or base.env, tools=tools,
+        args=r.strings("args", base.args), env=r.string_map("env", check_key=grammar.env_name) or base.env, tools=tools,
         tool_recipe=recipe, ready_timeout=r.integer("ready_timeout", base.ready_timeout, minimum=1),
         shm_size=r.string("shm_size", base.shm_size),
         audit_optional=r.strings("audit_optional", base.audit_optional),
