@@ -16,10 +16,11 @@ from typing import Literal
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from builder import grammar
 from builder.errors import ConfigError
 from builder.matrix.model import Mode
 from builder.matrix.schema import MappingReader
-from builder.matrix.yamlsrc import load_yaml_file
+from builder.matrix.yamlsrc import load_yaml_file, read_bounded
 
 KINDS = ("diff", "overlay", "env")
 # Which build modes each kind serves: a diff edits a source tree, an overlay replaces a file of
@@ -70,7 +71,12 @@ class PatchRecord:
 
 
 def load_patch(path: Path) -> PatchRecord:
-    """Load one patches/<engine>/<id>/patch.yaml; errors name the file and line."""
+    """Load one patches/<engine>/<id>/patch.yaml; errors name the file and line.
+
+    Every file a record names resolves inside the record's own directory: relative, no '..', no
+    symlink out, a regular file; a diff must parse as a unified diff of relative paths, an overlay
+    must be text. A record cannot pull a host file (a runner's Docker config.json, say) into a build
+    context and from there into a pushed image."""
     data = load_yaml_file(path)
     src = str(path)
     r = MappingReader(data, src, 1, "patch")
@@ -85,27 +91,29 @@ def load_patch(path: Path) -> PatchRecord:
     applies_to = r.specifier("applies_to")
     if applies_to is None:
         raise r.error(None, "patch is missing the required key 'applies_to' (a version specifier, e.g. \">=0.19,<0.21\")")
+    archs = r.strings("archs", required=True, nonempty=True, check=_arch_name)
     fields = dict(
-        id=pid, engine=r.string("engine", required=True), description=r.string("description", required=True),
+        id=pid, engine=r.string("engine", required=True, check=_engine_name),
+        description=r.string("description", required=True),
         upstream=r.string("upstream", required=True), applies_to=applies_to,
-        archs=r.strings("archs", required=True), kind=kind, directory=path.parent,
+        archs=archs, kind=kind, directory=path.parent,
         upstream_fix=_pattern(r, "upstream_fix"), requires=_pattern(r, "requires"),
     )
     if kind == "diff":
-        fields["diff_file"] = r.string("diff", required=True)
-        fields["content"] = _content(r, "diff", path.parent / fields["diff_file"])
+        fields["diff_file"] = r.string("diff", required=True, check=grammar.relative_path)
+        fields["content"] = _content(r, "diff", fields["diff_file"], _check_diff)
     elif kind == "overlay":
-        fields["target"] = r.string("target", required=True)
-        fields["overlay_file"] = r.string("file", required=True)
+        fields["target"] = r.string("target", required=True, check=grammar.relative_path)
+        fields["overlay_file"] = r.string("file", required=True, check=grammar.relative_path)
         sha = r.string("derived_from_sha256", required=True)
         if not re.match(r"^[0-9a-f]{64}$", sha):
             raise r.error("derived_from_sha256", "derived_from_sha256 must be 64 lower-case hex digits")
         fields["derived_from_sha256"] = sha
-        fields["content"] = _content(r, "file", path.parent / fields["overlay_file"])
+        fields["content"] = _content(r, "file", fields["overlay_file"], _check_text)
     else:
-        env = r.string_map("env")
+        env = r.string_map("env", check_key=grammar.env_name)
         if not env:
-            raise r.error(None, "an env patch needs a non-empty 'env' mapping")
+            raise r.error("env" if r.has("env") else None, "an env patch needs a non-empty 'env' mapping")
         fields["env"] = env
         fields["when_triton"] = r.specifier("when_triton")
         fields["content"] = "".join(f"{k}={v}\n" for k, v in sorted(env.items())).encode()
@@ -113,11 +121,20 @@ def load_patch(path: Path) -> PatchRecord:
     return PatchRecord(**fields)
 
 
+def _arch_name(value: str) -> str | None:
+    return None if grammar.ARCH_NAME.fullmatch(value) else f"'{value[:40]}' is not an arch name (sm_NN[a|f] or cpu)"
+
+
+def _engine_name(value: str) -> str | None:
+    return None if grammar.ENGINE_NAME.fullmatch(value) else f"'{value[:40]}' is not an engine name"
+
+
 def _pattern(r: MappingReader, key: str) -> SourcePattern | None:
     sub = r.sub(key)
     if sub is None:
         return None
-    result = SourcePattern(sub.string("file", required=True), sub.string("pattern", required=True))
+    result = SourcePattern(sub.string("file", required=True, check=grammar.relative_path),
+                           sub.string("pattern", required=True, multiline=True))
     try:
         re.compile(result.pattern)
     except re.error as exc:
@@ -126,11 +143,106 @@ def _pattern(r: MappingReader, key: str) -> SourcePattern | None:
     return result
 
 
-def _content(r: MappingReader, key: str, path: Path) -> bytes:
+MAX_CONTENT_BYTES = 8 << 20  # a diff or overlay file larger than this is refused
+
+
+def _content(r: MappingReader, key: str, name: str, check) -> bytes:
+    """The bytes of the file `name` of the record's directory, refused (at the key's line) when it
+    leaves the directory, is not a regular file, is too large or is not what its kind needs."""
+    folder = Path(r.source).parent
+    path = folder / name
     try:
-        return path.read_bytes()
-    except OSError:
-        raise r.error(key, f"{key} file '{path.name}' not found next to patch.yaml") from None
+        inside = path.resolve(strict=True).is_relative_to(folder.resolve(strict=True))
+    except FileNotFoundError:
+        raise r.error(key, f"{key} file '{name}' not found next to patch.yaml") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise r.error(key, f"{key} file '{name}' cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not inside:
+        raise r.error(key, f"{key} file '{name}' is a symlink out of the record's directory; "
+                           "a record may only carry its own files")
+    try:
+        data = read_bounded(path, MAX_CONTENT_BYTES, what=f"{key} file")
+    except ConfigError as exc:
+        raise r.error(key, f"{key} file '{name}' {exc.detail}") from None
+    problem = check(data)
+    if problem:
+        raise r.error(key, f"{key} file '{name}' {problem}")
+    return data
+
+
+def _check_text(data: bytes) -> str | None:
+    if not data.strip():
+        return "is empty"
+    if b"\0" in data:
+        return "is binary (it holds NUL bytes); an overlay replaces a text file"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    return None
+
+
+_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def _check_diff(data: bytes) -> str | None:
+    """None when data is a unified diff (what `diff -ru a/ b/` or `git diff` write) of text files
+    whose paths stay inside the source tree; else what is wrong."""
+    problem = _check_text(data)
+    if problem:
+        return problem.replace("an overlay replaces a text file", "a diff is text")
+    lines = data.decode("utf-8").splitlines()
+    files = 0
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
+            return f"line {index + 1}: binary patches are not supported"
+        if not (line.startswith("--- ") and index + 1 < len(lines) and lines[index + 1].startswith("+++ ")):
+            index += 1
+            continue
+        for header in (line, lines[index + 1]):
+            name = header[4:].split("\t", 1)[0].strip()
+            if name != "/dev/null":
+                stripped = name.split("/", 1)[1] if "/" in name else ""  # -p1: the a/ or b/ prefix goes
+                if name.startswith("/") or not stripped or grammar.relative_path(stripped):
+                    return (f"line {index + 1}: path '{name[:60]}' must be a/<relative path> or b/<relative path> "
+                            "inside the source tree (no absolute paths, no '..')")
+        index += 2
+        hunks = 0
+        while index < len(lines) and lines[index].startswith("@@"):
+            match = _HUNK.match(lines[index])
+            if not match:
+                return f"line {index + 1}: malformed hunk header"
+            old = int(match.group(2) if match.group(2) is not None else 1)
+            new = int(match.group(4) if match.group(4) is not None else 1)
+            index += 1
+            while (old > 0 or new > 0) and index < len(lines):
+                body = lines[index]
+                if body.startswith("\\"):
+                    index += 1
+                    continue
+                marker = body[:1]
+                if marker in (" ", ""):
+                    old, new = old - 1, new - 1
+                elif marker == "-":
+                    old -= 1
+                elif marker == "+":
+                    new -= 1
+                else:
+                    break
+                index += 1
+            if old != 0 or new != 0:
+                return f"line {index}: a hunk's line counts do not match its header"
+            while index < len(lines) and lines[index].startswith("\\"):
+                index += 1
+            hunks += 1
+        if not hunks:
+            return f"line {index}: file header without a hunk"
+        files += 1
+    if not files:
+        return "is not a unified diff (no '--- a/...' / '+++ b/...' headers); write it with `diff -ru a/ b/`"
+    return None
 
 
 def load_patches(root: Path | tuple[Path, ...], engine: str | None = None) -> list[PatchRecord]:
@@ -148,7 +260,14 @@ def load_patches(root: Path | tuple[Path, ...], engine: str | None = None) -> li
 def _load_root(root: Path) -> list[PatchRecord]:
     records = []
     ids: dict[str, Path] = {}
-    for path in sorted(root.glob("*/*/patch.yaml")):
+    if root.exists() and not root.is_dir():
+        raise ConfigError(str(root), None, "is not a directory of patch records")
+    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        path = folder / "patch.yaml"
+        if not path.is_file() and not path.is_symlink():
+            near = sorted(p.name for p in folder.iterdir() if p.name.lower().startswith("patch."))
+            hint = f" ({', '.join(near)} is not read: name it patch.yaml)" if near else ""
+            raise ConfigError(str(folder), None, f"a patch record directory without patch.yaml{hint}")
         record = load_patch(path)
         if record.engine != path.parent.parent.name:
             raise ConfigError(str(path), None, f"engine '{record.engine}' does not match the directory "
