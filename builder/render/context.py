@@ -74,6 +74,8 @@ def _environment(template_roots: tuple[Path, ...]) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["dq"] = _dq
+    env.filters["comment"] = _comment
+    env.filters["word"] = _word
     env.filters["label_block"] = lambda labels: " \\\n      ".join(
         f"{key}={_dq(value)}" for key, value in sorted(labels.items()))
     return env
@@ -82,6 +84,25 @@ def _environment(template_roots: tuple[Path, ...]) -> jinja2.Environment:
 def _dq(value) -> str:
     """A double-quoted Dockerfile string; JSON escaping is what the Dockerfile parser undoes."""
     return json.dumps(str(value))
+
+
+def _comment(value) -> str:
+    """Text for a `# ...` comment line: whitespace runs and line breaks become one space, so no
+    value can end the comment and start an instruction (loading already refuses control characters)."""
+    return " ".join(str(value).split())
+
+
+_WORD = re.compile(r"[A-Za-z0-9._:/@+=!-]+")
+
+
+def _word(value) -> str:
+    """A value spliced bare into an instruction or a quoted shell word (an image reference, a
+    version, a package name): it must be one word of safe characters, else rendering stops."""
+    text = str(value)
+    if not _WORD.fullmatch(text):
+        raise InputError(f"refusing to render {text[:60]!r} into a Dockerfile: not a plain word "
+                         "(image references, versions and names are checked when matrix.yaml is loaded)")
+    return text
 
 
 _ENVIRONMENTS: dict[tuple[Path, ...], jinja2.Environment] = {}
@@ -179,6 +200,8 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
             external[f"source/{source_file}"] = options.source_archive
     if options.find_links:
         for wheel in sorted(Path(options.find_links).glob("*.whl")):
+            if not wheel.is_file():  # a broken link or a FIFO would fail (or hang) the hash
+                raise InputError(f"--find-links: {wheel} is not a readable file (a broken link?)")
             external[f"wheels/{wheel.name}"] = wheel
     files["wheels/.keep"] = b""  # the bind mount needs the directory even when no wheels are given
     files["provenance.json"] = _json(provenance(cell, plan, options))
