@@ -1,11 +1,16 @@
-"""Small helpers every stage shares: time stamps, redaction, the cache directory."""
+"""Small helpers every stage shares: time stamps, redaction, the cache directory, bounded reads."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import urllib.parse
 from pathlib import Path
+
+from builder.errors import ConfigError
+
+MAX_FILE_BYTES = 2 << 20  # what read_bounded reads at most unless told otherwise
 
 
 def utc_now() -> str:
@@ -27,3 +32,38 @@ def redact(url: str) -> str:
 def cache_dir() -> Path:
     """BUILDER_CACHE, else ~/.cache/llm-factory. Set but empty counts as unset (never the cwd)."""
     return Path(os.environ.get("BUILDER_CACHE") or Path.home() / ".cache" / "llm-factory")
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. FIFOs, devices and directories are
+    refused before anything is read (opening a FIFO does not block: O_NONBLOCK)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found; pass an existing file (e.g. --matrix matrix.yaml)"
+                          if what == "YAML file" else f"{what} not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(str(path), None, f"is a directory, not a {what}")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(str(path), None, f"is not a regular file (a FIFO, device or socket); give a {what}")
+        if info.st_size > limit:
+            raise ConfigError(str(path), None, f"is {info.st_size / (1 << 20):.1f} MiB; at most "
+                                               f"{limit / (1 << 20):g} MiB are read")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # it grew while we read
+                raise ConfigError(str(path), None, f"is larger than {limit / (1 << 20):g} MiB")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)

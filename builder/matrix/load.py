@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from builder import grammar
-
 from builder.errors import ConfigError
 from builder.matrix.model import (
     _CUDA_NAME,

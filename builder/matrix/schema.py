@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from builder import grammar
 from builder.errors import ConfigError

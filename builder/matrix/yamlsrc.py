@@ -7,15 +7,14 @@ that carry the line of each key and item, and duplicate keys are an error.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from builder.errors import ConfigError
+from builder.util import MAX_FILE_BYTES, read_bounded
 
 
 class LineDict(dict):
@@ -41,7 +40,7 @@ class LineList(list):
 # libyaml's parser where PyYAML was built with it (about 10x faster; marks keep line numbers).
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-MAX_BYTES = 2 << 20  # a matrix or a patch record larger than this is refused, not parsed
+MAX_BYTES = MAX_FILE_BYTES  # a matrix or a patch record larger than this is refused, not parsed
 MAX_DEPTH = 64  # nested mappings/sequences; deeper input is refused before it is composed
 MAX_ALIAS_NODES = 10_000  # nodes that aliases may add beyond those written out in the file
 # What YAML accepts as printable; anything else (NUL, other C0 controls) is refused with its line.
@@ -165,41 +164,6 @@ def _syntax_error(exc: yaml.MarkedYAMLError, source_name: str) -> ConfigError:
     line = mark.line + 1 if mark else None
     problem = exc.problem or exc.context or "invalid YAML"
     return ConfigError(source_name, line, f"invalid YAML: {problem}")
-
-
-def read_bounded(path: Path, limit: int = MAX_BYTES, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes. FIFOs, devices and directories are
-    refused before anything is read (opening a FIFO does not block: O_NONBLOCK)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ConfigError(str(path), None, "file not found; pass an existing file (e.g. --matrix matrix.yaml)"
-                          if what == "YAML file" else f"{what} not found") from None
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(str(path), None, f"is a directory, not a {what}")
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(str(path), None, f"is not a regular file (a FIFO, device or socket); give a {what}")
-        if info.st_size > limit:
-            raise ConfigError(str(path), None, f"is {info.st_size / (1 << 20):.1f} MiB; at most "
-                                               f"{limit / (1 << 20):g} MiB are read")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:  # it grew while we read
-                raise ConfigError(str(path), None, f"is larger than {limit / (1 << 20):g} MiB")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
 
 
 def decode_text(data: bytes, source_name: str) -> str:
