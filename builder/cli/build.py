@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from builder import grammar
 from builder.buildkit.plan import BuildPlan, build_labels, cell_plan
 from builder.cli.app import app
 from builder.cli.options import (
@@ -16,8 +18,10 @@ from builder.cli.options import (
     EngineOpt,
     MatrixOpt,
     RegistryOpt,
-    existing_dir,
     existing_file,
+    path_option,
+    wheel_dir,
+    writable_dir,
 )
 from builder.cli.session import Session
 from builder.errors import InputError, ServiceError, StepFailed
@@ -31,13 +35,13 @@ def build_cmd(
     engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
     registry: Optional[str] = RegistryOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: every docker command, in order; build nothing."),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for pip inside the build, handed in as a BuildKit secret (corporate proxies)."),
-    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip --find-links (air-gapped runners)."),
+    ca_bundle: Optional[Path] = path_option(None, "--ca-bundle", help="CA bundle for pip inside the build, handed in as a BuildKit secret (corporate proxies)."),
+    find_links: Optional[Path] = path_option(None, "--find-links", help="Local wheel directory for pip --find-links (air-gapped runners)."),
     secret: Optional[list[str]] = typer.Option(None, "--secret", help="Extra BuildKit secret ID=FILE (e.g. hf_token=~/.hf_token)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells built at once."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Parallel compile jobs inside a source build (default: capped by memory, cores and the arch's limit)."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other cells when one fails."),
-    workdir: Path = typer.Option(Path("build"), "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
+    workdir: Path = path_option("build", "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
     smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
     promote: bool = typer.Option(False, "--promote", help="With --smoke: promote each image that passed."),
 ):
@@ -48,14 +52,20 @@ def build_cmd(
     """
     session = Session(matrix, arch, cuda, engine, cell, registry)
     defaults = session.matrix.pip
-    ca_bundle = existing_file(ca_bundle or defaults.ca_bundle, "--ca-bundle")
+    if ca_bundle is not None:
+        existing_file(ca_bundle, "--ca-bundle")
+    else:
+        ca_bundle = existing_file(defaults.ca_bundle, defaults.ca_bundle_where)
     secrets = {"cabundle": ca_bundle.resolve()} if ca_bundle else {}
     for item in secret or []:
-        key, _, value = item.partition("=")
-        if not key or not value:
-            raise InputError(f"--secret: '{item}' must be ID=FILE")
-        secrets[key] = existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
-    options = RenderOptions(find_links=existing_dir(find_links or defaults.find_links, "--find-links"))
+        key, path = _secret(item)
+        secrets[key] = path
+    if find_links is not None:
+        find_links = wheel_dir(find_links, "--find-links")
+    else:
+        find_links = wheel_dir(defaults.find_links, defaults.find_links_where)
+    options = RenderOptions(find_links=find_links)
+    writable_dir(workdir, "--workdir")
     from builder.buildkit.tool import detect_build_tool
     tool = detect_build_tool()
     workdir = workdir.resolve()
@@ -100,6 +110,24 @@ def build_cmd(
         raise typer.Exit(1)
 
 
+def _secret(item: str) -> tuple[str, Path]:
+    """--secret ID=FILE, checked: buildx reads `id=ID,src=FILE` as CSV, so neither may hold a
+    comma or a quote (they would add fields to the secret's spec)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise InputError(f"--secret: '{item}' must be ID=FILE")
+    if not grammar.SECRET_ID.fullmatch(key):
+        raise InputError(f"--secret: the id {key!r} may hold only letters, digits, '.', '_', '-'")
+    path = existing_file(Path(value).expanduser(), f"--secret {key}").resolve()
+    if any(c in str(path) for c in ',"\'') or grammar.one_line(str(path)):
+        raise InputError(f"--secret {key}: the path {str(path)!r} holds a comma, a quote or a control "
+                         "character, which BuildKit would read as more of the secret's spec; rename the file")
+    return key, path
+
+
+_SUITE = re.compile(r"[a-z0-9][a-z0-9.-]*")
+
+
 def _git_revision(root: Path) -> str:
     import subprocess
     try:
@@ -122,6 +150,12 @@ def base_create_cmd(
 
     Example: builder base create --tag llm-factory/bookworm-python:3.11
     """
+    for option, problem in (("--tag", grammar.image_reference(tag)),
+                            ("--suite", None if _SUITE.fullmatch(suite) else f"{suite[:40]!r} is not a Debian suite name"),
+                            ("--mirror", None if re.fullmatch(r"https?://[^\s\x00-\x1f]+", mirror)
+                             else f"{mirror[:60]!r} is not an http(s) URL")):
+        if problem:
+            raise InputError(f"{option}: {problem}")
     from builder.buildkit.baseimage import create_base
     from builder.buildkit.tool import detect_build_tool
     seconds = create_base(tag, suite, mirror, docker=detect_build_tool().docker, log=lambda m: typer.echo(m, err=True))

@@ -9,11 +9,21 @@ from typing import Optional
 import typer
 
 from builder.cli.app import app
-from builder.cli.options import ArchOpt, CellOpt, CudaOpt, EngineOpt, MatrixOpt, RegistryOpt, existing_dir
+from builder.cli.options import (
+    ArchOpt,
+    CellOpt,
+    CudaOpt,
+    EngineOpt,
+    MatrixOpt,
+    RegistryOpt,
+    path_option,
+    wheel_dir,
+    writable_dir,
+)
 from builder.cli.session import Session
 from builder.errors import InputError
 from builder.matrix.cells import Cell
-from builder.matrix.selection import select_excluded
+from builder.matrix.selection import Selector, select_excluded
 from builder.render.context import RenderOptions, write_context
 from builder.table import print_table
 
@@ -40,6 +50,8 @@ def matrix_cmd(
     from builder.matrix.selection import select_cells
     rows = [_cell_row(session, c) for c in select_cells(session.expansion, session.selector)]
     excluded = select_excluded(session.expansion, session.selector) if explain else []
+    if not rows and not excluded and session.selector != Selector():
+        session.cells()  # selectors that match nothing are an error, as for every other command
     if as_json:
         out = {"cells": rows}
         if explain:
@@ -58,10 +70,10 @@ def matrix_cmd(
 
 @app.command("render")
 def render_cmd(
-    out: Path = typer.Option(..., "--out", help="Directory; each cell's context goes to OUT/<cell id>/."),
+    out: Path = path_option(..., "--out", help="Directory; each cell's context goes to OUT/<cell id>/."),
     matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
     engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
-    find_links: Optional[Path] = typer.Option(None, "--find-links", help="Local wheel directory for pip (air-gapped runners)."),
+    find_links: Optional[Path] = path_option(None, "--find-links", help="Local wheel directory for pip (air-gapped runners)."),
     fetch: bool = typer.Option(False, "--fetch", help="Fetch source cells' engine source (verified, cached) and check patches against it."),
 ):
     """Write a self-contained build context (Dockerfile, patches, overlays, provenance) per cell.
@@ -69,12 +81,15 @@ def render_cmd(
     Example: builder render --cell vllm-0.20.2-cu130-sm_121a --fetch --out build/contexts
     """
     session = Session(matrix, arch, cuda, engine, cell)
-    options = RenderOptions(find_links=existing_dir(find_links, "--find-links"))
-    for item in session.cells():
-        context = session.render(item, options, fetch=fetch)
+    options = RenderOptions(find_links=wheel_dir(find_links, "--find-links"))
+    writable_dir(out, "--out")
+    # Every cell is rendered (and, with --fetch, checked) before the first is written: a bad
+    # later cell leaves no half-written output behind.
+    contexts = [session.render(item, options, fetch=fetch) for item in session.cells()]
+    for context in contexts:
         try:
             target = write_context(context, out)
         except OSError as exc:
             raise InputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from None
         note = "" if context.self_contained else "  (source not fetched: add --fetch)"
-        typer.echo(f"{item.id}: {target}  hash {context.tag_hash}{note}")
+        typer.echo(f"{context.cell.id}: {target}  hash {context.tag_hash}{note}")

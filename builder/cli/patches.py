@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from packaging.version import InvalidVersion, Version
 
-from builder.cli.options import MatrixOpt
+from builder import grammar
+from builder.cli.options import MatrixOpt, existing_dir, path_option
 from builder.errors import InputError
 from builder.matrix.load import load_matrix
 from builder.patching.records import load_patches
@@ -24,7 +24,7 @@ def patches_check_cmd(
     arch: Optional[str] = typer.Option(None, "--arch", help="Judge for this arch only (others: not applicable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     matrix: Path = MatrixOpt,
-    patches_dir: Optional[Path] = typer.Option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix, then the shipped records)."),
+    patches_dir: Optional[Path] = path_option(None, "--patches", help="Patch records directory (default: patches/ beside the matrix, then the shipped records)."),
 ):
     """Judge every patch against the real source of each version: applies, already upstream,
     not applicable, or CONFLICT (with the file and the failing hunk). Exits 1 on a conflict.
@@ -44,16 +44,17 @@ def patches_check_cmd(
     if arch is not None and arch not in loaded.archs:
         raise InputError(f"--arch: unknown arch '{arch}' (the matrix defines: {', '.join(loaded.archs)})")
     wanted = [v.strip() for v in versions.split(",") if v.strip()]
+    if not wanted:
+        raise InputError(f"--versions: {versions!r} names no version (e.g. --versions 0.19.1,0.20.2)")
     for version in wanted:
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise InputError(f"--versions: '{version}' is not a PEP 440 version (e.g. 0.20.2)") from None
-    roots = (patches_dir,) if patches_dir else patch_roots(loaded.directory)
+        if grammar.version(version):
+            raise InputError(f"--versions: '{version[:60]}' is not a PEP 440 version (e.g. 0.20.2)")
+    roots = (existing_dir(patches_dir, "--patches"),) if patches_dir else patch_roots(loaded.directory)
     records = load_patches(roots, engine)
     if not records:
         raise InputError(f"no {engine} patch records under {', '.join(map(str, roots))}")
-    verdicts = check_versions(loaded, records, engine, wanted, arch, SourceCache(),
+    cache = SourceCache()  # checks BUILDER_CACHE and BUILDER_PYPI_URL before anything is fetched
+    verdicts = check_versions(loaded, records, engine, wanted, arch, cache,
                               progress=lambda m: typer.echo(m, err=True))
     typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))
     if has_conflict(verdicts):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from builder.cli.options import MatrixOpt, RegistryOpt
+from builder import grammar
+from builder.cli.options import MatrixOpt, RegistryOpt, path_option, writable_file
 from builder.cli.session import Session
 from builder.errors import InputError, StepFailed
-from builder.names import CELL_LABEL
+from builder.names import CELL_LABEL, DIGEST_PATTERN
 from builder.oci.registry import RegistryClient
 from builder.promotion.promote import promote
 from builder.promotion.records import KnownGoodRecord, lock_file
@@ -42,18 +42,22 @@ def promote_command(
 
 
 def promote_cmd(session, target: str) -> None:
+    # The argument is checked before the registry is contacted: a typo is exit 2, not "unreachable".
+    is_digest = DIGEST_PATTERN.fullmatch(target) is not None
+    if not is_digest:
+        if target.startswith("sha256:"):
+            raise InputError(f"TARGET: '{target[:80]}' is not a digest: sha256: and 64 lower-case hex digits")
+        if target not in {c.id for c in session.expansion.cells}:
+            raise InputError(f"TARGET: '{target[:80]}' is neither a cell of the matrix nor a sha256:<64 hex> digest "
+                             "(see `builder matrix`)")
     client = _client(session.names)
     repository = session.names.repository
-    if re.fullmatch(r"sha256:[0-9a-f]{64}", target):
+    if is_digest:
         digest = target
         cell_id = client.image_labels(repository, digest).get(CELL_LABEL)
         if not cell_id:
             raise InputError(f"{target}: the image carries no {CELL_LABEL} label; promote it by cell id")
     else:
-        known = {c.id for c in session.expansion.cells}
-        if target not in known:
-            raise InputError(f"'{target}' is neither a cell of the matrix nor a sha256:<64 hex> digest "
-                             "(see `builder matrix`)")
         cell_id, digest = target, newest_tested_digest(client, repository, target)
     result = promote(client, repository, cell_id, digest)
     typer.echo(result.message)
@@ -90,6 +94,9 @@ def known_good_show(cell_id: str = typer.Argument(..., help="The cell id."), mat
 
 
 def show_record(session, cell_id: str, as_json: bool) -> KnownGoodRecord:
+    problem = grammar.tag(cell_id)
+    if problem:
+        raise InputError(f"CELL_ID: {problem}")
     record = _store(session).get_known_good(cell_id)
     if record is None:
         raise StepFailed(f"{cell_id} has no known-good record in {session.names.repo}")
@@ -107,16 +114,21 @@ def show_record(session, cell_id: str, as_json: bool) -> KnownGoodRecord:
 
 @known_good_app.command("export")
 def known_good_export(matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
-                      out: Optional[Path] = typer.Option(None, "--out", help="Write the lock file here (default: stdout).")):
+                      out: Optional[Path] = path_option(None, "--out", help="Write the lock file here (default: stdout).")):
     """Write a lock file (cell -> image@sha256) to commit to deployment repos.
     Example: builder known-good export --out images.lock.yaml"""
     export_lock(Session(matrix, None, None, None, None, registry), out)
 
 
 def export_lock(session, out: Optional[Path]) -> None:
+    if out is not None:
+        writable_file(out, "--out")
     text = lock_file(_store(session).list_known_good())
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
         typer.echo(f"wrote {out}", err=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import grammar
 from builder.buildkit.plan import ImageNames
+from builder.cli.options import registry_override
+from builder.errors import InputError
 from builder.matrix.cells import Cell, expand
 from builder.matrix.load import load_matrix
 from builder.matrix.model import Matrix
@@ -33,7 +35,10 @@ class Session:
         self.matrix: Matrix = load_matrix(matrix_path)
         self.expansion = expand(self.matrix)
         self.selector: Selector = make_selector(self.matrix, arch, cuda, engine, cell)
-        registry = registry or os.environ.get("BUILDER_REGISTRY") or self.matrix.registry
+        registry = registry_override(registry) or self.matrix.registry
+        problem = grammar.image_name(registry, self.matrix.repository)
+        if problem:
+            raise InputError(f"--registry: {problem}")
         self.names = ImageNames(registry, self.matrix.repository)
 
     @property

@@ -25,17 +25,21 @@ class Selector:
         return " ".join(parts) or "(no selectors)"
 
 
-def _split(values: list[str] | None) -> tuple[str, ...]:
-    """Accept both repeated options and comma lists: --arch sm_90 --arch cpu == --arch sm_90,cpu."""
+def _split(values: list[str] | None, option: str = "selector") -> tuple[str, ...]:
+    """Accept both repeated options and comma lists: --arch sm_90 --arch cpu == --arch sm_90,cpu.
+    An empty value (`--arch ''`, `--arch ,`) is an error: it must not quietly select everything."""
     out: list[str] = []
     for value in values or []:
-        out.extend(v.strip() for v in value.split(",") if v.strip())
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise InputError(f"{option}: empty value {value!r}; name at least one (see `builder matrix`)")
+        out.extend(items)
     return tuple(out)
 
 
 def make_selector(matrix: Matrix, arch: list[str] | None = None, cuda: list[str] | None = None,
                   engine: list[str] | None = None, cell: list[str] | None = None) -> Selector:
-    archs, cudas = _split(arch), _split(cuda)
+    archs, cudas = _split(arch, "--arch"), _split(cuda, "--cuda")
     for name in archs:
         if name not in matrix.archs:
             raise InputError(f"--arch: unknown arch '{name}' (the matrix defines: {', '.join(matrix.archs)})")
@@ -43,7 +47,7 @@ def make_selector(matrix: Matrix, arch: list[str] | None = None, cuda: list[str]
         if name not in matrix.cuda:
             raise InputError(f"--cuda: unknown CUDA release '{name}' (the matrix defines: {', '.join(matrix.cuda)})")
     requirements = []
-    for text in _split(engine):
+    for text in _split(engine, "--engine"):
         try:
             req = Requirement(text)
         except InvalidRequirement:
@@ -51,7 +55,7 @@ def make_selector(matrix: Matrix, arch: list[str] | None = None, cuda: list[str]
         if req.name not in matrix.engines:
             raise InputError(f"--engine: unknown engine '{req.name}' (the matrix defines: {', '.join(matrix.engines)})")
         requirements.append(req)
-    return Selector(archs, cudas, tuple(requirements), _split(cell))
+    return Selector(archs, cudas, tuple(requirements), _split(cell, "--cell"))
 
 
 def _matches(selector: Selector, cell_id: str, engine: str, version, arch: str, cuda: str | None) -> bool:
