@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 from builder.buildkit.plan import BuildTool
+from builder.errors import InputError
 
 
 def _runs(argv: list[str]) -> subprocess.CompletedProcess | None:
@@ -34,7 +35,12 @@ def detect_build_tool() -> BuildTool:
     docker on PATH is a new client without buildx, an older client beside it is preferred.
     BUILDER_DOCKER names the client explicitly.
     """
-    explicit = os.environ.get("BUILDER_DOCKER")
+    explicit = os.environ.get("BUILDER_DOCKER") or None
+    if explicit is not None:
+        found = shutil.which(explicit) if "/" not in explicit else explicit
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise InputError(f"BUILDER_DOCKER: '{explicit}' is not an executable docker client "
+                             "(unset it to use the docker on PATH)")
     candidates = [explicit] if explicit else []
     for name in ("docker", "/usr/bin/docker"):
         path = shutil.which(name)

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from builder.errors import InputError, ServiceError
+from builder.errors import ConfigError, InputError, ServiceError
+from builder.util import read_bounded
 
 _HELPER_TIMEOUT = 15
 
@@ -22,10 +23,13 @@ def credentials_for(host: str) -> tuple[str, str] | None:
     password = os.environ.get("BUILDER_REGISTRY_PASSWORD") or None
     password_file = os.environ.get("BUILDER_REGISTRY_PASSWORD_FILE") or None
     if password is None and password_file:
-        try:
-            password = Path(password_file).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise InputError(f"BUILDER_REGISTRY_PASSWORD_FILE {password_file}: {exc.strerror}") from None
+        try:  # a regular file of at most 64 KiB: /dev/zero or a FIFO must not hang or eat memory
+            data = read_bounded(Path(password_file), 64 << 10, what="password file")
+            password = data.decode("utf-8").rstrip("\r\n")
+        except ConfigError as exc:
+            raise InputError(f"BUILDER_REGISTRY_PASSWORD_FILE {password_file}: {exc.detail}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"BUILDER_REGISTRY_PASSWORD_FILE {password_file}: not UTF-8 text") from None
     if user and password is not None:
         return user, password
     if user or password is not None:
@@ -37,19 +41,30 @@ def credentials_for(host: str) -> tuple[str, str] | None:
 def docker_config_credentials(host: str) -> tuple[str, str] | None:
     """What `docker login HOST` stored: credHelpers[host], auths[host], then credsStore."""
     path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError):
+        config = json.loads(read_bounded(path, 1 << 20, what="Docker config file"))
+    except ConfigError as exc:
+        raise InputError(f"{path}: {exc.detail}") from None
+    except ValueError:
         raise InputError(f"{path}: not a readable JSON file") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a JSON object (Docker writes {{\"auths\": {{...}}}})")
+    for key, kind in (("auths", dict), ("credHelpers", dict), ("credsStore", str)):
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            raise InputError(f"{path}: '{key}' must be {'an object' if kind is dict else 'a string'}")
     helper = (config.get("credHelpers") or {}).get(host)
+    if helper is not None and not isinstance(helper, str):
+        raise InputError(f"{path}: credHelpers[{host}] must be a string")
     if helper:
         return _from_helper(helper, host, path, required=True)
     for key, entry in (config.get("auths") or {}).items():
         if urlsplit(key if "//" in key else f"//{key}").netloc != host or not isinstance(entry, dict):
             continue
         if entry.get("auth"):
+            if not isinstance(entry["auth"], str):
+                raise InputError(f"{path}: auths[{key}].auth must be a string (base64 of user:password)")
             try:
                 user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
             except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors

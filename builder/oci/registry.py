@@ -70,10 +70,10 @@ class RegistryClient:
     def _ca(self, ca_bundle: Path | None) -> Path | bool:
         # ca argument, BUILDER_REGISTRY_CA, Docker's per-registry CA, then the system bundle
         env = os.environ.get("BUILDER_REGISTRY_CA")
-        for candidate in (ca_bundle, Path(env) if env else None):
+        for candidate, where in ((ca_bundle, "registry CA bundle"), (Path(env) if env else None, "BUILDER_REGISTRY_CA")):
             if candidate is not None:
                 if not Path(candidate).is_file():
-                    raise InputError(f"registry CA bundle {candidate} does not exist")
+                    raise InputError(f"{where}: '{candidate}' is not a readable file")
                 return Path(candidate)
         docker_ca = DOCKER_CERTS_DIR / self.host / "ca.crt"
         if docker_ca.is_file():

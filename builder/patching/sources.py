@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -44,6 +45,17 @@ class SourceCache:
     def __init__(self, root: Path | None = None, session: requests.Session | None = None):
         self.root = Path(root or default_cache_dir())
         self.http = session or requests.Session()
+        # Checked here, before anything is fetched: a bad setting is exit 2, not a late OSError
+        # or "PyPI unreachable".
+        for candidate in (self.root, *self.root.absolute().parents):
+            if candidate.exists():
+                if not candidate.is_dir():
+                    raise InputError(f"BUILDER_CACHE: the cache directory '{self.root}' is not a directory"
+                                     + ("" if candidate == self.root else f" ('{candidate}' is a file)"))
+                break
+        where = urllib.parse.urlsplit(PYPI_URL) if not re.search(r"\s", PYPI_URL) else None
+        if where is None or where.scheme not in ("http", "https") or not where.netloc:
+            raise InputError(f"BUILDER_PYPI_URL: {PYPI_URL[:80]!r} is not an http(s) URL (e.g. https://pypi.org)")
 
     # -- PyPI ------------------------------------------------------------------------------
     def pypi_sdist(self, name: str, version: str) -> tuple[str, str, str]:
@@ -69,11 +81,15 @@ class SourceCache:
         raise InputError(f"{name} {version} has no sdist on PyPI (only wheels): use a git_commit or a path source")
 
     def fetch(self, ref: SourceRef) -> SourceArchive:
-        if ref.kind == "pypi":
-            return self._fetch_pypi(ref)
-        if ref.kind == "git":
-            return self._fetch_git(ref)
-        return self._pack_path(ref)
+        try:
+            if ref.kind == "pypi":
+                return self._fetch_pypi(ref)
+            if ref.kind == "git":
+                return self._fetch_git(ref)
+            return self._pack_path(ref)
+        except OSError as exc:
+            raise InputError(f"cache {self.root} (BUILDER_CACHE): cannot write {exc.filename or ''}: "
+                             f"{exc.strerror or exc}") from None
 
     def _fetch_pypi(self, ref: SourceRef) -> SourceArchive:
         if ref.sha256:
@@ -147,7 +163,8 @@ class SourceCache:
     def _pack_path(self, ref: SourceRef) -> SourceArchive:
         source = Path(ref.path).expanduser()
         if not source.is_dir():
-            raise InputError(f"source path '{ref.path}' is not a directory")
+            where = f"{ref.where}: " if ref.where else ""
+            raise InputError(f"{where}source path '{ref.path}' is not a directory")
         folder = self.root / "paths"
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".tar.gz") as part:
@@ -162,12 +179,16 @@ class SourceCache:
         tree = self.root / "trees" / archive.sha256
         if (tree / ".complete").exists():
             return _single_top(tree)
-        if tree.exists():
-            shutil.rmtree(tree)
-        tree.mkdir(parents=True)
-        with tarfile.open(archive.path) as tar:
-            tar.extractall(tree, filter="data")
-        (tree / ".complete").write_text(archive.sha256)
+        try:
+            if tree.exists():
+                shutil.rmtree(tree)
+            tree.mkdir(parents=True)
+            with tarfile.open(archive.path) as tar:
+                tar.extractall(tree, filter="data")
+            (tree / ".complete").write_text(archive.sha256)
+        except OSError as exc:
+            raise InputError(f"cache {self.root} (BUILDER_CACHE): cannot write {exc.filename or ''}: "
+                             f"{exc.strerror or exc}") from None
         return _single_top(tree)
 
 
