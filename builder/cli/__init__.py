@@ -30,18 +30,47 @@ app.add_typer(build.base_app, name="base")
 app.add_typer(bases_app, name="bases")
 
 
+# The CLI library's exception classes, wherever this typer keeps them (its own copy of click, or click).
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
-    # Usage errors (unknown option, missing value) are click's: usage line, one error line, exit 2.
-    # Everything the commands raise is a BuilderError: one line, its own exit code, no traceback.
+    # Every way out is one line on stderr with an exit code: usage errors (unknown option, bad or
+    # missing value) 2, BuilderErrors their own code (2 bad input, 1 failed step, 3 unreachable
+    # service), an OSError nobody expected 1. No traceback, no four-line usage block.
     # SIGTERM (a CI runner cancelling the job) unwinds like Ctrl-C, so cleanups (running builds,
     # smoke-test containers) happen either way.
     signal.signal(signal.SIGTERM, _interrupt)
-    # (click turns Ctrl-C into "Aborted!" and exit 1 after the cleanups have run.)
     try:
-        app()
-    except BuilderError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        code = app(standalone_mode=False)
+    except _CLICK_EXCEPTION as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `builder` or `builder known-good` alone: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        typer.echo(f"error: {_usage_line(exc)}", err=True)
         sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    except BuilderError as exc:
+        typer.echo(f"error: {_one_line(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
+
+
+def _usage_line(exc) -> str:
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "builder"
+    hint = f" (see {command} --help)" if ctx is not None else ""
+    return f"{command}: {_one_line(exc.format_message())}{hint}"
 
 
 def _interrupt(signum, frame):
