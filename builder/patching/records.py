@@ -20,7 +20,8 @@ from builder import grammar
 from builder.errors import ConfigError
 from builder.matrix.model import Mode
 from builder.matrix.schema import MappingReader
-from builder.matrix.yamlsrc import load_yaml_file, read_bounded
+from builder.matrix.yamlsrc import load_yaml_file
+from builder.util import read_bounded
 
 KINDS = ("diff", "overlay", "env")
 # Which build modes each kind serves: a diff edits a source tree, an overlay replaces a file of
