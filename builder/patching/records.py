@@ -265,7 +265,7 @@ def _load_root(root: Path) -> list[PatchRecord]:
         raise ConfigError(str(root), None, "is not a directory of patch records")
     for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
         path = folder / "patch.yaml"
-        if not path.is_file() and not path.is_symlink():
+        if not path.exists() and not path.is_symlink():
             near = sorted(p.name for p in folder.iterdir() if p.name.lower().startswith("patch."))
             hint = f" ({', '.join(near)} is not read: name it patch.yaml)" if near else ""
             raise ConfigError(str(folder), None, f"a patch record directory without patch.yaml{hint}")
