@@ -87,6 +87,8 @@ def build_cmd(
     from builder.buildkit.progress import Progress
     from builder.buildkit.runner import Builder, BuildOptions, summary_rows
     from builder.oci.registry import RegistryClient
+    for item in cells:  # patch records, templates and values of every cell, before the registry is asked
+        session.render(item, options)
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
