@@ -576,6 +576,21 @@ for cid, mutation, where, argv in [
 ]:
     add(C(cid, argv, where, mutation, injected=INJ, timeout=10))
 
+# the same faults reach `build` and `patches check`: refused before the registry or PyPI is asked
+BUILD_SRC = ("build", "--arch", "sm_121a", "--cell", "vllm-0.20.2-cu130-sm_121a")
+for cid, argv, where, mutation in [
+    ("build-patch-diff-absolute", BUILD_SRC, DIFF_KEY, sub("diff: sm121a-archs.diff", "diff: /etc/passwd", D20Y)),
+    ("build-patch-env-name", BUILD_SRC, At(ENVY, "env:"), sub("env: {TRITON_PTXAS_PATH:", 'env: {"A B":', ENVY)),
+    ("build-patch-description-newline", BUILD_SRC, At(D20Y, "description:"),
+     sub("description: Re-add 12.1", 'description: "x\\nRUN echo INJECTED"\nx_description: Re-add', D20Y)),
+    ("build-no-template", ("build", "--arch", "cpu"), "sglang",
+     chain(sub("engines:\n", 'engines:\n  sglang:\n    versions:\n      "0.5.0": {torch: "2.13.0"}\n'),
+           add_include('{engine: sglang, versions: ["0.5.0"], archs: [cpu]}'))),
+    ("patches-check-bad-record", ("patches", "check", "--versions", "0.20.2"), DIFF_KEY,
+     sub("diff: sm121a-archs.diff", "diff: ../../../../etc/passwd", D20Y)),
+]:
+    add(C(cid, argv, where, mutation, timeout=10))
+
 # ==== 8. CLI arguments ===========================================================================
 AFILE = write("a-file", "x\n")
 for cid, argv, where, files in [
