@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from builder.cli.options import MatrixOpt, RegistryOpt
+from builder.cli.options import MatrixOpt, RegistryOpt, registry_override
 from builder.engines import engine_module
 from builder.errors import InputError
 
@@ -40,6 +39,7 @@ def audit_command(
         raise InputError(f"--engine: {exc}") from None
     matrix_archs, matrix_registry = _matrix_facts(matrix)
     audit.check_arch(arch, matrix_archs)
+    registry = registry_override(registry)  # checked (and named) before Docker or a registry is asked
     found = audit.classify(target)
     globs = tuple(optional or ())
     if found.kind == audit.DIR:
@@ -49,7 +49,7 @@ def audit_command(
     else:
         from builder.oci import dockerd
         client = dockerd.connect()
-        audit.ensure_local(client, found.ref, registry or os.environ.get("BUILDER_REGISTRY") or matrix_registry)
+        audit.ensure_local(client, found.ref, registry or matrix_registry)
         report = audit.audit_image(client, found.ref, arch, module, globs)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
