@@ -666,6 +666,11 @@ for cid, argv, where, files in [
     ("arg-matrix-missing", ("matrix", "--matrix", "nope.yaml"), "nope.yaml", None),
     ("arg-matrix-symlink-loop", ("matrix", "--matrix", "loop.yaml"), "loop.yaml", symlink("loop.yaml", "loop.yaml")),
     ("arg-matrix-fifo-render", ("render", "--out", "out", "--matrix", "fifo.yaml"), "fifo.yaml", fifo("fifo.yaml")),
+    ("arg-audit-registry-scheme", ("audit", "llm-factory/images:x", "--arch", "sm_90", "--registry", "http://x y"),
+     "--registry", None),
+    ("arg-audit-arch-empty", ("audit", "patches", "--arch", ""), "--arch", None),
+    ("arg-audit-bad-reference", ("audit", "Bad Ref!", "--arch", "sm_90"), "Bad Ref!", None),
+    ("arg-audit-fifo-wheel", ("audit", "fifo.whl", "--arch", "sm_90"), "fifo.whl", fifo("fifo.whl")),
     # usage errors from the CLI library: one line too
     ("usage-unknown-option", ("matrix", "--nonsense"), "--nonsense", None),
     ("usage-missing-value", ("matrix", "--arch"), "--arch", None),
