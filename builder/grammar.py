@@ -98,6 +98,14 @@ def image_name(registry_host: str, repo: str) -> str | None:
     return None
 
 
+def mirror(value: str) -> str | None:
+    """REGISTRY/REPOSITORY (where `builder bases mirror` copies the bases)."""
+    host, _, repo = value.rstrip("/").partition("/")
+    if not repo:
+        return f"{_show(value)} must be REGISTRY/REPOSITORY, e.g. 127.0.0.1:5000/llm-factory/bases"
+    return registry(host) or repository(repo) or image_name(host, repo)
+
+
 def image_reference(value: str) -> str | None:
     """[registry/]repository[:tag][@digest], as FROM accepts it."""
     match = _REFERENCE.fullmatch(value)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from builder.errors import ConfigError
 from builder.names import DIGEST_PATTERN
+from builder.util import read_bounded
 
 LOCAL = "local"
 HEADER = (
@@ -65,10 +66,14 @@ def render_lock(entries: dict[str, LockEntry]) -> str:
 
 def load_lock(path: Path) -> dict[str, LockEntry]:
     """The lock's entries; {} when there is no lock file."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
         return {}
+    data = read_bounded(path, what="lock file")  # a regular file of at most 2 MiB (no FIFO, no /dev/zero)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not UTF-8 text") from None
     return parse_lock(text, str(path))
 
 

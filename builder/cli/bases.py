@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from builder import grammar
 from builder.bases.lock import load_lock
 from builder.cli.options import ArchOpt, CellOpt, CudaOpt, EngineOpt, MatrixOpt, RegistryOpt
 from builder.cli.session import Session
@@ -87,6 +88,9 @@ def mirror_cmd(
     if "/" not in target:
         raise InputError("--to: give REGISTRY/REPO (e.g. 127.0.0.1:5000/llm-factory/bases), or set bases.mirror "
                          "in the matrix")
+    problem = grammar.mirror(target) if to is not None else None
+    if problem:
+        raise InputError(f"--to: {problem}")
     references, _ = _bases(session)
     lock = load_lock(settings.lock)
     if not lock:

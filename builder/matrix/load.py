@@ -61,7 +61,9 @@ def load_matrix(path: Path | str) -> Matrix:
 def _load_bases(r: MappingReader | None, base: Path) -> BaseSettings:
     if r is None:
         return BaseSettings(base / "bases.lock")
-    lock, mirror, from_mirror = r.string("lock", "bases.lock"), r.string("mirror"), r.raw("from_mirror", False)
+    # the lock stays beside the matrix: `builder bases lock` writes it, so data must not name a host file
+    lock = r.string("lock", "bases.lock", check=grammar.relative_path)
+    mirror, from_mirror = r.string("mirror", check=grammar.mirror), r.value("from_mirror", False)
     if not isinstance(from_mirror, bool):
         raise r.error("from_mirror", "matrix.bases.from_mirror must be true or false")
     if mirror is not None:
