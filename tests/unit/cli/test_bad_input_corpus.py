@@ -482,6 +482,17 @@ add(C("include-no-template", RENDER_ALL, "sglang",  # a later cell fails: the ea
       chain(sub("engines:\n", 'engines:\n  sglang:\n    versions:\n      "0.5.0": {torch: "2.13.0"}\n'),
             add_include('{engine: sglang, versions: ["0.5.0"], archs: [cpu]}'))))
 
+# matrix.yaml's bases: settings (the lock file `builder bases lock` writes, the mirror it fills)
+for cid, text in [("bases-lock-absolute", "bases: {lock: /etc/passwd}\n"),
+                  ("bases-lock-dotdot", "bases: {lock: ../other.lock}\n"),
+                  ("bases-mirror-bad-repo", 'bases: {mirror: "127.0.0.1:5000/Bad Repo"}\n'),
+                  ("bases-mirror-scheme", "bases: {mirror: http://h/x}\n"),
+                  ("bases-from-mirror-null", "bases: {from_mirror: }\n")]:
+    add(C(cid, MATRIX, At(M, "bases: {", start=True), append(text)))
+add(C("bases-lock-fifo", ("bases", "lock", "--check"), "bases.lock", fifo("bases.lock"), timeout=10))
+add(C("bases-lock-dev-zero", ("bases", "lock", "--check"), "bases.lock", symlink("bases.lock", "/dev/zero"), timeout=10))
+add(C("bases-mirror-to-bad", ("bases", "mirror", "--to", "127.0.0.1:5000/Bad Repo"), "--to"))
+
 # ==== 7. patch records ==========================================================================
 DIFF_KEY = At(D20Y, "diff:", start=True)
 FILE_KEY = At(OVLY, "file:", start=True)
