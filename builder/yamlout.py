@@ -1,6 +1,6 @@
 """The one YAML writer: block style in insertion order, scalars quoted only where YAML needs it.
 
-Used for the generated CI workflows and the known-good lock file; both must read back as the same
+Used for the generated CI workflows, the known-good lock file and the board's recipes; all must read back as the same
 values (a tag like `1.10` or a word like `on` is quoted, so YAML never turns it into a number or bool).
 """
 
@@ -26,14 +26,31 @@ _PINNED_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:+-]*@sha256:[0-9a-f]{64}")
 
 
 def scalar(value: object) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return _float(value)
     text = str(value)
     if (_PLAIN.fullmatch(text) and text.lower() not in _RESERVED) or _PINNED_IMAGE.fullmatch(text):
         return text
     return json.dumps(text)  # a double-quoted YAML scalar
+
+
+def _float(value: float) -> str:
+    """A float that YAML 1.1 (PyYAML) and 1.2 both read back as that float: 198.3, 1.0e-05, .inf."""
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent}"
+    return text
 
 
 def emit(value: object, indent: int) -> list[str]:
@@ -49,6 +66,8 @@ def emit(value: object, indent: int) -> list[str]:
                 lines += [f"{pad}  {line}" if line else "" for line in item.rstrip("\n").split("\n")]
             elif isinstance(item, list) and item and all(isinstance(i, str) and _FLOW.fullmatch(i) for i in item):
                 lines.append(f"{head} [{', '.join(scalar(i) for i in item)}]")
+            elif isinstance(item, (dict, list)) and not item:
+                lines.append(f"{head} {'{}' if isinstance(item, dict) else '[]'}")
             elif isinstance(item, (dict, list)):
                 lines.append(head)
                 lines += emit(item, indent + 2)

@@ -1,0 +1,79 @@
+"""`builder board`: the matrix board, a static site made from the registry's records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from builder.board.assemble import build_board
+from builder.board.collect import StoreSource, collect_evidence
+from builder.board.inputs import PatchPlanView, board_inputs
+from builder.board.render import write_site
+from builder.cli.app import app
+from builder.cli.options import ArchOpt, CellOpt, CudaOpt, EngineOpt, MatrixOpt, RegistryOpt
+from builder.cli.session import Session
+from builder.errors import InputError
+from builder.matrix.selection import select_cells, select_excluded
+from builder.oci.registry import RegistryClient
+from builder.patching.records import plan_static
+from builder.util import utc_now
+
+_OWN = {"index.html", "board.json", "cells", "recipes"}  # what a board directory holds
+
+
+def check_out(out: Path) -> Path:
+    """--out: a directory that is new, empty or an earlier board (never someone's other files)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: '{out}' exists and is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN and not p.name.endswith(".tmp"))
+        if foreign and not (out / "board.json").is_file():
+            raise InputError(f"--out: '{out}' holds other files ({', '.join(foreign[:3])}); "
+                             "give a new or empty directory, or an earlier board's")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test.tmp"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out: cannot write to '{out}': {exc.strerror or exc}") from None
+    return out
+
+
+@app.command("board")
+def board_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory for the site: index.html, cells/, recipes/, board.json."),
+    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
+    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
+    registry: Optional[str] = RegistryOpt,
+    title: str = typer.Option("Matrix board", "--title", help="The page title."),
+):
+    """Write the matrix board: every cell of the matrix (built or not, excluded with the reason)
+    with its state, known-good image, checks, sweep and decode-rate history, read from the
+    registry's known-good records and smoke reports. A static site: no server, no external assets.
+
+    Example: builder board --out board && xdg-open board/index.html
+    """
+    session = Session(matrix, arch, cuda, engine, cell, registry)
+    cells = select_cells(session.expansion, session.selector)
+    excluded = select_excluded(session.expansion, session.selector)
+    if not cells and not excluded:
+        raise InputError(f"no cell matches {session.selector.describe()}; run `builder matrix --explain`")
+    target = check_out(out)
+    plans = {}
+    for item in cells:
+        plan = plan_static(session.patches(item.engine.name), item)
+        plans[item.id] = PatchPlanView(applied=tuple((r.id, r.sha256) for r in plan.apply),
+                                       skipped=tuple((s.id, s.verdict, s.reason) for s in plan.skipped))
+    inputs, excluded_inputs = board_inputs(session.matrix, cells, excluded, plans)
+    client = RegistryClient.from_environment(session.names.registry)
+    client.ping()  # unreachable: ServiceError, exit 3
+    evidence = collect_evidence(StoreSource(client, session.names.repository), [c.id for c in inputs])
+    board = build_board(cells=inputs, excluded=excluded_inputs, evidence=evidence, image_repo=session.names.repo,
+                        generated_at=utc_now(), title=title, arch_order=tuple(session.matrix.archs))
+    written = write_site(board, target)
+    counts = ", ".join(f"{n} {state}" for state, n in board.counts().items() if n)
+    typer.echo(f"board: {len(board.cells)} cells ({counts}); {len(written)} files in {target}")
+    typer.echo(f"open {target / 'index.html'}")
