@@ -3,7 +3,9 @@
 Pure: `generate_workflows` turns the selected cells into workflow text (relative path -> text),
 deterministically (same cells, same bytes). One job per arch: `runs-on` is the arch's literal
 label list from matrix.yaml (no `${{ }}` there, which older Gitea and linters handle poorly), and a
-matrix of that arch's cells, each running `builder build --cell ID --smoke --promote`.
+matrix of that arch's cells, each running `builder build --cell ID --smoke --promote`. A last job,
+`board`, needs every build job, runs whatever they did (`if: always()`), writes the matrix board
+(`builder board --out board`) from the registry and keeps it as an artifact.
 `stale_files` compares with what is on disk; `act_command` is the argv that runs the generated
 workflow offline on this host with nektos/act (ci/README.md has the recipe and its pitfalls).
 """
@@ -40,6 +42,8 @@ class WorkflowOptions:
     workdir: str = "build"  # builder build --workdir: logs/<cell>.log, reports/<cell>.json|.txt
     environment: str = "llm-factory"  # GitHub: the deployment environment that holds the registry secrets
     timeouts: tuple[tuple[str, int], ...] = (("source", 360), ("wheel", 90), ("overlay", 90))  # minutes
+    board_runs_on: tuple[str, ...] = ()  # the board job's labels; () = the labels every arch's runners share
+    board_timeout: int = 20  # minutes
 
     def timeout(self, mode: str) -> int:
         return dict(self.timeouts).get(mode, max(t for _, t in self.timeouts))
@@ -72,6 +76,8 @@ def generate_workflows(matrix: Matrix, cells: Sequence[Cell], provider: str, off
     jobs = {f"build-{g[0].arch.name}": _job(g, provider, offline_actions, options) for g in groups if g}
     jobs["bases"] = _bases_job([g for g in groups if g], provider, offline_actions, options)
     lock = os.path.relpath(matrix.bases.lock, matrix.directory)
+    jobs["board"] = _board_job([j for j in jobs if j.startswith("build-")],
+                               [g[0].arch.runs_on for g in groups if g], provider, offline_actions, options)
     workflow = {
         "name": options.name,
         "on": {"push": {"paths": ["patches/**", "dockerfiles/**", "matrix.yaml", lock]},
@@ -105,9 +111,7 @@ def _job(cells: list[Cell], provider: str, offline: bool, options: WorkflowOptio
              f"{options.workdir}/reports/{{}}.txt"]
     steps = [
         _checkout(offline, run_if),
-        {"name": "Install the factory", "if": run_if, "run": (
-            f'python3 -m venv "{VENV}"\n'
-            f'"{VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -e .\n')},
+        _install(run_if),
         {"name": "Build cache", "if": run_if, "run": (
             "if docker buildx version >/dev/null 2>&1; then\n"
             "  echo \"buildx: BuildKit registry cache (type=registry) can be shared between runners\"\n"
@@ -116,12 +120,8 @@ def _job(cells: list[Cell], provider: str, offline: bool, options: WorkflowOptio
             "fi\n"
             "echo \"every runner skips a cell whose content-addressed tag is already in the registry\"\n")},
         {"name": "Build, smoke-test and promote", "if": run_if,
-         "env": {"BUILDER_REGISTRY": "${{ vars.BUILDER_REGISTRY }}",
-                 **{name: f"${{{{ secrets.{name} }}}}" for name in CREDENTIALS}},
-         "run": ("# A secret or variable that is not configured arrives empty: unset it, so the factory\n"
-                 "# falls back to the matrix's registry and the runner's docker login.\n"
-                 + "".join(f'[ -n "${{{v}:-}}" ] || unset {v}\n' for v in ("BUILDER_REGISTRY", *CREDENTIALS))
-                 + f'"{VENV}/bin/builder" build --cell "$CELL" --workdir {options.workdir} --smoke --promote\n')},
+         "env": _registry_env(),
+         "run": _UNSET_EMPTY + f'"{VENV}/bin/builder" build --cell "$CELL" --workdir {options.workdir} --smoke --promote\n'},
         _upload(provider, offline, f"${{{{ always() && {run_if} }}}}", files)]
     return {
         "name": "${{ matrix.cell }}",
@@ -166,10 +166,58 @@ def _bases_job(groups: list[list[Cell]], provider: str, offline: bool, options: 
     }
 
 
-def _checkout(offline: bool, cond: str) -> dict:
+_UNSET_EMPTY = ("# A secret or variable that is not configured arrives empty: unset it, so the factory\n"
+                "# falls back to the matrix's registry and the runner's docker login.\n"
+                + "".join(f'[ -n "${{{v}:-}}" ] || unset {v}\n' for v in ("BUILDER_REGISTRY", *CREDENTIALS)))
+
+
+def _registry_env() -> dict:
+    return {"BUILDER_REGISTRY": "${{ vars.BUILDER_REGISTRY }}",
+            **{name: f"${{{{ secrets.{name} }}}}" for name in CREDENTIALS}}
+
+
+def _board_job(needs: list[str], labels: list[tuple[str, ...]], provider: str, offline: bool,
+               options: WorkflowOptions) -> dict:
+    """The board after every build job, whatever their outcome: it reads the registry only."""
+    shared = [label for label in labels[0] if all(label in other for other in labels[1:])] if labels else []
+    runs_on = list(options.board_runs_on) or shared or list(labels[0])
+    out = "board"
+    if offline:
+        keep = {"name": "Keep the board (copy to a directory)",
+                "env": {"ARTIFACT_DIR": "${{ vars.FACTORY_ARTIFACT_DIR }}", "RUN_ID": "${{ github.run_id }}"},
+                "run": ('dest="${ARTIFACT_DIR:-$HOME/llm-factory-artifacts}/$RUN_ID/board"\n'
+                        'mkdir -p "$dest"\n'
+                        f'cp -R {out}/. "$dest/"\n'
+                        'echo "board: $dest/index.html"\n')}
+    else:
+        keep = {"name": "Upload the board", "uses": Commented(*UPLOAD[provider]),
+                "with": {"name": "board", "path": f"{out}/", "if-no-files-found": "error"}}
+    return {
+        "name": "board",
+        "needs": needs,
+        "if": "${{ always() }}",
+        "runs-on": runs_on,
+        **({"environment": options.environment} if provider == "github" and options.environment else {}),
+        "timeout-minutes": options.board_timeout,
+        "concurrency": {"group": f"{options.name}-board", "cancel-in-progress": False},
+        "steps": [_checkout(offline, None), _install(None),
+                  {"name": "Write the matrix board", "env": _registry_env(),
+                   "run": _UNSET_EMPTY + f'"{VENV}/bin/builder" board --out {out}\n'},
+                  keep],
+    }
+
+
+def _install(cond: str | None) -> dict:
+    return {"name": "Install the factory", **({"if": cond} if cond else {}), "run": (
+        f'python3 -m venv "{VENV}"\n'
+        f'"{VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -e .\n')}
+
+
+def _checkout(offline: bool, cond: str | None) -> dict:
+    when = {"if": cond} if cond else {}
     if not offline:
-        return {"name": "Check out", "if": cond, "uses": Commented(*CHECKOUT), "with": {"persist-credentials": False}}
-    return {"name": "Check out (plain git, no marketplace action)", "if": cond,
+        return {"name": "Check out", **when, "uses": Commented(*CHECKOUT), "with": {"persist-credentials": False}}
+    return {"name": "Check out (plain git, no marketplace action)", **when,
             "env": {"GIT_URL": "${{ vars.FACTORY_GIT_URL }}", "SERVER": "${{ github.server_url }}",
                     "REPOSITORY": "${{ github.repository }}", "SHA": "${{ github.sha }}"},
             "run": ('url="${GIT_URL:-$SERVER/$REPOSITORY.git}"\n'

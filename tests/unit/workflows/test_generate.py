@@ -92,7 +92,7 @@ def test_header_names_the_command(matrix):
 def test_matrix_jobs_labels_and_timeouts(matrix):
     data = workflow(generate(matrix))
     cells = expand(matrix).cells
-    assert list(data["jobs"]) == ["build-sm_90", "build-sm_120", "build-sm_121a", "build-cpu", "bases"]
+    assert list(data["jobs"]) == ["build-sm_90", "build-sm_120", "build-sm_121a", "build-cpu", "bases", "board"]
     for arch, job in ((a, data["jobs"][f"build-{a}"]) for a in ("sm_90", "sm_120", "sm_121a", "cpu")):
         assert job["runs-on"] == list(matrix.archs[arch].runs_on)
         include = job["strategy"]["matrix"]["include"]
@@ -113,7 +113,9 @@ def test_matrix_jobs_labels_and_timeouts(matrix):
 def test_selectors_narrow_the_matrix(matrix):
     files = generate(matrix, "github", arch=["cpu"])
     data = workflow(files)
-    assert list(data["jobs"]) == ["build-cpu", "bases"]
+    assert list(data["jobs"]) == ["build-cpu", "bases", "board"]
+    assert data["jobs"]["board"]["needs"] == ["build-cpu"]
+    assert data["jobs"]["board"]["runs-on"] == list(matrix.archs["cpu"].runs_on)
     assert data["jobs"]["build-cpu"]["strategy"]["matrix"]["include"] == [
         {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90}]
     assert "sm_121a" not in files[".github/actionlint.yaml"]
@@ -225,6 +227,33 @@ def test_options_change_the_output(matrix):
     timeouts = {row["mode"]: row["timeout"] for name, job in data["jobs"].items() if name.startswith("build-")
                 for row in job["strategy"]["matrix"]["include"]}
     assert timeouts == {"source": 480, "wheel": 60}
+
+
+@pytest.mark.parametrize("provider", ["github", "gitea"])
+@pytest.mark.parametrize("offline", [False, True])
+def test_board_job_after_every_build_job_keeps_the_board(matrix, provider, offline):
+    data = workflow(generate(matrix, provider, offline), provider)
+    board = data["jobs"]["board"]
+    assert board["needs"] == [j for j in data["jobs"] if j.startswith("build-")] and len(board["needs"]) == 4
+    assert board["if"] == "${{ always() }}"  # a failed or skipped cell still gets its board
+    assert board["runs-on"] == ["self-hosted", "linux"]  # the labels every arch's runners share
+    assert "strategy" not in board and board["timeout-minutes"] == 20
+    write = next(s for s in board["steps"] if s["name"] == "Write the matrix board")
+    assert write["run"].rstrip().endswith('"$RUNNER_TEMP/llm-factory/bin/builder" board --out board')
+    assert set(write["env"]) == {"BUILDER_REGISTRY", "BUILDER_REGISTRY_USER", "BUILDER_REGISTRY_PASSWORD"}
+    keep = board["steps"][-1]
+    if offline:
+        assert "uses" not in keep and 'cp -R board/. "$dest/"' in keep["run"] and "/$RUN_ID/board" in keep["run"]
+    else:
+        assert keep["uses"] == UPLOAD[provider][0]
+        assert keep["with"] == {"name": "board", "path": "board/", "if-no-files-found": "error"}
+    assert all("if" not in step for step in board["steps"])
+
+
+def test_board_runner_labels_can_be_set(matrix):
+    cells = expand(matrix).cells
+    files = generate_workflows(matrix, cells, "gitea", False, "cmd", WorkflowOptions(board_runs_on=("web",)))
+    assert yaml.safe_load(files[".gitea/workflows/llm-factory.yml"])["jobs"]["board"]["runs-on"] == ["web"]
 
 
 def test_act_command(tmp_path):
