@@ -29,8 +29,9 @@ apt_install() {
 
 install_system_tools() {
     # git apply checks patches; curl probes services; debootstrap makes local base images;
-    # shellcheck serves actionlint on the generated workflows.
-    apt_install git patch curl debootstrap shellcheck
+    # shellcheck serves actionlint on the generated workflows; chromium (headless) opens the
+    # matrix board in its integration test.
+    apt_install git patch curl debootstrap shellcheck chromium
 }
 
 STATE_DIR=${LLM_FACTORY_STATE:-/var/tmp/llm-factory}
