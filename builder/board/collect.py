@@ -60,7 +60,8 @@ class StoreSource:
         return record.to_dict() if record is not None else None
 
     def smoke_report(self, digest: str) -> Mapping[str, Any] | None:
-        return self.store.get_smoke_report(digest)
+        report = self.store.get_smoke_report(digest)
+        return report.to_dict() if report is not None else None  # the stored JSON form the board reads
 
     def newest_image(self, cell_id: str) -> BuiltImage | None:
         if self._tags is None:  # one tag listing tells which cells have images at all
