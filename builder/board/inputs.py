@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from builder.board.model import AppliedPatch, CellInput, ExcludedInput, SkippedPatch
+from builder.board.model import AppliedPatch, CellInput, ExcludedInput, SkippedPatch, SkipVerdict
 from builder.engines import engine_module
 from builder.matrix.cells import Cell, Excluded
 from builder.matrix.model import Matrix
@@ -23,7 +23,7 @@ NAME_PLACEHOLDER = "{served_name}"
 class PatchPlanView:
     """A cell's patch plan as the board shows it."""
     applied: tuple[tuple[str, str], ...] = ()  # (patch id, sha256)
-    skipped: tuple[tuple[str, str, str], ...] = ()  # (patch id, verdict, reason)
+    skipped: tuple[tuple[str, SkipVerdict, str], ...] = ()  # (patch id, verdict, reason)
 
 
 def cell_input(cell: Cell, plan: PatchPlanView = PatchPlanView()) -> CellInput:

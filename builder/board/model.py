@@ -17,6 +17,7 @@ CheckStatus = Literal["pass", "fail", "skip"]
 # "sweep": streamed decode tok/s per concurrency level; "legacy": one tokens/wall-time number of an
 # older record, shown as c=1. The two are not the same measure and are never compared.
 Measure = Literal["sweep", "legacy"]
+SkipVerdict = Literal["not applicable", "already upstream"]  # patching.records.Skip.verdict
 STATE_TEXT: Final[Mapping[CellState, str]] = {
     "known-good": "known-good", "smoke-failed": "smoke failed", "untested": "built, untested",
     "never-built": "never built", "excluded": "excluded",
@@ -36,7 +37,7 @@ class AppliedPatch:
 @dataclass(frozen=True, kw_only=True)
 class SkippedPatch:
     id: str
-    verdict: str  # "not applicable" | "already upstream" (patching.records.Skip.verdict)
+    verdict: SkipVerdict
     reason: str
 
 
