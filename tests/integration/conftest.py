@@ -337,3 +337,19 @@ def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
             "registry": plain_registry}
 
 
+
+
+def smoke(registry, image: str, *extra: str):
+    return run_builder("smoke", image, "--registry", registry.host, "--json", *extra)
+
+
+@pytest.fixture(scope="session")
+def promoted(cpu_build, tmp_path_factory):
+    """The first smoke test of the session: all checks, then promotion (test_smoke_cpu.py checks
+    it; test_board.py makes a board of it)."""
+    registry = cpu_build["registry"]
+    reports = tmp_path_factory.mktemp("reports")
+    started = time.monotonic()
+    done = smoke(registry, cpu_build["record"]["image"], "--promote", "--report-dir", str(reports))
+    return {"done": done, "report": json.loads(done.stdout) if done.stdout.strip().startswith("{") else None,
+            "seconds": time.monotonic() - started, "reports": reports, **cpu_build}

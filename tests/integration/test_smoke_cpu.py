@@ -16,28 +16,14 @@ from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore
 from tests.conftest import run_builder
+from tests.integration.conftest import smoke  # the `promoted` fixture is there too (test_board.py shares it)
 from tests.integration.cpu_cell import CELL, REPOSITORY
 
 pytestmark = pytest.mark.integration
 
 
-def smoke(registry, image: str, *extra: str):
-    return run_builder("smoke", image, "--registry", registry.host, "--json", *extra)
-
-
 def leftover_smoke_containers(client) -> list:
     return client.containers.list(all=True, filters={"label": "org.llmfactory.smoke=1"})
-
-
-@pytest.fixture(scope="session")
-def promoted(cpu_build, tmp_path_factory):
-    """The first smoke test of the session: all checks, then promotion."""
-    registry = cpu_build["registry"]
-    reports = tmp_path_factory.mktemp("reports")
-    started = time.monotonic()
-    done = smoke(registry, cpu_build["record"]["image"], "--promote", "--report-dir", str(reports))
-    return {"done": done, "report": json.loads(done.stdout) if done.stdout.strip().startswith("{") else None,
-            "seconds": time.monotonic() - started, "reports": reports, **cpu_build}
 
 
 def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
