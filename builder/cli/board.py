@@ -75,5 +75,5 @@ def board_cmd(
                         generated_at=utc_now(), title=title, arch_order=tuple(session.matrix.archs))
     written = write_site(board, target)
     counts = ", ".join(f"{n} {state}" for state, n in board.counts().items() if n)
-    typer.echo(f"board: {len(board.cells)} cells ({counts}); {len(written)} files in {target}")
+    typer.echo(f"board: {len(board.cells)} cell(s) ({counts}); {len(written)} files in {target}")
     typer.echo(f"open {target / 'index.html'}")
