@@ -136,6 +136,7 @@ def test_act_runs_the_offline_workflow_on_the_host(tmp_path):
         assert f"Success - Main {step}" in log, f"step {step!r} did not succeed:\n{log[-4000:]}"
     assert f"registry {registry} unreachable" in log and "exit status 3" in log, log[-4000:]
     assert secret not in log
+    assert "Failure - Main Write the matrix board" in log  # if: always(): after a failed build too
     assert "sm_121a" not in log  # the other arch jobs did not start (the dispatch input selects one cell)
     assert (tmp_path / "artifacts" / "1" / CELL).is_dir()
 
@@ -183,5 +184,10 @@ def test_act_builds_smoke_tests_and_promotes_the_cpu_cell(tmp_path, registry_bin
         assert (kept / f"{CELL}.log").is_file() and (kept / f"{CELL}.txt").read_text().startswith("smoke PASSED")
         listed = run_builder("known-good", "list", "--registry", registry.host)
         assert listed.returncode == 0 and CELL in listed.stdout
+        assert "Success - Main Write the matrix board" in log and "Success - Main Keep the board" in log
+        board = tmp_path / "artifacts" / "1" / "board"  # the board job's artifact, made from the registry
+        states = {c["id"]: c["state"] for c in json.loads((board / "board.json").read_text())["cells"]}
+        assert states[CELL] == "known-good" and (board / "index.html").is_file()
+        assert (board / "cells" / f"{CELL}.html").is_file() and (board / "recipes" / f"{CELL}.yaml").is_file()
     finally:
         stop_registry(registry)
