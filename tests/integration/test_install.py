@@ -50,3 +50,16 @@ def test_a_plain_install_renders_and_checks_a_matrix_in_another_folder(installed
     where = subprocess.run([str(installed / "bin" / "python"), "-c", "import builder; print(builder.__file__)"],
                            capture_output=True, text=True, timeout=60, cwd=elsewhere).stdout
     assert str(REPO) not in where and "site-packages" in where
+
+
+def test_a_plain_install_writes_the_board(installed, plain_registry, tmp_path):
+    """The board's page templates travel as package data too."""
+    elsewhere = tmp_path / "my-images"
+    elsewhere.mkdir()
+    shutil.copy(REPO / "matrix.yaml", elsewhere / "matrix.yaml")
+    done = subprocess.run([str(installed / "bin" / "builder"), "board", "--out", str(tmp_path / "board"),
+                           "--registry", plain_registry.host, "--cell", "vllm-0.20.2-*"], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "never-built" in done.stdout and (tmp_path / "board" / "cells" / f"{CELL}.html").is_file()
+    assert "<title>Matrix board</title>" in (tmp_path / "board" / "index.html").read_text()
