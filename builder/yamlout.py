@@ -7,6 +7,7 @@ values (a tag like `1.10` or a word like `on` is quoted, so YAML never turns it 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ def scalar(value: object) -> str:
 
 def _float(value: float) -> str:
     """A float that YAML 1.1 (PyYAML) and 1.2 both read back as that float: 198.3, 1.0e-05, .inf."""
-    if value != value:
+    if math.isnan(value):
         return ".nan"
     if value in (float("inf"), float("-inf")):
         return ".inf" if value > 0 else "-.inf"

@@ -21,7 +21,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from builder.board.sweep import read_sweep
 from builder.board.model import (
     AppliedPatch,
     Board,
@@ -40,6 +39,7 @@ from builder.board.model import (
     SmokeRun,
     SweepLevel,
 )
+from builder.board.sweep import read_sweep
 
 DEFAULT_THRESHOLD = 0.05
 _STATUSES = ("pass", "fail", "skip")

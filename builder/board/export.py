@@ -14,8 +14,8 @@ import re
 import shlex
 from typing import Any, Final
 
-from builder.yamlout import emit
 from builder.board.model import CELL_STATES, Board, BoardCell, SweepLevel
+from builder.yamlout import emit
 
 SCHEMA: Final = 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

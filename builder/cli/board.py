@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,9 +44,9 @@ def check_out(out: Path) -> Path:
 @app.command("board")
 def board_cmd(
     out: Path = typer.Option(..., "--out", help="Directory for the site: index.html, cells/, recipes/, board.json."),
-    matrix: Path = MatrixOpt, arch: Optional[list[str]] = ArchOpt, cuda: Optional[list[str]] = CudaOpt,
-    engine: Optional[list[str]] = EngineOpt, cell: Optional[list[str]] = CellOpt,
-    registry: Optional[str] = RegistryOpt,
+    matrix: Path = MatrixOpt, arch: list[str] | None = ArchOpt, cuda: list[str] | None = CudaOpt,
+    engine: list[str] | None = EngineOpt, cell: list[str] | None = CellOpt,
+    registry: str | None = RegistryOpt,
     title: str = typer.Option("Matrix board", "--title", help="The page title."),
 ):
     """Write the matrix board: every cell of the matrix (built or not, excluded with the reason)

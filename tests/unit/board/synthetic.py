@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from builder.engines import engine_module
 from builder.board.model import AppliedPatch, Board, BuiltImage, CellEvidence, CellInput, ExcludedInput, SkippedPatch
+from builder.engines import engine_module
 
 REPO = "127.0.0.1:5000/llm-factory/images"
 GPU_ARGS = ("--max-model-len", "4096", "--gpu-memory-utilization", "0.5")

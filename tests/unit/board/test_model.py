@@ -1,10 +1,10 @@
 """The board model from plain inputs (pure)."""
 
 import pytest
-from tests.unit.board import synthetic as syn
 
 from builder.board.assemble import build_board, history, read_sweep
 from builder.board.model import CELL_STATES, BuiltImage, CellEvidence, CellInput, ExcludedInput
+from tests.unit.board import synthetic as syn
 
 
 def test_every_cell_has_the_expected_state():

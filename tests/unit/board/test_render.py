@@ -7,11 +7,11 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from tests.unit.board import synthetic as syn
 
 from builder.board.chart import history_svg, nice_max
 from builder.board.export import recipe, recipe_yaml
 from builder.board.render import COPY_SCRIPT, CSP, render_site, write_site
+from tests.unit.board import synthetic as syn
 
 
 class _Refs(HTMLParser):
