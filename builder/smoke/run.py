@@ -43,6 +43,13 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
     """Copy the engine's Python packages (and `roots`, absolute directories) out of an image for the
     kernel audit. The container runs only `python3 -c` to locate site-packages, never the server."""
     copied = 0
+    if not packages:  # no Python packages (llama.cpp): the image may have no python3; copy the roots only
+        try:
+            with Container(client, "audit", image=image, entrypoint=["true"], labels={SMOKE_LABEL: "1"}) as box:
+                box.wait(timeout=120)
+                return sum(_copy_tree(box, root, target / root.strip("/")) for root in roots)
+        except docker.errors.DockerException as exc:
+            raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     locate = ("import sysconfig, json; print(json.dumps("
               "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))")
     try:
@@ -105,6 +112,7 @@ class SmokeInputs:
     baseline_tps: float | None = None
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
+    helper_image: str | None = None  # makes the generated model when the image under test cannot (model_helper)
     baseline_measure: tuple | None = None  # (model id, throughput tokens) the baseline was measured with
 
 
@@ -112,11 +120,14 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     started = time.monotonic()
     settings = inputs.settings
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
-    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
+    if inputs.helper_image and inputs.model_dir is None:
+        dockerd.ensure_image(client, inputs.helper_image, inputs.pull_auth)
+    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir, helper_image=inputs.helper_image)
     checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
-    spec = SmokeSpec.from_settings(settings, served_name="smoke")
+    spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=inputs.engine)
     server_spec = ServerSpec(image=inputs.image, engine=inputs.engine, gpu=inputs.gpu, model_dir=model.directory,
-                             served_name="smoke", args=settings.args, env=settings.env, shm_size=settings.shm_size,
+                             served_name="smoke", model_file=model.file, args=settings.args, env=settings.env,
+                             shm_size=settings.shm_size,
                              ready_timeout=settings.ready_timeout)
     outputs: dict[str, str] = {}
     tps = None

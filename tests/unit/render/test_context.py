@@ -71,7 +71,9 @@ def test_no_syntax_line_and_secret_only_as_mount(repo_cells, repo_patches):
     for cell in repo_cells.values():
         text = render(cell, repo_patches).files["Dockerfile"].decode()
         assert "# syntax=" not in text
-        assert "ARG CA" not in text and "cabundle" in text  # the CA bundle is a secret mount, not an argument
+        assert "ARG CA" not in text  # the CA bundle is a secret mount, not an argument
+        if "pip install" in text:  # llama.cpp builds fetch nothing over HTTPS: no pip, no CA bundle
+            assert "cabundle" in text
 
 
 def test_provenance_records_patches_and_source(repo_cells, repo_patches):

@@ -115,7 +115,8 @@ def test_selectors_narrow_the_matrix(matrix):
     data = workflow(files)
     assert list(data["jobs"]) == ["build-cpu", "bases"]
     assert data["jobs"]["build-cpu"]["strategy"]["matrix"]["include"] == [
-        {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90}]
+        {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90},
+        {"cell": "llama.cpp-b11312-cpu", "mode": "source", "timeout": 360}]
     assert "sm_121a" not in files[".github/actionlint.yaml"]
 
 
