@@ -53,6 +53,7 @@ if [ ! -f "$work/build.rc" ]; then echo "build still running: $(tail -1 "$work/n
 cat "$work/build.log"
 [ "$(cat "$work/build.rc")" = 0 ] || { tail -40 "$work/ninja.log" > "$out/ninja-tail.log"; exit 1; }
 bin=$work/llama.cpp/build/bin
+cd "$work"  # python3 -m puts the cwd first on sys.path: the carried builder must win over the checkout's
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader | tee "$out/gpu.txt"
 cuobjdump --list-elf "$bin"/libggml-cuda.so* > "$out/cuobjdump-list-elf.txt" 2>&1; head -3 "$out/cuobjdump-list-elf.txt"; wc -l < "$out/cuobjdump-list-elf.txt"
 python3 -m builder audit "$bin" --arch sm_90 --engine llama.cpp --matrix "$here/matrix.yaml" --json > "$out/audit-sm_90.json"; echo "audit sm_90 rc=$?"
