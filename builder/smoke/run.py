@@ -47,7 +47,7 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
         try:
             with Container(client, "audit", image=image, entrypoint=["true"], labels={SMOKE_LABEL: "1"}) as box:
                 box.wait(timeout=120)
-                return sum(_copy_tree(box, root, target / root.strip("/")) for root in roots)
+                return sum(_copy_root(box, root, target) for root in roots)
         except docker.errors.DockerException as exc:
             raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     locate = ("import sysconfig, json; print(json.dumps("
@@ -59,7 +59,7 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
                 raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): {box.logs(lines=3)}")
             sites = json.loads(box.logs(lines=1, stderr=False).strip().splitlines()[-1])
             copied = _copy_packages(box, sites, packages, target)
-            copied += sum(_copy_tree(box, root, target / root.strip("/")) for root in roots)
+            copied += sum(_copy_root(box, root, target) for root in roots)
     except docker.errors.DockerException as exc:
         raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     return copied
@@ -67,6 +67,12 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
 
 def _copy_packages(box: Container, sites: list[str], packages: tuple[str, ...], target: Path) -> int:
     return sum(_copy_tree(box, f"{site}/{package}", target) for site in sites for package in packages)
+
+
+def _copy_root(box: Container, root: str, target: Path) -> int:
+    """An absolute directory of the image, at the same relative path under `target` (the archive
+    of /opt/llama.cpp/lib holds lib/..., so it is extracted into target/opt/llama.cpp)."""
+    return _copy_tree(box, root, target / Path(root.strip("/")).parent)
 
 
 def _copy_tree(box: Container, path: str, target: Path) -> int:
