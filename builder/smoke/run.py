@@ -99,7 +99,9 @@ def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str
         module = engine_module(engine)
         packages = module.audit_packages
         if export_engine_packages(client, image, Path(tmp), packages, module.audit_roots) == 0:
-            return CheckResult("kernels", "fail", f"no engine package ({', '.join(packages)}) found in the image", {})
+            where = ", ".join((*packages, *module.audit_roots))
+            return CheckResult("kernels", "fail", f"none of the engine's packages or directories ({where}) "
+                                                  "is in the image", {})
         report = audit_directory(Path(tmp), arch, optional=optional, dispatch_only=module.audit_dispatch_only)
     return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
 
