@@ -47,7 +47,8 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
                          # a recorded baseline counts only if measured the same way (model, token count)
                          baseline_measure=None if explicit or not record else (
                              record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
-                         pull_auth=client.docker_auth())
+                         pull_auth=client.docker_auth(),
+                         helper_image=names.friendly(settings.model_helper) if settings.model_helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)
     store.put_smoke_report(digest, report)
     options.report_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine (README): set up Docker, a local registry and a local base image,
 # then build the cpu vLLM image, push it, smoke-test it with a tiny model, promote it, and show
-# the known-good record. A second run finds the image up to date and only re-checks it.
+# the known-good record; then the same for the llama.cpp cpu cell (llama-server built from source; its
+# tiny GGUF is made inside the promoted vllm-cpu image). A second run finds both up to date and only
+# re-checks them.
 # Also shows the matrix and renders an sm_121a build context (its source fetched and verified).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,11 @@ extra=()
 [ -d /opt/wheels ] && extra+=(--find-links /opt/wheels)
 echo
 echo "== build, push, smoke-test and promote the cpu cell =="
-builder build --arch cpu "${extra[@]}" --smoke --promote
+builder build --arch cpu --engine vllm "${extra[@]}" --smoke --promote
+echo
+# After vLLM's: its promoted image makes the tiny GGUF. The first build compiles llama.cpp (35 min on a
+# busy 2-core box); BuildKit's layer cache and a ccache mount make later ones quick.
+echo "== build, push, smoke-test and promote the llama.cpp cpu cell =="
+builder build --arch cpu --engine llama.cpp --smoke --promote
 echo
 builder known-good list

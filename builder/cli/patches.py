@@ -35,6 +35,7 @@ def patches_check_cmd(
         check_versions,
         format_verdicts,
         has_conflict,
+        source_ref_for,
         verdicts_json,
     )
     from builder.patching.sources import SourceCache
@@ -47,13 +48,22 @@ def patches_check_cmd(
     if not wanted:
         raise InputError(f"--versions: {versions!r} names no version (e.g. --versions 0.19.1,0.20.2)")
     for version in wanted:
+        if version in loaded.engines[engine].versions:  # a matrix label (llama.cpp: b11312)
+            continue
         if grammar.version(version):
-            raise InputError(f"--versions: '{version[:60]}' is not a PEP 440 version (e.g. 0.20.2)")
+            raise InputError(f"--versions: '{version[:60]}' is neither a version label of engines.{engine}.versions "
+                             "nor a PEP 440 version (e.g. 0.20.2)")
     roots = (existing_dir(patches_dir, "--patches"),) if patches_dir else patch_roots(loaded.directory)
     records = load_patches(roots, engine)
-    if not records:
-        raise InputError(f"no {engine} patch records under {', '.join(map(str, roots))}")
     cache = SourceCache()  # checks BUILDER_CACHE and BUILDER_PYPI_URL before anything is fetched
+    if not records:  # nothing to judge; still fetch and verify each source, so the pins are proven
+        for version in wanted:
+            archive = cache.fetch(source_ref_for(loaded, engine, version))
+            typer.echo(f"{engine} {version}: source {archive.ref.describe()} verified (sha256 {archive.sha256})",
+                       err=True)
+        typer.echo(f"no {engine} patch records under {', '.join(map(str, roots))}: the factory ships none for "
+                   f"{engine}, nothing to judge")
+        return
     verdicts = check_versions(loaded, records, engine, wanted, arch, cache,
                               progress=lambda m: typer.echo(m, err=True))
     typer.echo(verdicts_json(verdicts) if as_json else format_verdicts(verdicts))

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from builder.errors import InputError
+
+Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
 
 ModelFormat = Literal["hf", "gguf"]  # a Hugging Face model directory, or one GGUF file
 
@@ -45,10 +47,27 @@ class EngineModule(Protocol):
         """The torch version the source tree pins for CUDA builds, if the engine uses torch."""
         ...
 
+    def template_vars(self, cell: Cell) -> dict[str, Any]:
+        """Extra variables for the engine's templates (llama.cpp: its CMake options)."""
+        ...
+
+    # Smoke hooks: where the engine's OpenAI-compatible server answers differently.
+    def max_model_len(self, model: dict) -> int | None:
+        """The context length of one /v1/models entry."""
+        ...
+
+    def tokenize_body(self, served_name: str, text: str) -> dict:
+        """The /tokenize request body for `text` without special tokens (the answer has "tokens")."""
+        ...
+
+    def tool_skip(self, recipe: str) -> str | None:
+        """Why the tool-call check cannot run with this recipe on this engine; None when it can."""
+        ...
+
 
 def _registry() -> dict[str, EngineModule]:
-    from builder.engines import vllm
-    return {vllm.name: vllm}
+    from builder.engines import llamacpp, vllm
+    return {module.name: module for module in (vllm, llamacpp)}
 
 
 ENGINES: Final[dict[str, EngineModule]] = _registry()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from builder.engines import DispatchOnly, ModelFormat
+
+Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
 
 name = "vllm"
 template_dir = "vllm"
@@ -48,4 +51,20 @@ def torch_pin(tree: Path) -> str | None:
             match = _TORCH_PIN.search(path.read_text())
             if match:
                 return match.group(1)
+    return None
+
+
+def template_vars(cell: Cell) -> dict[str, Any]:
+    return {}
+
+
+def max_model_len(model: dict) -> int | None:
+    return model.get("max_model_len")
+
+
+def tokenize_body(served_name: str, text: str) -> dict:
+    return {"model": served_name, "prompt": text, "add_special_tokens": False}
+
+
+def tool_skip(recipe: str) -> str | None:
     return None

@@ -49,7 +49,7 @@ class Cell:
         if self.cuda is not None:
             parts.append(self.cuda.tag)
         parts.append(self.arch.name)
-        if self.mode != self.arch.default_mode:
+        if self.mode != self.engine.default_mode(self.arch):
             parts.append(self.mode)
         return "-".join(parts)
 
@@ -94,7 +94,7 @@ def expand(matrix: Matrix) -> Expansion:
                 for cuda_name in rule.cuda:
                     arch = matrix.archs[arch_name]
                     cuda = matrix.cuda[cuda_name] if cuda_name else None
-                    mode = rule.mode or arch.default_mode
+                    mode = rule.mode or engine.default_mode(arch)
                     probe = Cell(engine, engine.versions[label], arch, cuda, mode, "", None, rule.line)
                     problem = check_cell_id(probe.id)
                     if problem:

@@ -106,6 +106,8 @@ def _load_archs(reader: MappingReader) -> dict[str, Arch]:
                 _matches, grammar.COMPUTE_CAPABILITY, "a compute capability like \"12.1\"")),
             torch_cuda_arch_list=r.string("torch_cuda_arch_list", check=arch_list),
             flashinfer_cuda_arch_list=r.string("flashinfer_cuda_arch_list", check=arch_list),
+            cmake_cuda_architectures=r.string("cmake_cuda_architectures", check=functools.partial(
+                _matches, _CMAKE_CUDA_ARCHS, "a CMake CUDA_ARCHITECTURES list like \"121a-real\" or \"90a-real;120a\"")),
             min_cuda=parse_version(min_cuda, r.source, r.line_of("min_cuda"), f"archs.{name}.min_cuda")
             if min_cuda else None,
             bases=_bases(r),
@@ -170,6 +172,12 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         for arch in wheel_packages:
             _check_arch(r, "wheel_packages", arch, archs)
         smoke, per_arch = load_smoke(r.sub("smoke"), archs)
+        default_modes = r.string_map("default_modes")
+        for arch, mode in default_modes.items():
+            _check_arch(r, "default_modes", arch, archs)
+            if mode not in MODES:
+                raise r.error("default_modes", f"{r.what}.default_modes.{arch}: unknown build mode '{mode}' "
+                                               f"(modes: {', '.join(MODES)})")
         versions_reader = r.sub("versions", required=True)
         versions = {}
         for label in versions_reader.data:
@@ -179,7 +187,7 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
                                                    "part of image tags, which cannot hold '+': set version: for that)")
             versions[label] = _load_version(versions_reader, label, pypi, git, archs)
         r.finish()
-        engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch)
+        engines[name] = Engine(name, pypi, git, wheel_packages, versions, smoke, per_arch, default_modes)
     return engines
 
 
@@ -209,13 +217,24 @@ def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
         sha = r.string("sdist_sha256")
         if sha and not re.match(r"^[0-9a-f]{64}$", sha):
             raise r.error("sdist_sha256", f"{r.what}.sdist_sha256 must be 64 hex digits")
-        source = SourceRef("pypi", name=pypi, version=version_text, sha256=sha, where=where)
+        # pypi_version: the sdist's own version when the label and version name something else
+        # (llama.cpp: label b11312 and version 11312, the build number; the sdist is llama-cpp-python 0.3.36).
+        source = SourceRef("pypi", name=pypi, version=r.string("pypi_version", version_text, check=grammar.version),
+                           sha256=sha, where=where)
     images = r.string_map("images", check=grammar.image_reference)
     for arch in images:
         _check_arch(r, "images", arch, archs)
-    result = EngineVersion(label, version, source, r.string("torch", check=grammar.version), images)
+    build_vars = r.string_map("build_vars", check_key=functools.partial(_matches, _BUILD_VAR_KEY, "lower_snake_case"),
+                              check=functools.partial(_matches, _BUILD_VAR, "a build variable value (letters, "
+                                                      "digits, '.', '_', '+', '-'; at most 64)"))
+    result = EngineVersion(label, version, source, r.string("torch", check=grammar.version), images, build_vars)
     r.finish()
     return result
+
+
+_CMAKE_CUDA_ARCHS = re.compile(r"\d{2,3}[af]?(-real|-virtual)?(;\d{2,3}[af]?(-real|-virtual)?)*")
+_BUILD_VAR = re.compile(r"[A-Za-z0-9._+-]{1,64}")  # spliced into a template's RUN line: no shell syntax
+_BUILD_VAR_KEY = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 
 def _matches(pattern: re.Pattern, what: str, value: str) -> str | None:

@@ -41,6 +41,7 @@ class Arch:
     compute_capability: str | None = None
     torch_cuda_arch_list: str | None = None
     flashinfer_cuda_arch_list: str | None = None
+    cmake_cuda_architectures: str | None = None  # CMake's CUDA_ARCHITECTURES for CMake-built engines: 121a-real
     min_cuda: Version | None = None
     bases: dict[str, str] = field(default_factory=dict)  # mode -> base image, for archs without CUDA
     runs_on: tuple[str, ...] = ()
@@ -91,6 +92,9 @@ class EngineVersion:
     source: SourceRef
     torch: str | None = None
     images: dict[str, str] = field(default_factory=dict)  # arch -> upstream image (overlay mode)
+    # Facts a template needs that the source cannot tell (llama.cpp: the build number and commit of
+    # the tree an sdist vendors); strings, rendered as `version.build_vars.<key>`.
+    build_vars: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,12 @@ class Engine:
     versions: dict[str, EngineVersion]
     smoke: SmokeSettings = SmokeSettings()
     smoke_per_arch: dict[str, SmokeSettings] = field(default_factory=dict)
+    # arch -> this engine's default build mode there (llama.cpp has no wheel: source on cpu and sm_90,
+    # where the arch's default_mode says wheel); a cell id names its mode only when it is not this.
+    default_modes: dict[str, Mode] = field(default_factory=dict)
+
+    def default_mode(self, arch: Arch) -> Mode:
+        return self.default_modes.get(arch.name, arch.default_mode)
 
     def wheel_package(self, arch: str) -> str:
         return self.wheel_packages.get(arch, self.pypi)

@@ -31,6 +31,9 @@ class SmokeSettings:
     audit_optional: tuple[str, ...] = ()  # kernel-audit globs allowed to lack the cell's arch
     throughput_tokens: int = 64  # decoded per throughput run
     regression_threshold: float = 0.05  # allowed decode tok/s drop against the last known-good
+    # A cell whose (tested, friendly-tagged) image makes a generated model when the image under test
+    # cannot: generated:tiny-llama-gguf needs torch + transformers, which a llama.cpp image lacks.
+    model_helper: str | None = None
 
 
 
@@ -48,7 +51,8 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         shm_size=r.string("shm_size", base.shm_size),
         audit_optional=r.strings("audit_optional", base.audit_optional),
         throughput_tokens=r.integer("throughput_tokens", base.throughput_tokens, minimum=1),
-        regression_threshold=_fraction(r, "regression_threshold", base.regression_threshold))
+        regression_threshold=_fraction(r, "regression_threshold", base.regression_threshold),
+        model_helper=r.string("model_helper", base.model_helper))
 
 
 def _fraction(r: MappingReader, key: str, default: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 
@@ -34,15 +35,25 @@ def triton_for(matrix: Matrix, engine: str, version: str, tree) -> str | None:
 def check_versions(matrix: Matrix, records: list[PatchRecord], engine: str, versions: list[str],
                    arch: str | None, cache: SourceCache, progress=lambda message: None) -> list[Verdict]:
     verdicts: list[Verdict] = []
+    gates: dict[str, Version] = {}
     for version in versions:
         progress(f"fetching {engine} {version} source")
         archive = cache.fetch(source_ref_for(matrix, engine, version))
         tree = cache.extract(archive)
         triton = triton_for(matrix, engine, version, tree)
+        gate = gating_version(matrix, engine, version)
         for record in records:
-            verdicts.append(check_record(record, tree, Version(version), arch, None, triton))
+            verdict = check_record(record, tree, gate, arch, None, triton)
+            gates[version] = gate
+            verdicts.append(dataclasses.replace(verdict, version=version))  # the label the user gave
     order = {r.id: n for n, r in enumerate(records)}
-    return sorted(verdicts, key=lambda v: (order[v.patch_id], Version(v.version)))
+    return sorted(verdicts, key=lambda v: (order[v.patch_id], gates[v.version]))
+
+
+def gating_version(matrix: Matrix, engine: str, version: str) -> Version:
+    """What applies_to is judged on: a matrix label's version (llama.cpp b11312 -> 11312), else the text."""
+    spec = matrix.engines[engine]
+    return spec.versions[version].version if version in spec.versions else Version(version)
 
 
 def format_verdicts(verdicts: list[Verdict]) -> str:

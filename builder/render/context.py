@@ -173,7 +173,8 @@ def _static_labels(cell: Cell, plan: PatchPlan) -> dict[str, str]:
 def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOptions(),
                 template_roots: tuple[Path, ...] = (TEMPLATES,)) -> BuildContext:
     env = _env_for(tuple(template_roots))
-    name = f"{engine_module(cell.engine.name).template_dir}/{cell.mode}.Dockerfile.j2"
+    engine = engine_module(cell.engine.name)
+    name = f"{engine.template_dir}/{cell.mode}.Dockerfile.j2"
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound:
@@ -214,7 +215,7 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
         labels=_static_labels(cell, plan), provenance_path=PROVENANCE_PATH, source_file=source_file,
         wheel_package=cell.engine.wheel_package(cell.arch.name), build_args=build_args,
         cuda_major=int(cell.cuda.version.split(".")[0]) if cell.cuda else None,
-        has_find_links=bool(options.find_links),
+        has_find_links=bool(options.find_links), **engine.template_vars(cell),
     )
     base = options.base
     files["Dockerfile"] = _dockerfile(template, values, base.canonical_from if base else cell.base_image)

@@ -1,4 +1,4 @@
-"""Smoke checks run from the host against a live OpenAI-compatible vLLM server (base_url
+"""Smoke checks run from the host against a live OpenAI-compatible server (vLLM, llama-server) (base_url
 http://127.0.0.1:PORT). Each check returns a CheckResult and never raises for server trouble:
 connection refused, HTTP errors, timeouts and malformed bodies become a "fail" with one-line evidence.
 Every request has a timeout and every loop a fixed count, so a check's run time is bounded.
@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from builder.engines import engine_module
 from builder.smoke.kernels import FAIL, PASS, SKIP
 from builder.smoke.openai import (
     TOOL,
@@ -32,7 +33,8 @@ from builder.smoke.openai import (
 
 @guarded("models")
 def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
-    served = {m["id"]: m.get("max_model_len") for m in request_json(base_url, "/v1/models", spec.timeout)["data"]}
+    context_length = engine_module(spec.engine).max_model_len  # vLLM: max_model_len; llama.cpp: meta.n_ctx
+    served = {m["id"]: context_length(m) for m in request_json(base_url, "/v1/models", spec.timeout)["data"]}
     data = {"models": served}
     if spec.served_name not in served:
         return CheckResult("models", FAIL, f"{spec.served_name!r} is not served; /v1/models lists "
@@ -117,6 +119,10 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
     so the string closes at once. It proves the image's parser and structured-output plumbing only."""
     if not spec.tools:
         return CheckResult("tool_call", SKIP, "tool calls not declared for this cell", {})
+    cannot = engine_module(spec.engine).tool_skip(spec.tool_recipe)
+    if cannot:
+        return CheckResult("tool_call", SKIP, f"recipe {spec.tool_recipe} on {spec.engine}: {cannot}",
+                           {"recipe": spec.tool_recipe})
     if spec.tool_recipe == "forced":
         resp = generate(base_url, spec, 64, messages=user_message(TOOL_PROMPT), tool_choice="required",
                          tools=[{"type": "function", "function": {**TOOL, "strict": True}}],
@@ -148,7 +154,7 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
 
 def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     def ids(text: str) -> list[int]:
-        body = {"model": spec.served_name, "prompt": text, "add_special_tokens": False}
+        body = engine_module(spec.engine).tokenize_body(spec.served_name, text)
         return request_json(base_url, "/tokenize", spec.timeout, body)["tokens"]
     bias = {str(i): -100 for probe in WHITESPACE_PROBES for i in ids(probe)}
     for text in ('"', "}", spec.eos_text):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,22 +17,31 @@ import requests
 from builder.errors import InputError, StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import SMOKE_LABEL
+from builder.oci import dockerd
 from builder.oci.container import Container
 from builder.patching.sources import default_cache_dir
 
 TINYMODEL_SCRIPT = Path(__file__).resolve().parent / "tinymodel.py"
+TINY_GGUF_SCRIPT = Path(__file__).resolve().parent / "tiny_gguf.py"
+CONVERTER_DIR = "/opt/llama.cpp/convert"  # where a llama.cpp image keeps its tree's converter (the template puts it)
+GGUF_FILE = "tiny-f32.gguf"
 
 
 @dataclass(frozen=True)
 class SmokeModel:
     directory: Path  # mounted read-only into the container
     model_id: str  # what golden outputs are keyed by: id@revision or generated:name@script-sha
+    file: str | None = None  # a GGUF model: the file in `directory` the server loads
 
 
 def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient,
-                  cache: Path | None = None, override: Path | None = None) -> SmokeModel:
+                  cache: Path | None = None, override: Path | None = None,
+                  helper_image: str | None = None, pull_auth: dict | None = None) -> SmokeModel:
     cache = Path(cache or default_cache_dir())
     if override is not None:
+        ggufs = sorted(override.glob("*.gguf"))
+        if not (override / "config.json").is_file() and len(ggufs) == 1:  # a GGUF model: one file
+            return SmokeModel(override.resolve(), f"path:{ggufs[0].resolve()}", ggufs[0].name)
         if not (override / "config.json").is_file():
             raise InputError(f"--model-dir: '{override}' has no config.json (a Hugging Face model directory)")
         return SmokeModel(override.resolve(), f"path:{override.resolve()}")
@@ -42,6 +53,10 @@ def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClie
         if not (directory / "config.json").is_file():
             raise InputError(f"smoke model '{model}': no config.json in {directory}")
         return SmokeModel(directory.resolve(), model)
+    if model == "generated:tiny-llama-gguf":
+        if not helper_image:
+            raise InputError(f"smoke model '{model}' needs a helper image with torch (smoke.model_helper: a cell id)")
+        return _generated_gguf(model, image, helper_image, client, cache, pull_auth)
     if model.startswith("generated:"):
         return _generated(model, image, client, cache)
     return _from_hub(model, settings.revision, cache)
@@ -61,7 +76,8 @@ def _from_hub(repo_id: str, revision: str | None, cache: Path) -> SmokeModel:
 def _generated(model: str, image: str, client: docker.DockerClient, cache: Path) -> SmokeModel:
     name = model.split(":", 1)[1]
     if name != "tiny-llama":
-        raise InputError(f"unknown generated smoke model '{model}' (known: generated:tiny-llama)")
+        raise InputError(f"unknown generated smoke model '{model}' (known: generated:tiny-llama, "
+                         "generated:tiny-llama-gguf)")
     script = TINYMODEL_SCRIPT.read_bytes()
     digest = hashlib.sha256(script).hexdigest()[:12]
     target = cache / "models" / f"{name}-{digest}"
@@ -86,3 +102,71 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return SmokeModel(target, f"{model}@{digest}")
+
+
+def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerClient, cache: Path,
+                    pull_auth: dict | None = None) -> SmokeModel:
+    """The tiny Llama as one GGUF file, made offline: tinymodel.py makes the HF model and tiny_gguf.py
+    converts it with the converter of the llama.cpp tree in the image under test (copied out of it,
+    never run there), both inside `helper` (an image with torch and transformers: the vllm-cpu cell's).
+    Cached by the two scripts and the converter's files: same inputs, same file."""
+    with tempfile.TemporaryDirectory(prefix="llm-factory-convert-") as tmp:
+        convert = Path(tmp) / "convert"
+        _copy_out(client, image, CONVERTER_DIR, convert)
+        digest = hashlib.sha256(TINYMODEL_SCRIPT.read_bytes() + TINY_GGUF_SCRIPT.read_bytes())
+        for path in sorted(p for p in convert.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(f"{path.relative_to(convert)}\0".encode() + path.read_bytes())
+        short = digest.hexdigest()[:12]
+        target = cache / "models" / f"tiny-llama-gguf-{short}"
+        if (target / ".complete").is_file():
+            return SmokeModel(target, f"{model}@{short}", GGUF_FILE)
+        dockerd.ensure_image(client, helper, pull_auth)  # only now: a cached model needs no helper
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        script = (f"set -euo pipefail; python3 /llm-factory/tinymodel.py /out/hf; "
+                  f"python3 /llm-factory/tiny_gguf.py /llm-factory/convert /out/hf /out/{GGUF_FILE} --outtype f32; "
+                  f"chmod 644 /out/{GGUF_FILE}")
+        try:
+            with Container(client, "tinygguf", image=helper, network_mode="none", labels={SMOKE_LABEL: "1"},
+                           environment={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                           entrypoint=["/bin/bash", "-c", script],
+                           volumes={str(partial): {"bind": "/out", "mode": "rw"},
+                                    str(convert): {"bind": "/llm-factory/convert", "mode": "ro"},
+                                    str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"},
+                                    str(TINY_GGUF_SCRIPT): {"bind": "/llm-factory/tiny_gguf.py", "mode": "ro"}}) as box:
+                code = box.wait(timeout=600)
+                if code != 0:
+                    last = box.logs(lines=5).replace("\n", " | ")
+                    raise StepFailed(f"making {model} inside {helper} failed (exit {code}): {last}")
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise StepFailed(f"making {model} inside {helper} failed: {exc.__class__.__name__}: {exc}") from None
+    if not (partial / GGUF_FILE).is_file():
+        raise StepFailed(f"making {model} inside {helper}: no {GGUF_FILE} came out")
+    (partial / ".complete").write_text(short)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return SmokeModel(target, f"{model}@{short}", GGUF_FILE)
+
+
+def _copy_out(client: docker.DockerClient, image: str, path: str, target: Path) -> None:
+    """Copy a directory out of an image; the container is created and exits at once (`true`), its
+    entrypoint never runs."""
+    try:
+        with Container(client, "copyout", image=image, entrypoint=["true"], network_mode="none",
+                       labels={SMOKE_LABEL: "1"}) as box:
+            box.wait(timeout=120)
+            stream, _ = box.handle.get_archive(path)
+            with tempfile.TemporaryFile() as spool:
+                for chunk in stream:
+                    spool.write(chunk)
+                spool.seek(0)
+                with tarfile.open(fileobj=spool) as tar:
+                    tar.extractall(target.parent, filter="data")
+    except docker.errors.NotFound:
+        raise StepFailed(f"{image} has no {path} (the llama.cpp template copies the converter there)") from None
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise StepFailed(f"cannot copy {path} out of {image}: {exc.__class__.__name__}: {exc}") from None
+    extracted = target.parent / Path(path).name
+    if extracted != target:
+        extracted.rename(target)

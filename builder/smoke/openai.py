@@ -62,11 +62,12 @@ class SmokeSpec:
     seed: int = 0
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
+    engine: str = "vllm"  # whose server answers: its module's smoke hooks read /v1/models, /tokenize
 
     @classmethod
-    def from_settings(cls, settings: SmokeSettings, served_name: str) -> SmokeSpec:
+    def from_settings(cls, settings: SmokeSettings, served_name: str, engine: str = "vllm") -> SmokeSpec:
         """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
-        return cls(served_name=served_name, tools=settings.tools, tool_recipe=settings.tool_recipe,
+        return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe,
                    throughput_tokens=settings.throughput_tokens, regression_threshold=settings.regression_threshold)
 
 

@@ -43,6 +43,13 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
     """Copy the engine's Python packages (and `roots`, absolute directories) out of an image for the
     kernel audit. The container runs only `python3 -c` to locate site-packages, never the server."""
     copied = 0
+    if not packages:  # no Python packages (llama.cpp): the image may have no python3; copy the roots only
+        try:
+            with Container(client, "audit", image=image, entrypoint=["true"], labels={SMOKE_LABEL: "1"}) as box:
+                box.wait(timeout=120)
+                return sum(_copy_root(box, root, target) for root in roots)
+        except docker.errors.DockerException as exc:
+            raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     locate = ("import sysconfig, json; print(json.dumps("
               "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))")
     try:
@@ -52,7 +59,7 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
                 raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): {box.logs(lines=3)}")
             sites = json.loads(box.logs(lines=1, stderr=False).strip().splitlines()[-1])
             copied = _copy_packages(box, sites, packages, target)
-            copied += sum(_copy_tree(box, root, target / root.strip("/")) for root in roots)
+            copied += sum(_copy_root(box, root, target) for root in roots)
     except docker.errors.DockerException as exc:
         raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
     return copied
@@ -60,6 +67,12 @@ def export_engine_packages(client: docker.DockerClient, image: str, target: Path
 
 def _copy_packages(box: Container, sites: list[str], packages: tuple[str, ...], target: Path) -> int:
     return sum(_copy_tree(box, f"{site}/{package}", target) for site in sites for package in packages)
+
+
+def _copy_root(box: Container, root: str, target: Path) -> int:
+    """An absolute directory of the image, at the same relative path under `target` (the archive
+    of /opt/llama.cpp/lib holds lib/..., so it is extracted into target/opt/llama.cpp)."""
+    return _copy_tree(box, root, target / Path(root.strip("/")).parent)
 
 
 def _copy_tree(box: Container, path: str, target: Path) -> int:
@@ -86,7 +99,9 @@ def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str
         module = engine_module(engine)
         packages = module.audit_packages
         if export_engine_packages(client, image, Path(tmp), packages, module.audit_roots) == 0:
-            return CheckResult("kernels", "fail", f"no engine package ({', '.join(packages)}) found in the image", {})
+            where = ", ".join((*packages, *module.audit_roots))
+            return CheckResult("kernels", "fail", f"none of the engine's packages or directories ({where}) "
+                                                  "is in the image", {})
         report = audit_directory(Path(tmp), arch, optional=optional, dispatch_only=module.audit_dispatch_only)
     return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
 
@@ -105,6 +120,7 @@ class SmokeInputs:
     baseline_tps: float | None = None
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
+    helper_image: str | None = None  # makes the generated model when the image under test cannot (model_helper)
     baseline_measure: tuple | None = None  # (model id, throughput tokens) the baseline was measured with
 
 
@@ -112,11 +128,13 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     started = time.monotonic()
     settings = inputs.settings
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
-    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir)
+    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir, helper_image=inputs.helper_image,
+                          pull_auth=inputs.pull_auth)
     checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
-    spec = SmokeSpec.from_settings(settings, served_name="smoke")
+    spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=inputs.engine)
     server_spec = ServerSpec(image=inputs.image, engine=inputs.engine, gpu=inputs.gpu, model_dir=model.directory,
-                             served_name="smoke", args=settings.args, env=settings.env, shm_size=settings.shm_size,
+                             served_name="smoke", model_file=model.file, args=settings.args, env=settings.env,
+                             shm_size=settings.shm_size,
                              ready_timeout=settings.ready_timeout)
     outputs: dict[str, str] = {}
     tps = None

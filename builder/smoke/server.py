@@ -34,6 +34,7 @@ class ServerSpec:
     gpu: bool
     model_dir: Path
     served_name: str
+    model_file: str | None = None  # a GGUF model: the file in model_dir the server loads
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     shm_size: str = "2g"
@@ -43,7 +44,8 @@ class ServerSpec:
 def server_args(spec: ServerSpec) -> list[str]:
     """Arguments after the image's entrypoint, as the cell's engine module writes them."""
     engine = engine_module(spec.engine)
-    return engine.server_args(model=MODEL_MOUNT, served_name=spec.served_name, port=engine.container_port,
+    model = f"{MODEL_MOUNT}/{spec.model_file}" if spec.model_file else MODEL_MOUNT
+    return engine.server_args(model=model, served_name=spec.served_name, port=engine.container_port,
                               extra=spec.args)
 
 

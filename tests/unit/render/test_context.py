@@ -18,7 +18,8 @@ from tests.conftest import REPO
 GOLDEN = REPO / "tests" / "golden"
 # One cell per arch of the shipped matrix (plus the CUDA 12.9 sm_121a cell whose Triton is old).
 GOLDEN_CELLS = ["vllm-0.20.2-cu129-sm_90", "vllm-0.20.2-cu130-sm_120", "vllm-0.20.2-cu130-sm_121a",
-                "vllm-0.16.0-cu129-sm_121a", "vllm-0.32.0-cpu"]
+                "vllm-0.16.0-cu129-sm_121a", "vllm-0.32.0-cpu",
+                "llama.cpp-b11312-cpu", "llama.cpp-b11312-cu130-sm_121a"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,9 @@ def test_no_syntax_line_and_secret_only_as_mount(repo_cells, repo_patches):
     for cell in repo_cells.values():
         text = render(cell, repo_patches).files["Dockerfile"].decode()
         assert "# syntax=" not in text
-        assert "ARG CA" not in text and "cabundle" in text  # the CA bundle is a secret mount, not an argument
+        assert "ARG CA" not in text  # the CA bundle is a secret mount, not an argument
+        if "pip install" in text:  # llama.cpp builds fetch nothing over HTTPS: no pip, no CA bundle
+            assert "cabundle" in text
 
 
 def test_provenance_records_patches_and_source(repo_cells, repo_patches):
@@ -119,3 +122,28 @@ def test_hadolint_passes_on_every_rendered_dockerfile(repo_cells, repo_patches, 
         if done.returncode != 0:
             failures.append(done.stdout + done.stderr)
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("cell_id,archs", [("llama.cpp-b11312-cu130-sm_90", "90a-real"),
+                                            ("llama.cpp-b11312-cu130-sm_120", "120a-real"),
+                                            ("llama.cpp-b11312-cu130-sm_121a", "121a-real")])
+def test_llamacpp_cuda_arch_from_the_matrix(cell_id, archs, repo_cells, repo_patches):
+    text = render(repo_cells[cell_id], repo_patches).files["Dockerfile"].decode()
+    assert f"-DCMAKE_CUDA_ARCHITECTURES={archs} " in text and "-DGGML_CUDA=ON" in text
+    assert "-DGGML_CUDA_NCCL=OFF" in text and "-DLLAMA_USE_PREBUILT_UI=OFF" in text
+    assert "--allow-shlib-undefined" in text  # libcuda.so.1 is the host driver's
+    assert "jobs=$(( mem_gib / " in text and "pip " not in text
+
+
+def test_llamacpp_cpu_cell_is_offline_and_pinned(repo_cells, repo_patches):
+    cell = repo_cells["llama.cpp-b11312-cpu"]
+    assert cell.mode == "source" and cell.base_image == "llm-factory/bookworm-python:3.11"
+    text = render(cell, repo_patches).files["Dockerfile"].decode()
+    assert "GGML_CUDA" not in text and "CMAKE_CUDA_ARCHITECTURES" not in text
+    for option in ("-DLLAMA_BUILD_NUMBER=11312", "-DLLAMA_BUILD_COMMIT=0c1e57098", "-DLLAMA_OPENSSL=OFF",
+                   "-DGGML_NATIVE=OFF", "--target llama-server", "--mount=type=cache,target=/root/.cache/ccache"):
+        assert option in text
+    assert "jobs=$(( mem_gib / 2 ))" in text  # archs.cpu.build.mem_per_job_gib
+    assert 'ENTRYPOINT ["llama-server"]' in text and "EXPOSE 8080" in text
+    record = json.loads(render(cell, repo_patches).files["provenance.json"])
+    assert record["source"]["ref"].startswith("pypi:llama-cpp-python==0.3.36 sha256:832db069")

@@ -117,7 +117,8 @@ def test_selectors_narrow_the_matrix(matrix):
     assert data["jobs"]["board"]["needs"] == ["build-cpu"]
     assert data["jobs"]["board"]["runs-on"] == list(matrix.archs["cpu"].runs_on)
     assert data["jobs"]["build-cpu"]["strategy"]["matrix"]["include"] == [
-        {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90}]
+        {"cell": "vllm-0.32.0-cpu", "mode": "wheel", "timeout": 90},
+        {"cell": "llama.cpp-b11312-cpu", "mode": "source", "timeout": 360}]
     assert "sm_121a" not in files[".github/actionlint.yaml"]
 
 

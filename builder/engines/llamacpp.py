@@ -1,0 +1,108 @@
+"""llama.cpp: llama-server (OpenAI-compatible), built with CMake from the llama.cpp tree; GGUF models.
+
+Facts measured against llama-server b11312 (the tree llama-cpp-python 0.3.36 vendors):
+- /health answers 200 once the model is loaded; /v1/models lists the alias with no max_model_len,
+  the context size is `meta.n_ctx_train`/`n_ctx` under data[].meta (see max_model_len below).
+- /v1/completions and /v1/chat/completions with usage, `ignore_eos` and `seed`; streaming ends with
+  a chunk carrying usage.
+- /tokenize takes {"content": ...} (not vLLM's {"prompt": ...}) and answers {"tokens": [...]}.
+- Tool calls need --jinja and are parsed from the chat template's format; the tool grammar is lazy
+  (it engages only after the model itself starts a call), so a random-weight model never calls:
+  vLLM's "forced" recipe (tool_choice=required + logit_bias) has nothing to force here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from builder.engines import DispatchOnly, ModelFormat
+from builder.errors import InputError
+
+Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
+
+name = "llama.cpp"
+template_dir = "llamacpp"
+container_port = 8080
+health_path = "/health"
+model_formats: tuple[ModelFormat, ...] = ("gguf",)
+audit_packages: tuple[str, ...] = ()  # no Python package: the server is one binary and its libraries
+audit_roots = ("/opt/llama.cpp/lib",)  # libggml-cuda.so* (the CUDA kernels), libggml-base, libllama, ...
+audit_dispatch_only: tuple[DispatchOnly, ...] = ()
+requirement_files: tuple[str, ...] = ()  # no torch
+
+
+def server_args(*, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:
+    """After the image's entrypoint (llama-server). `model` is the GGUF file."""
+    return ["-m", model, "--host", "0.0.0.0", "--port", str(port), "--alias", served_name, *extra]
+
+
+def torch_pin(tree: Path) -> str | None:
+    return None
+
+
+def cmake_options(cell: Cell) -> list[str]:
+    """The CMake configure options of llama-server for a cell; the template renders them, and the
+    GPU proof (scripts) builds with the same list. Offline, no curl/OpenSSL, no web-UI download."""
+    build_vars = cell.engine_version.build_vars
+    options = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DGGML_NATIVE=OFF",  # portable code, not the build host's CPU
+        "-DGGML_CCACHE=ON",
+    ]
+    if cell.arch.gpu:
+        if not cell.arch.cmake_cuda_architectures:
+            raise InputError(f"archs.{cell.arch.name} has no cmake_cuda_architectures (needed by {name} cells)")
+        options += [
+            "-DGGML_CUDA=ON",
+            f"-DCMAKE_CUDA_ARCHITECTURES={cell.arch.cmake_cuda_architectures}",
+            "-DGGML_CUDA_NCCL=OFF",
+            # libggml-cuda needs libcuda.so.1, which only the host driver provides at run time
+            "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined",
+        ]
+    options += [
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+        "-DLLAMA_BUILD_UI=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_APP=OFF",
+    ]
+    number, commit = build_vars.get("llama_build_number"), build_vars.get("llama_build_commit")
+    if not commit and cell.engine_version.source.kind == "git":
+        commit = cell.engine_version.source.commit[:9]
+    if number:
+        options.append(f"-DLLAMA_BUILD_NUMBER={number}")
+    if commit:
+        options.append(f"-DLLAMA_BUILD_COMMIT={commit}")
+    return options
+
+
+def template_vars(cell: Cell) -> dict[str, Any]:
+    return {"cmake_options": cmake_options(cell)}
+
+
+# -- smoke hooks: where llama-server answers differently from vLLM ----------------------------------
+
+def max_model_len(model: dict) -> int | None:
+    """The context size of one /v1/models entry: llama-server has no max_model_len, it puts the
+    server's context under meta.n_ctx (per slot: n_ctx / --parallel) and the trained one in n_ctx_train."""
+    meta = model.get("meta") or {}
+    value = meta.get("n_ctx", meta.get("n_ctx_train"))
+    return value if isinstance(value, int) else None
+
+
+def tokenize_body(served_name: str, text: str) -> dict:
+    return {"content": text, "add_special": False}
+
+
+TOOL_SKIP_REASON = ("llama-server's tool-call grammar is lazy (it engages only after the model starts a call), so a "
+                    "random-weight model cannot be forced into one; tool calls are checked on cells with a real "
+                    "model (tools: true with recipe plain)")
+
+
+def tool_skip(recipe: str) -> str | None:
+    """Why a tool recipe cannot run against this engine (None: it can)."""
+    return TOOL_SKIP_REASON if recipe == "forced" else None

@@ -1,0 +1,78 @@
+"""The llama.cpp cpu cell for real: llama-server built from the pinned llama-cpp-python sdist with
+BuildKit (layer cache + a ccache mount: a rerun is a cache hit; the cold build took 35 min on a busy
+2-core box), pushed to a real registry, smoke-tested with the tiny GGUF (made offline from the tiny
+Llama inside the promoted vllm-cpu image, converted by the image's own vendored converter), promoted;
+a second smoke compares with the golden outputs it recorded. In a registry of its own, so the vLLM
+tests' first-known-good expectations are untouched: the helper is the session's vllm-cpu image, tagged
+locally as the friendly name the matrix's model_helper resolves to (the Engine has it: no pull)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from builder.oci.registry import RegistryClient
+from tests.conftest import run_builder
+from tests.integration.conftest import start_registry, stop_registry
+from tests.integration.cpu_cell import CELL as VLLM_CELL
+from tests.integration.cpu_cell import REPOSITORY
+
+pytestmark = pytest.mark.integration
+CELL = "llama.cpp-b11312-cpu"
+
+
+@pytest.fixture(scope="module")
+def llama_registry(registry_bin, tmp_path_factory):
+    server = start_registry(registry_bin, tmp_path_factory.mktemp("registry-llamacpp"))
+    yield server
+    stop_registry(server)
+
+
+@pytest.fixture(scope="module")
+def llama_built(cpu_build, llama_registry, docker_client, tmp_path_factory):
+    registry = llama_registry
+    docker_client.images.get(cpu_build["record"]["image"]).tag(f"{registry.host}/{REPOSITORY}", VLLM_CELL)
+    workdir = tmp_path_factory.mktemp("llamacpp")
+    started = time.monotonic()
+    done = run_builder("build", "--cell", CELL, "--registry", registry.host, "--workdir", str(workdir),
+                       "--smoke", "--promote")
+    return {"done": done, "seconds": time.monotonic() - started, "workdir": workdir, "registry": registry,
+            "record": json.loads((workdir / "logs" / f"{CELL}.json").read_text()),
+            "report": json.loads((workdir / "reports" / f"{CELL}.json").read_text())}
+
+
+def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
+    done, report, record = llama_built["done"], llama_built["report"], llama_built["record"]
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["kernels"]["status"] == "skip"  # cpu: nothing to audit
+    assert checks["golden"]["status"] == "skip"  # the first known-good
+    assert checks["tool_call"]["status"] == "skip" and "lazy" in checks["tool_call"]["evidence"]
+    for name in ("models", "completions", "determinism", "throughput"):
+        assert checks[name]["status"] == "pass", checks[name]
+    assert "max_model_len 512" in checks["models"]["evidence"]  # 2048 context over 4 slots
+    assert "6 concurrent requests" in checks["determinism"]["evidence"]  # more requests than the 4 slots
+    assert report["passed"] and report["throughput_tps"] > 0 and report["golden"]
+    assert report["model_id"].startswith("generated:tiny-llama-gguf@")
+    client = RegistryClient(llama_built["registry"].host)
+    assert client.head_manifest(REPOSITORY, CELL).digest == record["digest"]
+    labels = docker_client.images.get(record["image"]).labels
+    assert labels["org.llmfactory.engine"] == "llama.cpp" and labels["org.llmfactory.mode"] == "source"
+    version = docker_client.containers.run(record["image"], ["--version"], remove=True, stderr=True).decode()
+    assert "version: 11312 (0c1e57098)" in version
+
+
+def test_second_smoke_matches_the_golden_outputs(llama_built):
+    host = llama_built["registry"].host
+    again = run_builder("smoke", "--cell", CELL, "--registry", host, "--json", "--threshold", "0.9")
+    assert again.returncode == 0, again.stderr
+    checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
+    assert checks["golden"]["status"] == "pass", checks["golden"]
+
+
+def test_rebuild_is_a_registry_lookup(llama_built):
+    done = run_builder("build", "--cell", CELL, "--registry", llama_built["registry"].host,
+                       "--workdir", str(llama_built["workdir"]))
+    assert done.returncode == 0 and "up to date" in done.stdout, done.stderr
