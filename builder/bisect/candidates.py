@@ -98,6 +98,19 @@ class GitRepo:
             changes.append(FileChange(path=path, status=kind))  # type: ignore[arg-type]
         return tuple(changes)
 
+    def archive(self, sha: str, paths: Sequence[str]) -> bytes:
+        """A tar of `paths` as they are in commit `sha` (bytes exact: binary files too)."""
+        if not paths:
+            return b""
+        argv = ["git", "-C", str(self.path), "archive", "--format=tar", sha, "--", *paths]
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git archive timed out after {self.timeout_s:g}s in {self.path}") from None
+        if proc.returncode != 0:
+            raise GitError(f"git archive failed in {self.path}: {_first_line(proc.stderr.decode(errors='replace'))}")
+        return proc.stdout
+
     def first_parent(self, sha: str) -> str | None:
         rc, out = self.git("rev-parse", "--verify", "--quiet", f"{sha}^1", ok=(0, 1, 128))
         return out.strip() if rc == 0 else None
