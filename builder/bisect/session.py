@@ -35,9 +35,10 @@ from .driver import BisectJob, Endpoints, Stages, run_bisect
 from .errors import BisectError
 from .images import ImageMaker
 from .ladder import plan_step
-from .measure import Measurer, MeasureSettings, ServerTemplate
+from .measure import Measurer, ServerTemplate
 from .model import BisectResult, StepRecord
 from .report import render_text, to_json
+from .settings import MeasureSettings
 
 
 @dataclass(frozen=True, kw_only=True)

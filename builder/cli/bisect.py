@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,17 +29,17 @@ def bisect_command(
     bad: str = typer.Option(..., "--bad", help="A later commit of --repo that is bad."),
     metric: str = typer.Option("throughput", "--metric", help="throughput (A/B gate), golden (greedy outputs) or checks (smoke checks)."),
     concurrency: int = typer.Option(1, "--concurrency", help="Concurrent streamed requests per throughput sample."),
-    paths: Optional[list[str]] = typer.Option(None, "--paths", help="Only commits touching these globs (repeat), e.g. 'vllm/v1/**'."),
-    repo: Optional[Path] = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
-    image: Optional[str] = typer.Option(None, "--image", help="The good commit's image (default: the cell's known-good record)."),
+    paths: list[str] | None = typer.Option(None, "--paths", help="Only commits touching these globs (repeat), e.g. 'vllm/v1/**'."),
+    repo: Path | None = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
+    image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the cell's known-good record)."),
     package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
     pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
     min_effect: float = typer.Option(0.05, "--min-effect", help="Throughput: the bad endpoint must be slower by more than this."),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the answer in the registry."),
-    matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
+    matrix: Path = MatrixOpt, registry: str | None = RegistryOpt,
 ):
     """Bisect the commits between GOOD and BAD: each step is an image made the cheapest way (a python
     overlay over an image this bisect already has, in seconds), audited, then measured against both
@@ -50,7 +49,7 @@ def bisect_command(
     """
     from builder.bisect.candidates import GitRepo  # git only: no Docker here yet
     from builder.bisect.classify import glob_regex
-    from builder.bisect.measure import MeasureSettings
+    from builder.bisect.settings import MeasureSettings
 
     if metric not in METRICS:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, got '{metric}'")
