@@ -13,7 +13,8 @@ Every verdict is relative to the two endpoints, measured in the same session, on
               pass = good, regressed = bad, inconclusive = inconclusive (the next attempt takes more
               pairs). A ratio near the bad endpoint's is bad, one near 1 is good, a noisy one is retried.
   golden      no timing: each prompt's greedy text (temperature 0, fixed seed) against the good
-              endpoint's. Reference: the bad endpoint's texts must differ. Step: all equal = good,
+              endpoint's (kept per good image and settings, shared by bisects from the same image).
+              Reference: the bad endpoint's texts must differ. Step: all equal = good,
               any different = bad (the note names the first prompt that changed).
   checks      the smoke checks (models, completions, determinism, tool call): all pass = good, any
               fail = bad. Reference: good passes, bad fails.
@@ -138,7 +139,7 @@ class Measurer:
                         "good_tps": level.baseline_mean, "bad_tps": level.candidate_mean, "pairs": level.pairs,
                         "threshold": 1 - math.sqrt(level.ratio), "gate": level.render()}
             if metric == "golden":
-                good_out, bad_out = self._outputs(good, "good"), self._outputs(bad, "bad")
+                good_out, bad_out = self._good_outputs(), self._outputs(bad, "bad")
                 if good_out == bad_out:
                     raise BisectError("the bad endpoint's greedy outputs equal the good one's: nothing to bisect")
                 return {"good_outputs": good_out, "bad_outputs": bad_out}
@@ -150,6 +151,19 @@ class Measurer:
             return {"bad_failed": bad_failed}
         except (StepFailed, SweepError) as exc:
             raise BisectError(f"cannot measure the endpoints: {_first_line(exc)}") from None
+
+    def _good_outputs(self) -> dict[str, str]:
+        """The good image's greedy outputs, kept per (image, settings): bisects that share the good
+        endpoint (other bad commits, other --paths) boot it once."""
+        key = hashlib.sha256(json.dumps([self.endpoints.good, self.settings.to_dict()],
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        path = self.reference_file.parent / f"outputs-{key}.json"
+        saved = read_json(path)
+        if isinstance(saved, dict) and saved:
+            return {str(k): str(v) for k, v in saved.items()}
+        outputs = self._outputs(self.endpoints.good, "good")
+        write_json_atomic(path, outputs)
+        return outputs
 
     def _outputs(self, image: str, role: str) -> dict[str, str]:
         spec = self.template.smoke_spec(self.settings)

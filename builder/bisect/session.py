@@ -32,7 +32,7 @@ from .cache import bisect_dir, write_json_atomic
 from .candidates import GitRepo, list_candidates
 from .classify import ClassifyRules
 from .driver import BisectJob, Endpoints, Stages, run_bisect
-from .errors import BisectError
+from .errors import BisectError, BisectInterrupted
 from .images import ImageMaker
 from .ladder import plan_step
 from .measure import Measurer, ServerTemplate
@@ -54,6 +54,7 @@ class BisectRequest:
     first_parent: bool = True
     pull_auth: dict | None = None
     model_dir: Path | None = None  # serve this model instead of the cell's smoke model
+    ready_timeout: int | None = None  # seconds a server may take to boot (default: the cell's ready_timeout)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,12 +84,14 @@ def cell_audit(client: docker.DockerClient, cell: Cell) -> tuple[Callable[[str],
     return audit, ""
 
 
-def server_template(client: docker.DockerClient, cell: Cell, image: str, model_dir: Path | None) -> ServerTemplate:
+def server_template(client: docker.DockerClient, cell: Cell, image: str, model_dir: Path | None,
+                    ready_timeout: int | None = None) -> ServerTemplate:
     from builder.smoke.model import resolve_model
     settings = cell.engine.smoke_for(cell.arch.name)
     model = resolve_model(settings, image, client, override=model_dir)
     return ServerTemplate(engine=cell.engine.name, gpu=cell.arch.gpu, model_dir=model.directory, args=settings.args,
-                          env=dict(settings.env), shm_size=settings.shm_size, ready_timeout=settings.ready_timeout,
+                          env=dict(settings.env), shm_size=settings.shm_size,
+                          ready_timeout=ready_timeout or settings.ready_timeout,
                           tools=settings.tools, tool_recipe=settings.tool_recipe)
 
 
@@ -97,7 +100,18 @@ def run_request(client: docker.DockerClient, request: BisectRequest, *, cache_ro
                 on_step: Callable[[StepRecord], None] | None = None,
                 store: Callable[[str, dict[str, Any]], str] | None = None) -> BisectOutcome:
     """Bisect; `store(key, data)` puts the answer in the registry and returns where (the CLI passes
-    RecordStore.put_bisect). Interrupts raise BisectInterrupted with the state saved."""
+    RecordStore.put_bisect). Interrupts raise BisectInterrupted with the state saved (during the
+    steps: run_bisect saves it; before them nothing but finished images and the cached reference
+    exists, and a rerun finds both)."""
+    try:
+        return _run_request(client, request, cache_root=cache_root, log=log, on_step=on_step, store=store)
+    except KeyboardInterrupt:
+        raise BisectInterrupted(bisect_dir(cache_root) / "sessions") from None
+
+
+def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_root: Path | None,
+                 log: Callable[[str], None], on_step: Callable[[StepRecord], None] | None,
+                 store: Callable[[str, dict[str, Any]], str] | None) -> BisectOutcome:
     cell = request.cell
     rules = ClassifyRules(package_dir=request.package_dir)
     repo = GitRepo(path=request.repo)
@@ -125,7 +139,7 @@ def run_request(client: docker.DockerClient, request: BisectRequest, *, cache_ro
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
     audit, audit_note = cell_audit(client, cell)
-    template = server_template(client, cell, request.image, request.model_dir)
+    template = server_template(client, cell, request.image, request.model_dir, request.ready_timeout)
     root = bisect_dir(cache_root)
     with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
                   audit_note=audit_note, log=log) as measure:

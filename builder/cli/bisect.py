@@ -34,9 +34,11 @@ def bisect_command(
     image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the cell's known-good record)."),
     package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
+    prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
     pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
     min_effect: float = typer.Option(0.05, "--min-effect", help="Throughput: the bad endpoint must be slower by more than this."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model."),
+    ready_timeout: int | None = typer.Option(None, "--ready-timeout", help="Seconds a server may take to boot (default: the cell's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the answer in the registry."),
     matrix: Path = MatrixOpt, registry: str | None = RegistryOpt,
@@ -54,9 +56,11 @@ def bisect_command(
     if metric not in METRICS:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, got '{metric}'")
     for value, name, low, high in ((concurrency, "--concurrency", 1, 256), (max_tokens, "--max-tokens", 4, 4096),
-                                   (pairs, "--pairs", 3, 100)):
+                                   (pairs, "--pairs", 3, 100), (prompts, "--prompts", 1, 6)):
         if not low <= value <= high:
             raise InputError(f"{name} must be between {low} and {high}, got {value}")
+    if ready_timeout is not None and not 10 <= ready_timeout <= 7200:
+        raise InputError(f"--ready-timeout must be between 10 and 7200 seconds, got {ready_timeout}")
     if not 0 < min_effect < 0.9:
         raise InputError(f"--min-effect must be a fraction between 0 and 0.9, got {min_effect}")
     globs = tuple(paths or ())
@@ -82,11 +86,13 @@ def bisect_command(
     if cell not in cells:
         raise InputError(f"--cell: '{cell}' is not a cell of the matrix (see `builder matrix`)")
     settings = MeasureSettings(metric=metric, concurrency=concurrency, max_tokens=max_tokens,  # type: ignore[arg-type]
-                               pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect)
-    _run(session, cells[cell], repo, good, bad, image, settings, globs, package_dir, model_dir, as_json, no_store)
+                               pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts)
+    _run(session, cells[cell], repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout,
+         as_json, no_store)
 
 
-def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, model_dir, as_json, no_store) -> None:
+def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout, as_json,
+         no_store) -> None:
     from builder.bisect.session import BisectRequest, run_request  # the Docker SDK only where it runs
     from builder.errors import StepFailed
     from builder.oci import dockerd
@@ -102,7 +108,8 @@ def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, mo
             raise StepFailed(f"{cell.id} has no known-good record in {client.host}: give --image, the good commit's image")
         image = record.image
     request = BisectRequest(cell=cell, repo=repo, good=good, bad=bad, image=image, settings=settings, paths=globs,
-                            package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir)
+                            package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
+                            ready_timeout=ready_timeout)
 
     def put(key: str, data: dict) -> str:
         if no_store:

@@ -44,6 +44,7 @@ SITE = "/opt/venv/lib/python3.11/site-packages"
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 TIMINGS: dict[str, object] = {}
+READY = 900  # boot timeout: on a shared 2-core runner under load one vLLM boot took 2-4 minutes
 
 
 def git(repo: Path, *args: str) -> str:
@@ -64,6 +65,13 @@ def cpu_image(docker_client, request) -> str:
         return max(local)[1]
     build = request.getfixturevalue("cpu_build")
     return build["record"]["image"] if "image" in build["record"] else build["record"]["tag"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One bisect cache for the module, as on a user's machine: the golden scenarios share the good
+    image's outputs (one boot fewer); the step cache is keyed by image digest and settings."""
+    return tmp_path_factory.mktemp("bisect-cache")
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +171,13 @@ def assert_fast_overlays(outcome) -> None:
     assert max(t["seconds"] for t in built) < 60, built  # seconds per build, not minutes
 
 
-def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo, tmp_path):
+def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo, cache):
     repo, shas = history(base_repo, "throughput", {5: ("Poll the engine step loop more gently (#4242)", slow_step)})
     request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
                             settings=MeasureSettings(metric="throughput", max_tokens=48, pairs=4, max_pairs=8,
-                                                     min_effect=0.2))
+                                                     min_effect=0.2), ready_timeout=READY)
     started = time.monotonic()
-    outcome = run_request(docker_client, request, cache_root=tmp_path / "cache", log=print)
+    outcome = run_request(docker_client, request, cache_root=cache, log=print)
     record("A throughput", outcome, time.monotonic() - started)
     result = outcome.result
     assert result.first_bad.sha == shas[5] and result.first_bad.pr == 4242
@@ -180,11 +188,10 @@ def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo,
     assert not bisect_containers(docker_client)
 
 
-def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, cell, cpu_image, base_repo, tmp_path):
+def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, cell, cpu_image, base_repo, cache):
     repo, shas = history(base_repo, "golden", {3: ("Use the fast argmax in the sampler (#3131)", second_best)})
     request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
-                            settings=MeasureSettings(metric="golden", max_tokens=16, prompts=3))
-    cache = tmp_path / "cache"
+                            settings=MeasureSettings(metric="golden", max_tokens=16, prompts=3), ready_timeout=READY)
 
     def interrupt(step) -> None:
         raise KeyboardInterrupt  # what Ctrl-C raises, after the first step was recorded
@@ -213,7 +220,7 @@ def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, 
 
 
 def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_client, cell, cpu_image, base_repo,
-                                                                      tmp_path, plain_registry):
+                                                                      cache, plain_registry):
     repo, shas = history(base_repo, "skip", {4: ("Import the new server lazily (#4444)", break_boot),
                                              5: ("Fix the server import (#4545)", repair_boot),
                                              6: ("Use the fast argmax in the sampler (#4646)", second_best)})
@@ -222,9 +229,9 @@ def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_clie
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "builder", "bisect", "--cell", CELL, "--repo", str(repo),
                            "--good", shas[0], "--bad", shas[-1], "--image", cpu_image, "--metric", "golden",
-                           "--max-tokens", "16", "--model-dir", str(model.directory),
+                           "--max-tokens", "16", "--prompts", "3", "--ready-timeout", str(READY), "--model-dir", str(model.directory),
                            "--registry", plain_registry.host], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False, env={**os.environ, "BUILDER_CACHE": str(tmp_path / "cache")})
+                          timeout=600, check=False, env={**os.environ, "BUILDER_CACHE": str(cache)})
     seconds = time.monotonic() - started
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
