@@ -133,8 +133,10 @@ class Measurer:
                                              self.settings.gate(self.settings.min_effect))
                 level = run.gate.levels[0]
                 if run.gate.verdict != "regressed":
-                    raise BisectError(f"the bad endpoint is not measurably slower than the good one ({level.render()}): "
-                                      "nothing to bisect (more --max-tokens or a quieter machine may resolve it)")
+                    pairs = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(level.baseline_tps, level.candidate_tps))
+                    raise BisectError(f"the bad endpoint is not measurably slower than the good one ({level.render()}; "
+                                      f"good/bad tok/s per pair: {pairs}): nothing to bisect (more --max-tokens or "
+                                      "--pairs, or a quieter machine, may resolve it)")
                 return {"ratio": level.ratio, "ci_low": level.ci_low, "ci_high": level.ci_high,
                         "good_tps": level.baseline_mean, "bad_tps": level.candidate_mean, "pairs": level.pairs,
                         "threshold": 1 - math.sqrt(level.ratio), "gate": level.render()}

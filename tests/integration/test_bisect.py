@@ -174,7 +174,7 @@ def assert_fast_overlays(outcome) -> None:
 def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo, cache):
     repo, shas = history(base_repo, "throughput", {5: ("Poll the engine step loop more gently (#4242)", slow_step)})
     request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
-                            settings=MeasureSettings(metric="throughput", max_tokens=48, pairs=4, max_pairs=8,
+                            settings=MeasureSettings(metric="throughput", max_tokens=128, pairs=6, max_pairs=12,
                                                      min_effect=0.2), ready_timeout=READY)
     started = time.monotonic()
     outcome = run_request(docker_client, request, cache_root=cache, log=print)
