@@ -101,3 +101,15 @@ def test_attempts_take_more_pairs():
     settings = MeasureSettings(pairs=4, max_pairs=10)
     assert settings.gate(0.2, 1).initial_pairs == 4 and settings.gate(0.2, 2).initial_pairs == 8
     assert settings.gate(0.2, 3).max_pairs == 30
+
+
+def test_one_stalled_sample_does_not_hide_a_fivefold_slowdown():
+    from builder.bisect.measure import side, sign_p
+    good = [240.0, 250.0, 245.0, 4.0, 238.0, 244.0, 251.0, 242.0]  # one sample stalled by a neighbour
+    slow = [48.0, 50.0, 47.0, 49.0, 46.0, 50.0, 48.0, 47.0]
+    level = compare_level(good, slow, concurrency=1, threshold=0.2, confidence=0.95)
+    assert level.ci_high > 0.8  # the t-interval alone cannot tell
+    assert side(level, 0.8, 0.95) == "below"
+    same = compare_level(good, list(reversed(good)), concurrency=1, threshold=0.2, confidence=0.95)
+    assert side(same, 0.45, 0.95) == "above" or side(same, 0.45, 0.95) is None
+    assert sign_p(8, 8) == 1 / 256 and sign_p(0, 8) == 1.0
