@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import docker
+import requests
 
 from builder.errors import StepFailed
 from builder.smoke.absession import interleave_servers
@@ -216,6 +217,8 @@ class Measurer:
             measurement = Measurement(verdict="skip", note=f"boot failed: {_first_line(exc)}")
         except SweepError as exc:
             measurement = Measurement(verdict="skip", note=f"server errored while sampled: {_first_line(exc)}")
+        except (docker.errors.DockerException, requests.RequestException) as exc:  # an Engine too busy to answer
+            measurement = Measurement(verdict="skip", note=f"the Docker Engine failed: {exc.__class__.__name__}")
         if self.audit_note:
             measurement = replace(measurement, note="; ".join(n for n in (measurement.note, self.audit_note) if n))
         return measurement

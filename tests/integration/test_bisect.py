@@ -227,11 +227,17 @@ def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_clie
     from builder.smoke.model import resolve_model
     model = resolve_model(cell.engine.smoke_for("cpu"), cpu_image, docker_client)  # the shared model cache
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "builder", "bisect", "--cell", CELL, "--repo", str(repo),
-                           "--good", shas[0], "--bad", shas[-1], "--image", cpu_image, "--metric", "golden",
-                           "--max-tokens", "16", "--prompts", "3", "--ready-timeout", str(READY), "--model-dir", str(model.directory),
-                           "--registry", plain_registry.host], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False, env={**os.environ, "BUILDER_CACHE": str(cache)})
+    argv = [sys.executable, "-m", "builder", "bisect", "--cell", CELL, "--repo", str(repo), "--good", shas[0],
+            "--bad", shas[-1], "--image", cpu_image, "--metric", "golden", "--max-tokens", "16", "--prompts", "3",
+            "--ready-timeout", str(READY), "--model-dir", str(model.directory), "--registry", plain_registry.host]
+    with subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "BUILDER_CACHE": str(cache)}) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=2400)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM unwinds like Ctrl-C: the CLI removes its containers
+            stdout, stderr = proc.communicate(timeout=120)
+    done = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     seconds = time.monotonic() - started
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
