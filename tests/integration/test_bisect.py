@@ -59,10 +59,10 @@ def cpu_image(docker_client, request) -> str:
     local = []
     for image in docker_client.images.list(filters={"label": f"org.llmfactory.cell={CELL}"}):
         for tag in image.tags:
-            if f"/{REPOSITORY}:{CELL}-" in tag:
-                local.append((image.attrs.get("Created", ""), tag))
+            if f"/{REPOSITORY}:{CELL}-" in tag:  # the quickstart's registry first: it outlives test sessions
+                local.append((tag.startswith("127.0.0.1:5000/"), image.attrs.get("Created", ""), tag))
     if local:
-        return max(local)[1]
+        return max(local)[2]
     build = request.getfixturevalue("cpu_build")
     return build["record"]["image"] if "image" in build["record"] else build["record"]["tag"]
 
