@@ -23,6 +23,8 @@ SMOKE_TYPE = "application/vnd.llmfactory.smoke-report.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 SMOKE_PREFIX = "smoke-"
+BISECT_TYPE = "application/vnd.llmfactory.bisect.v1+json"
+BISECT_PREFIX = "bisect-"
 HISTORY_LIMIT = 50  # keeps a record a few KiB however often a cell is promoted
 SCHEMA = 1
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -36,6 +38,13 @@ def check_digest(digest: str) -> str:
     if not _DIGEST.match(digest or ""):
         raise InputError(f"{digest!r} is not an image digest (sha256:<64 hex digits>)")
     return digest
+
+
+def bisect_tag(cell: str, key: str) -> str:
+    """`bisect-<cell>-<hash>`: one bisect's answer (key: 16 hex digits over its endpoints and settings)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", key):
+        raise ValueError(f"bisect key must be 16 hex digits, got {key!r}")
+    return f"{BISECT_PREFIX}{cell}-{key}"
 
 
 def smoke_tag(digest: str) -> str:

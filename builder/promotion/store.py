@@ -4,6 +4,7 @@ The registry is the source of truth: every runner reads it with its registry cre
 shared disk. Layout, in the repository `<repository>-records` of the same registry:
   tag `<cell id>`          the cell's known-good record (KnownGoodRecord JSON)
   tag `smoke-<64 hex>`     the smoke report of one image digest (sha256)
+  tag `bisect-<cell>-<16 hex>`  a `builder bisect` answer for the cell (key: endpoints and settings)
 Each is an OCI manifest with the empty config and one JSON layer (artifactType says which), so
 `oras pull`, `crane manifest` or `skopeo inspect` can read them too.
 """
@@ -18,6 +19,8 @@ from builder.oci.registry import OCI_MANIFEST, RegistryClient, RegistryNotFound
 from builder.promotion.records import (
     EMPTY_CONFIG,
     EMPTY_TYPE,
+    BISECT_PREFIX,
+    BISECT_TYPE,
     RECORD_TYPE,
     SMOKE_PREFIX,
     SMOKE_TYPE,
@@ -25,6 +28,7 @@ from builder.promotion.records import (
     _canonical,
     check_digest,
     records_repository,
+    bisect_tag,
     smoke_tag,
 )
 from builder.smoke.report import SmokeReport
@@ -60,6 +64,25 @@ class RecordStore:
         except (ValueError, TypeError, AttributeError):
             raise StepFailed(f"{self.client.host}/{self.repo}:{smoke_tag(digest)} is not a JSON smoke report") from None
 
+    # -- bisect answers ------------------------------------------------------------------------
+    def put_bisect(self, cell: str, key: str, result: dict) -> str:
+        """Store a bisect's JSON answer as `bisect-<cell>-<key>`; returns that tag."""
+        tag = bisect_tag(cell, key)
+        self._push(tag, _canonical(result), BISECT_TYPE, {CELL_LABEL: cell})
+        return tag
+
+    def get_bisect(self, cell: str, key: str) -> dict | None:
+        payload = self._read(bisect_tag(cell, key), BISECT_TYPE)
+        if payload is None:
+            return None
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise StepFailed(f"{self.client.host}/{self.repo}:{bisect_tag(cell, key)} is not a JSON bisect answer")
+        return data
+
     # -- known-good records -------------------------------------------------------------------
     def put_known_good(self, record: KnownGoodRecord) -> str:
         annotations = {CELL_LABEL: record.cell, DIGEST_ANNOTATION: record.digest,
@@ -76,7 +99,7 @@ class RecordStore:
             raise StepFailed(f"{self.client.host}/{self.repo}:{cell} is not a known-good record ({exc})") from None
 
     def list_known_good(self) -> list[KnownGoodRecord]:
-        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith(SMOKE_PREFIX))
+        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith((SMOKE_PREFIX, BISECT_PREFIX)))
         return [r for r in (self.get_known_good(c) for c in cells) if r is not None]
 
     # -- the artifact format ------------------------------------------------------------------

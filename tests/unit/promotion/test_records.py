@@ -95,3 +95,10 @@ def test_history_carries_the_previous_record_newest_first():
     assert _with_history(new, _record(digest=D1)).history == _record().history  # re-promotion keeps it
     long = _record(digest=D2, history=tuple(HistoryEntry(D3, f"t{i}") for i in range(HISTORY_LIMIT)))
     assert len(_with_history(new, long).history) == HISTORY_LIMIT
+
+
+def test_bisect_tag_names_the_cell_and_a_16_hex_key():
+    from builder.promotion.records import bisect_tag
+    assert bisect_tag("vllm-0.32.0-cpu", "0123456789abcdef") == "bisect-vllm-0.32.0-cpu-0123456789abcdef"
+    with pytest.raises(ValueError):
+        bisect_tag("vllm-0.32.0-cpu", "not-a-key")

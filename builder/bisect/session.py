@@ -1,0 +1,188 @@
+"""One `builder bisect` from validated inputs to the stored answer (side effects: git, the Docker
+Engine, the registry). The CLI validates every argument first (cli/bisect.py); this module assumes it.
+
+    candidates  list_candidates over the local repository (first-parent, --paths)
+    endpoints   good = the image that carries the good commit (--image, else the cell's known-good
+                record); bad = a python overlay of the bad commit over it (the same tier the steps use)
+    reference   Measurer.reference(): the endpoints compared first; a bad endpoint that does not show
+                the problem stops the bisect (BisectError) before any step
+    steps       run_bisect with ImageMaker (tier 3 built, tier 4 a skip for wheel cells), the kernel
+                audit (GPU cells; cpu cells skip it with the reason) and the Measurer
+    answer      render_text / to_json plus the build timings and the reference, written to
+                <cache>/bisect/results/ and stored in the registry as `bisect-<cell>-<key>`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from builder.errors import StepFailed
+from builder.matrix.cells import Cell
+from builder.names import PATCHES_LABEL
+from builder.oci import dockerd
+
+from .cache import bisect_dir, write_json_atomic
+from .candidates import GitRepo, list_candidates
+from .classify import ClassifyRules
+from .driver import BisectJob, Endpoints, Stages, run_bisect
+from .errors import BisectError, BisectInterrupted
+from .images import ImageMaker
+from .ladder import plan_step
+from .measure import Measurer, ServerTemplate
+from .model import BisectResult, StepRecord
+from .report import render_text, to_json
+from .settings import MeasureSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class BisectRequest:
+    cell: Cell
+    repo: Path
+    good: str  # commits of repo
+    bad: str
+    image: str  # the good commit's image: a reference the Engine can run or pull
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    paths: tuple[str, ...] = ()
+    package_dir: str = "vllm"
+    first_parent: bool = True
+    pull_auth: dict | None = None
+    model_dir: Path | None = None  # serve this model instead of the cell's smoke model
+    ready_timeout: int | None = None  # seconds a server may take to boot (default: the cell's ready_timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BisectOutcome:
+    result: BisectResult
+    text: str
+    data: dict[str, Any]
+    key: str  # 16 hex digits: the registry tag is bisect-<cell>-<key>
+    result_file: Path
+
+
+def result_key(cell: str, good: str, bad: str, image: str, settings: dict[str, Any], paths: tuple[str, ...]) -> str:
+    blob = json.dumps([cell, good, bad, image, settings, sorted(paths)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cell_audit(client: docker.DockerClient, cell: Cell) -> tuple[Callable[[str], str | None], str]:
+    """The kernel audit for run_bisect, and the note that says when it was skipped."""
+    if not cell.arch.gpu:
+        return (lambda digest: None), "kernel audit skipped: cpu cell, no CUDA kernels"
+    from builder.smoke.run import kernel_audit
+    optional = cell.engine.smoke_for(cell.arch.name).audit_optional
+
+    def audit(digest: str) -> str | None:
+        result = kernel_audit(client, digest, cell.engine.name, cell.arch.name, True, optional)
+        return None if result.status != "fail" else result.evidence
+    return audit, ""
+
+
+def server_template(client: docker.DockerClient, cell: Cell, image: str, model_dir: Path | None,
+                    ready_timeout: int | None = None) -> ServerTemplate:
+    from builder.smoke.model import resolve_model
+    settings = cell.engine.smoke_for(cell.arch.name)
+    model = resolve_model(settings, image, client, override=model_dir)
+    return ServerTemplate(engine=cell.engine.name, gpu=cell.arch.gpu, model_dir=model.directory, args=settings.args,
+                          env=dict(settings.env), shm_size=settings.shm_size,
+                          ready_timeout=ready_timeout or settings.ready_timeout,
+                          tools=settings.tools, tool_recipe=settings.tool_recipe)
+
+
+def run_request(client: docker.DockerClient, request: BisectRequest, *, cache_root: Path | None = None,
+                log: Callable[[str], None] = lambda m: None,
+                on_step: Callable[[StepRecord], None] | None = None,
+                store: Callable[[str, dict[str, Any]], str] | None = None) -> BisectOutcome:
+    """Bisect; `store(key, data)` puts the answer in the registry and returns where (the CLI passes
+    RecordStore.put_bisect). Interrupts raise BisectInterrupted with the state saved (during the
+    steps: run_bisect saves it; before them nothing but finished images and the cached reference
+    exists, and a rerun finds both)."""
+    try:
+        return _run_request(client, request, cache_root=cache_root, log=log, on_step=on_step, store=store)
+    except KeyboardInterrupt:
+        raise BisectInterrupted(bisect_dir(cache_root) / "sessions") from None
+
+
+def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_root: Path | None,
+                 log: Callable[[str], None], on_step: Callable[[StepRecord], None] | None,
+                 store: Callable[[str, dict[str, Any]], str] | None) -> BisectOutcome:
+    cell = request.cell
+    rules = ClassifyRules(package_dir=request.package_dir)
+    repo = GitRepo(path=request.repo)
+    candidates = list_candidates(repo, request.good, request.bad, paths=request.paths,
+                                 first_parent=request.first_parent, rules=rules)
+    log(f"{len(candidates)} candidates ({len(candidates) - 2} between good and bad)")
+    dockerd.ensure_image(client, request.image, request.pull_auth)
+    good_image = client.images.get(request.image)
+    patches = tuple(p for p in (good_image.labels.get(PATCHES_LABEL) or "").split(",") if p)
+    maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=request.package_dir,
+                       patches=patches, log=log)
+    n = len(candidates)
+    plan = plan_step(candidates, n - 1, images={0: good_image.id}, diff=repo.diff, rules=rules)
+    if plan.tier != "python-overlay":
+        raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image: {plan.reason}")
+    if plan.reuses_base:
+        raise BisectError(f"good and bad differ in no file under {request.package_dir}/: the same image")
+    try:
+        bad_made = maker(plan)
+    except StepFailed as exc:
+        raise BisectError(f"cannot make the bad endpoint's image: {str(exc).splitlines()[0]}") from None
+    assert bad_made.digest is not None
+    endpoints = Endpoints(good=good_image.id, bad=bad_made.digest)
+    settings = request.settings.to_dict()
+    job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
+                    settings=settings, rules=rules, paths=request.paths)
+    audit, audit_note = cell_audit(client, cell)
+    template = server_template(client, cell, request.image, request.model_dir, request.ready_timeout)
+    root = bisect_dir(cache_root)
+    with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
+                  audit_note=audit_note, log=log) as measure:
+        reference = measure.reference()
+        log(f"reference: {_reference_line(reference)}")
+        stages = Stages(make_image=maker, audit=audit, measure=measure, skip_on=(StepFailed,), on_step=on_step)
+        result = run_bisect(job, stages, cache_root=cache_root)
+    key = result_key(cell.id, candidates[0].sha, candidates[-1].sha, endpoints.good, settings, request.paths)
+    data = {**to_json(result), "metric": request.settings.metric, "settings": settings,
+            "endpoints": {"good_image": endpoints.good, "bad_image": endpoints.bad, "image": request.image},
+            "reference": {k: v for k, v in reference.items() if not k.endswith("_outputs")},
+            "builds_timing": [vars(t) for t in maker.timings],
+            "boots": measure.boots, "images": {str(i): d for i, d in sorted(job_images(result).items())}}
+    text = render_text(result) + _footer(reference, maker)
+    result_file = root / "results" / f"{cell.id}-{key}.json"
+    write_json_atomic(result_file, data)
+    if store is not None:
+        where = store(key, data)
+        text += f"stored: {where}\n"
+    return BisectOutcome(result=result, text=text, data=data, key=key, result_file=result_file)
+
+
+def job_images(result: BisectResult) -> dict[int, str]:
+    return {s.index: s.digest for s in result.steps if s.digest}
+
+
+def _reference_line(reference: dict[str, Any]) -> str:
+    if reference.get("metric") == "throughput":
+        return (f"bad/good = {reference['ratio']:.3f} [{reference['ci_low']:.3f}, {reference['ci_high']:.3f}] "
+                f"({reference['bad_tps']:.1f} vs {reference['good_tps']:.1f} tok/s); a step is bad below "
+                f"{1 - reference['threshold']:.3f}")
+    if reference.get("metric") == "golden":
+        changed = sum(1 for p in reference["good_outputs"] if reference["bad_outputs"].get(p) != reference["good_outputs"][p])
+        return f"the bad endpoint changes {changed} of {len(reference['good_outputs'])} greedy outputs"
+    return f"the bad endpoint fails {', '.join(reference['bad_failed'])}"
+
+
+def _footer(reference: dict[str, Any], maker: ImageMaker) -> str:
+    built = [t for t in maker.timings if not t.reused]
+    lines = [f"reference: {_reference_line(reference)}"]
+    if built:
+        secs = ", ".join(f"{t.seconds:.1f}s" for t in built)
+        lines.append(f"python-overlay builds: {len(built)} ({secs}); step images stay local "
+                     f"(llm-factory-bisect/{maker.cell_id.lower()}:<hash>), nothing is pushed")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,38 @@
+"""How a bisect measures (pure): the metric and its numbers; hashed into the step cache key."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from builder.smoke.gate import GateSettings
+from builder.smoke.sweep import SweepSpec
+
+Metric = Literal["throughput", "golden", "checks"]
+METRICS: tuple[str, ...] = ("throughput", "golden", "checks")
+SERVED = "smoke"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureSettings:
+    """What a verdict depends on (hashed into the step cache key with the endpoints' digests)."""
+
+    metric: Metric = "throughput"
+    concurrency: int = 1
+    max_tokens: int = 64  # throughput: decoded per request (ignore_eos); golden: greedy tokens per prompt
+    pairs: int = 4  # throughput: initial ABBA pairs per step; each further attempt adds `pairs` more
+    max_pairs: int = 10
+    confidence: float = 0.95
+    min_effect: float = 0.05  # throughput: the bad endpoint must be slower than this, with confidence
+    prompts: int = 6  # golden: how many of the smoke prompts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def gate(self, threshold: float, attempt: int = 1) -> GateSettings:
+        initial = min(self.pairs * attempt, 200)
+        return GateSettings(threshold=threshold, confidence=self.confidence, initial_pairs=initial,
+                            step_pairs=max(1, self.pairs // 2), max_pairs=max(initial, self.max_pairs * attempt))
+
+    def sweep(self) -> SweepSpec:
+        return SweepSpec(model=SERVED, concurrency=(self.concurrency,), samples=1, warmup=1, max_tokens=self.max_tokens)

@@ -1,0 +1,129 @@
+"""`builder bisect`: find the engine commit that made a cell's image slow or wrong.
+
+Every argument is validated here, before any registry or Docker Engine call (one-line errors, exit 2):
+the cell, the metric and its numbers, the --paths globs, the repository and both commits, the image
+reference. Then builder.bisect.session runs it; Ctrl-C exits 130 with the state saved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from builder.cli.options import MatrixOpt, RegistryOpt
+from builder.cli.session import Session
+from builder.errors import InputError
+
+METRICS = ("throughput", "golden", "checks")
+# An image reference: [host[:port]/]path[:tag][@sha256:<64 hex>], or a bare sha256:<64 hex> (an image id).
+IMAGE_REF = re.compile(r"(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?"
+                       r"(?:@sha256:[0-9a-f]{64})?|sha256:[0-9a-f]{64}")
+
+
+def bisect_command(
+    cell: str = typer.Option(..., "--cell", help="The cell whose image regressed, e.g. vllm-0.32.0-cpu."),
+    good: str = typer.Option(..., "--good", help="A commit of --repo that is good (its image: --image)."),
+    bad: str = typer.Option(..., "--bad", help="A later commit of --repo that is bad."),
+    metric: str = typer.Option("throughput", "--metric", help="throughput (A/B gate), golden (greedy outputs) or checks (smoke checks)."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Concurrent streamed requests per throughput sample."),
+    paths: list[str] | None = typer.Option(None, "--paths", help="Only commits touching these globs (repeat), e.g. 'vllm/v1/**'."),
+    repo: Path | None = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
+    image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the cell's known-good record)."),
+    package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
+    prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
+    pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
+    min_effect: float = typer.Option(0.05, "--min-effect", help="Throughput: the bad endpoint must be slower by more than this."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model."),
+    ready_timeout: int | None = typer.Option(None, "--ready-timeout", help="Seconds a server may take to boot (default: the cell's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not store the answer in the registry."),
+    matrix: Path = MatrixOpt, registry: str | None = RegistryOpt,
+):
+    """Bisect the commits between GOOD and BAD: each step is an image made the cheapest way (a python
+    overlay over an image this bisect already has, in seconds), audited, then measured against both
+    endpoints in the same session. Steps are cached; an interrupted bisect resumes.
+
+    Example: builder bisect --cell vllm-0.32.0-cpu --repo ../vllm --good v0.32.0 --bad main --metric golden
+    """
+    from builder.bisect.candidates import GitRepo  # git only: no Docker here yet
+    from builder.bisect.classify import glob_regex
+    from builder.bisect.settings import MeasureSettings
+
+    if metric not in METRICS:
+        raise InputError(f"--metric must be one of {', '.join(METRICS)}, got '{metric}'")
+    for value, name, low, high in ((concurrency, "--concurrency", 1, 256), (max_tokens, "--max-tokens", 4, 4096),
+                                   (pairs, "--pairs", 3, 100), (prompts, "--prompts", 1, 6)):
+        if not low <= value <= high:
+            raise InputError(f"{name} must be between {low} and {high}, got {value}")
+    if ready_timeout is not None and not 10 <= ready_timeout <= 7200:
+        raise InputError(f"--ready-timeout must be between 10 and 7200 seconds, got {ready_timeout}")
+    if not 0 < min_effect < 0.9:
+        raise InputError(f"--min-effect must be a fraction between 0 and 0.9, got {min_effect}")
+    globs = tuple(paths or ())
+    for glob in globs:
+        if not glob.strip() or glob.startswith("-"):
+            raise InputError(f"--paths: '{glob}' is not a path glob")
+        glob_regex(glob)
+    if repo is None:
+        raise InputError("--repo is required: GOOD and BAD are commits of a local repository holding the engine's "
+                         "Python package (bisecting between two images alone is not supported yet)")
+    if not repo.is_dir():
+        raise InputError(f"--repo: '{repo}' is not a directory")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", package_dir) or ".." in package_dir.split("/"):
+        raise InputError(f"--package-dir: '{package_dir}' is not a relative directory")
+    if image is not None and not IMAGE_REF.fullmatch(image):
+        raise InputError(f"--image: '{image}' is not an image reference (REGISTRY/REPO:TAG, REPO@sha256:..., sha256:...)")
+    if model_dir is not None and not (model_dir / "config.json").is_file():
+        raise InputError(f"--model-dir: '{model_dir}' has no config.json")
+    git = GitRepo(path=repo)
+    git.resolve(good), git.resolve(bad)  # GitError (exit 2) names an unknown ref
+    session = Session(matrix, None, None, None, None, registry)
+    cells = {c.id: c for c in session.expansion.cells}
+    if cell not in cells:
+        raise InputError(f"--cell: '{cell}' is not a cell of the matrix (see `builder matrix`)")
+    settings = MeasureSettings(metric=metric, concurrency=concurrency, max_tokens=max_tokens,  # type: ignore[arg-type]
+                               pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts)
+    _run(session, cells[cell], repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout,
+         as_json, no_store)
+
+
+def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout, as_json,
+         no_store) -> None:
+    from builder.bisect.session import BisectRequest, run_request  # the Docker SDK only where it runs
+    from builder.errors import StepFailed
+    from builder.oci import dockerd
+    from builder.oci.registry import RegistryClient
+    from builder.promotion.store import RecordStore
+
+    client = RegistryClient.from_environment(session.names.registry)
+    store = RecordStore(client, session.names.repository)
+    if image is None:
+        client.ping()
+        record = store.get_known_good(cell.id)
+        if record is None:
+            raise StepFailed(f"{cell.id} has no known-good record in {client.host}: give --image, the good commit's image")
+        image = record.image
+    request = BisectRequest(cell=cell, repo=repo, good=good, bad=bad, image=image, settings=settings, paths=globs,
+                            package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
+                            ready_timeout=ready_timeout)
+
+    def put(key: str, data: dict) -> str:
+        if no_store:
+            return "not stored (--no-store)"
+        tag = store.put_bisect(cell.id, key, data)
+        return f"{client.host}/{store.repo}:{tag}"
+
+    def progress(message: str) -> None:
+        typer.echo(f"{cell.id}: {message}", err=True)
+
+    def step(record) -> None:
+        what = "cached" if record.cached else ("measured" if record.measured else "no measurement")
+        progress(f"step {record.step}: candidate {record.index} {record.sha[:12]} {record.verdict} ({what}"
+                 f"{', ' + record.reason if record.reason else ''})")
+
+    outcome = run_request(dockerd.connect(), request, log=progress, on_step=step, store=put)
+    typer.echo(json.dumps(outcome.data, indent=2) if as_json else outcome.text.rstrip())

@@ -1,0 +1,115 @@
+"""The Measurer's verdicts, with the servers and the gate replaced by fakes (no Docker): the endpoints
+are compared first and cached, a bad endpoint that shows nothing stops the bisect, the throughput
+threshold is the endpoints' midpoint, a boot failure is a skip, and servers are started lazily."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.bisect import measure as measure_mod
+from builder.bisect.driver import Endpoints
+from builder.bisect.errors import BisectError
+from builder.bisect.measure import Measurer, ServerTemplate
+from builder.bisect.settings import MeasureSettings
+from builder.errors import StepFailed
+from builder.smoke.gate import compare_level
+
+ENDPOINTS = Endpoints(good="sha256:good", bad="sha256:bad")
+TPS = {"sha256:good": 100.0, "sha256:bad": 50.0, "sha256:near-good": 97.0, "sha256:near-bad": 52.0}
+TEXT = {"sha256:good": "a", "sha256:bad": "b", "sha256:same": "a", "sha256:other": "c"}
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    seen = {"boots": [], "gates": []}
+
+    @contextmanager
+    def serve(client, spec, purpose):
+        seen["boots"].append(spec.image)
+        if spec.image == "sha256:broken":
+            raise StepFailed(f"{spec.image} exited with code 1 before it was ready; last lines:\nImportError")
+        yield SimpleNamespace(base_url=spec.image)
+
+    def interleave(baseline_url, candidate_url, spec, settings, on_pair=None):
+        seen["gates"].append(settings.threshold)
+        base, cand = TPS[baseline_url], TPS[candidate_url]
+        jitter = (1.0, 1.01, 0.99, 1.0, 1.02, 0.98)
+        level = compare_level([base * j for j in jitter], [cand * j for j in reversed(jitter)], concurrency=1,
+                              threshold=settings.threshold, confidence=settings.per_look_confidence)
+        return SimpleNamespace(gate=SimpleNamespace(verdict=level.verdict, levels=(level,)))
+
+    monkeypatch.setattr(measure_mod, "serve", serve)
+    monkeypatch.setattr(measure_mod, "interleave_servers", interleave)
+    monkeypatch.setattr(measure_mod, "completion_text", lambda url, spec, prompt: TEXT[url] + prompt[:3])
+    return seen
+
+
+def measurer(tmp_path: Path, metric: str, endpoints: Endpoints = ENDPOINTS) -> Measurer:
+    template = ServerTemplate(engine="vllm", gpu=False, model_dir=tmp_path)
+    return Measurer(None, template, MeasureSettings(metric=metric), cell_id="c", endpoints=endpoints,  # type: ignore[arg-type]
+                    cache_dir=tmp_path, audit_note="kernel audit skipped: cpu cell")
+
+
+def test_throughput_verdicts_use_the_midpoint_of_the_endpoints(tmp_path, fakes):
+    with measurer(tmp_path, "throughput") as m:
+        assert m("sha256:near-good", ENDPOINTS, 1).verdict == "good"
+        bad = m("sha256:near-bad", ENDPOINTS, 1)
+    assert bad.verdict == "bad" and bad.metric["ratio"] == pytest.approx(0.52, abs=0.01)
+    assert "kernel audit skipped" in bad.note
+    assert fakes["gates"][0] == 0.05  # the reference: bad vs good at --min-effect
+    assert fakes["gates"][1] == pytest.approx(1 - math.sqrt(0.5), abs=0.01)  # then the midpoint
+    assert fakes["boots"].count("sha256:good") == 1  # resident for the session
+
+
+def test_the_reference_is_cached_and_servers_start_only_when_needed(tmp_path, fakes):
+    with measurer(tmp_path, "golden") as m:
+        m.reference()
+    assert fakes["boots"] == ["sha256:good", "sha256:bad"]
+    with measurer(tmp_path, "golden") as m:
+        m.reference()
+        assert m("sha256:same", ENDPOINTS, 1).verdict == "good"
+    assert fakes["boots"] == ["sha256:good", "sha256:bad", "sha256:same"]
+
+
+def test_golden_names_the_changed_prompt(tmp_path, fakes):
+    with measurer(tmp_path, "golden") as m:
+        result = m("sha256:other", ENDPOINTS, 1)
+    assert result.verdict == "bad" and result.metric["changed_prompts"] == 6 and "first changed prompt" in result.note
+
+
+def test_a_bad_endpoint_that_shows_nothing_stops_the_bisect(tmp_path, fakes):
+    same = Endpoints(good="sha256:good", bad="sha256:same")
+    with pytest.raises(BisectError, match="equal the good one's"), measurer(tmp_path, "golden", same) as m:
+        m.reference()
+    slow = Endpoints(good="sha256:good", bad="sha256:near-good")
+    with pytest.raises(BisectError, match="not measurably slower"), measurer(tmp_path, "throughput", slow) as m:
+        m.reference()
+
+
+def test_a_candidate_that_does_not_boot_is_a_skip(tmp_path, fakes):
+    with measurer(tmp_path, "golden") as m:
+        result = m("sha256:broken", ENDPOINTS, 1)
+    assert result.verdict == "skip" and result.note.startswith("boot failed: sha256:broken exited with code 1")
+
+
+def test_attempts_take_more_pairs():
+    settings = MeasureSettings(pairs=4, max_pairs=10)
+    assert settings.gate(0.2, 1).initial_pairs == 4 and settings.gate(0.2, 2).initial_pairs == 8
+    assert settings.gate(0.2, 3).max_pairs == 30
+
+
+def test_one_stalled_sample_does_not_hide_a_fivefold_slowdown():
+    from builder.bisect.measure import side, sign_p
+    good = [240.0, 250.0, 245.0, 4.0, 238.0, 244.0, 251.0, 242.0]  # one sample stalled by a neighbour
+    slow = [48.0, 50.0, 47.0, 49.0, 46.0, 50.0, 48.0, 47.0]
+    level = compare_level(good, slow, concurrency=1, threshold=0.2, confidence=0.95)
+    assert level.ci_high > 0.8  # the t-interval alone cannot tell
+    assert side(level, 0.8, 0.95) == "below"
+    same = compare_level(good, list(reversed(good)), concurrency=1, threshold=0.2, confidence=0.95)
+    assert side(same, 0.45, 0.95) == "above" or side(same, 0.45, 0.95) is None
+    assert sign_p(8, 8) == 1 / 256 and sign_p(0, 8) == 1.0
