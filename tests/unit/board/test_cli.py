@@ -7,16 +7,16 @@ from tests.conftest import run_builder
 DEAD = "127.0.0.1:1"  # nothing listens there: a connection attempt fails at once
 
 
-@pytest.mark.parametrize("case", ["file", "foreign", "arch", "cell"])
-def test_bad_arguments_exit_2_with_one_line_and_no_registry_call(tmp_path, case):
+@pytest.mark.parametrize("bad", ["file", "foreign", "arch", "cell"])
+def test_bad_arguments_exit_2_with_one_line_and_no_registry_call(tmp_path, bad):
     out = tmp_path / "site"
     extra: list[str] = []
-    if case == "file":
+    if bad == "file":
         out.write_text("not a directory")
-    elif case == "foreign":
+    elif bad == "foreign":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
-    elif case == "arch":
+    elif bad == "arch":
         extra = ["--arch", "sm_999"]
     else:
         extra = ["--cell", "nothing-like-this-*"]
@@ -25,8 +25,8 @@ def test_bad_arguments_exit_2_with_one_line_and_no_registry_call(tmp_path, case)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and DEAD not in lines[0], lines
     assert {"file": "is not a directory", "foreign": "holds other files", "arch": "--arch: unknown arch",
-            "cell": "no cell matches"}[case] in lines[0]
-    if case == "foreign":
+            "cell": "no cell matches"}[bad] in lines[0]
+    if bad == "foreign":
         assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
