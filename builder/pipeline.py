@@ -11,6 +11,7 @@ from pathlib import Path
 
 from builder.buildkit.runner import CellResult
 from builder.matrix.cells import Cell
+from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import ImageNames
 from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
@@ -24,30 +25,30 @@ from builder.smoke.run import SmokeInputs, run_smoke
 class SmokeOptions:
     promote: bool = False
     as_json: bool = False
-    baseline_tps: float | None = None
-    threshold: float | None = None  # None: the matrix's regression_threshold
+    accept_inconclusive: bool = False  # promote when the gate stayed inconclusive at its cap
+    threshold: float | None = None  # None: the matrix's gate.threshold
     model_dir: Path | None = None
     report_dir: Path = Path("build/reports")
 
 
 def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cell, image: str, digest: str,
-                            options: SmokeOptions, progress=lambda message: None) -> SmokeReport:
+                            options: SmokeOptions, progress=lambda message: None,
+                            settings: SmokeSettings | None = None) -> SmokeReport:
     store = RecordStore(client, names.repository)
     record = store.get_known_good(cell.id)
-    explicit = options.baseline_tps is not None
-    baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
-    settings = cell.engine.smoke_for(cell.arch.name)
-    if options.threshold is not None:  # --threshold wins over the matrix's regression_threshold
-        settings = dataclasses.replace(settings, regression_threshold=options.threshold)
+    settings = settings or cell.engine.smoke_for(cell.arch.name)
+    if options.threshold is not None:  # --threshold wins over the matrix's gate.threshold
+        settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, threshold=options.threshold))
     inputs = SmokeInputs(cell_id=cell.id, engine=cell.engine.name, arch=cell.arch.name, gpu=cell.arch.gpu,
                          image=image, digest=digest, settings=settings,
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
-                         baseline_tps=baseline, model_dir=options.model_dir,
-                         # a recorded baseline counts only if measured the same way (model, token count)
-                         baseline_measure=None if explicit or not record else (
-                             record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
-                         pull_auth=client.docker_auth())
+                         golden_profiles=record.golden_profiles if record else {},
+                         # the gate's baseline: the known-good image itself, measured beside the candidate
+                         known_good_image=record.image if record else None,
+                         known_good_sweep=record.sweep_result() if record else None,
+                         accept_inconclusive=options.accept_inconclusive,
+                         model_dir=options.model_dir, pull_auth=client.docker_auth())
     report = run_smoke(dockerd.connect(), inputs, progress)
     store.put_smoke_report(digest, report)
     options.report_dir.mkdir(parents=True, exist_ok=True)
