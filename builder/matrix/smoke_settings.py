@@ -43,6 +43,11 @@ class SweepSettings:
     samples: int = 5  # measured bursts per level
     warmup: int = 1  # bursts per level before measuring
     tokens: int = 128  # decoded by every request
+    # The model the sweep and the gate serve, when not the smoke model (same forms: Hub id, path:DIR,
+    # generated:<shape>). GPU cells: a random model sized so that decode is GPU-bound, while the checks
+    # keep a model with decisive logits (random bf16 weights flip greedy outputs between batch shapes).
+    model: str = ""
+    revision: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +120,8 @@ def _sweep(parent: MappingReader, base: SweepSettings) -> SweepSettings:
     out = SweepSettings(concurrency=_levels(r, "concurrency", base.concurrency),
                         samples=_bounded(r, "samples", base.samples, 1, 100),
                         warmup=_bounded(r, "warmup", base.warmup, 0, 100),
-                        tokens=_bounded(r, "tokens", base.tokens, 2, 65536))
+                        tokens=_bounded(r, "tokens", base.tokens, 2, 65536),
+                        model=r.string("model", base.model), revision=r.string("revision", base.revision))
     r.finish()
     return out
 

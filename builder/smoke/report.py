@@ -35,6 +35,7 @@ class SmokeReport:
     sweep: SweepResult | None = None  # the candidate's concurrency sweep
     gate: GateResult | None = None  # the interleaved comparison with the known-good image, when one ran
     golden_profiles: dict[str, dict[str, str]] = field(default_factory=dict)  # profile -> its greedy outputs
+    sweep_model_id: str = ""  # the model the sweep and the gate served, when not model_id
 
     @property
     def passed(self) -> bool:
@@ -47,7 +48,7 @@ class SmokeReport:
             "model": self.model_id, "finished_at": self.finished_at,
             "ready_seconds": round(self.ready_seconds, 1), "total_seconds": round(self.total_seconds, 1),
             "throughput_tps": self.throughput_tps, "golden": self.golden,
-            "golden_profiles": self.golden_profiles,
+            "golden_profiles": self.golden_profiles, "sweep_model": self.sweep_model_id or self.model_id,
             "summary": self.summary,
             "sweep": self.sweep.to_dict() if self.sweep else None,
             "gate": self.gate.to_dict() if self.gate else None,
@@ -86,7 +87,7 @@ class SmokeReport:
                    throughput_tps=float(tps) if isinstance(tps, (int, float)) else None,
                    golden={str(k): str(v) for k, v in (data.get("golden") or {}).items()},
                    finished_at=str(data.get("finished_at", "")), throughput_tokens=summary.get("throughput_tokens"),
-                   sweep=sweep, gate=gate,
+                   sweep=sweep, gate=gate, sweep_model_id=str(data.get("sweep_model") or ""),
                    golden_profiles={str(p): {str(k): str(v) for k, v in (o or {}).items()}
                                     for p, o in profiles.items()} if isinstance(profiles, Mapping) else {})
 
@@ -98,7 +99,7 @@ class SmokeReport:
         for check in self.checks:
             lines.append(f"  {check.status.upper():4}  {check.name:12} {check.evidence}")
         if self.sweep is not None:
-            lines.append(f"  sweep ({self.sweep.max_tokens} tokens per request, ignore_eos; aggregate decode tok/s "
+            lines.append(f"  sweep ({self.sweep_model_id or self.model_id}, {self.sweep.max_tokens} tokens per request, ignore_eos; aggregate decode tok/s "
                          f"= {self.sweep.aggregate_method}):")
             lines += ["    " + row for row in render_table(self.sweep).splitlines()]
         if self.gate is not None:

@@ -123,6 +123,7 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     outputs: dict[str, str] = {}
     golden_profiles: dict[str, dict[str, str]] = {}
     sweep = gate = None
+    perf_model = _perf_model(inputs, client)  # None: the sweep and the gate serve the smoke model
     progress(f"starting {inputs.image} with {model.model_id}")
     try:
         with serve(client, server_spec(inputs, model, image=inputs.image), f"smoke-{inputs.cell_id}") as server:
@@ -134,11 +135,15 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
             checks.append(determinism)
             checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model))
             checks.append(check_tool_call(server.base_url, spec))
-            progress("sweep")
-            sweep_check, sweep = check_sweep(server.base_url, sweep_spec(settings, "smoke", inputs.engine))
-            checks.append(sweep_check)
-            gate_check, gate = _gate(client, inputs, model, server, progress)
-            checks.append(gate_check)
+            if perf_model is None:
+                sweep, gate, perf_checks = _performance(client, inputs, model, server, progress)
+                checks += perf_checks
+        if perf_model is not None:
+            progress(f"sweep and gate: starting {inputs.image} with {perf_model.model_id}")
+            with serve(client, server_spec(inputs, perf_model, image=inputs.image),
+                       f"smoke-{inputs.cell_id}-perf") as server:
+                sweep, gate, perf_checks = _performance(client, inputs, perf_model, server, progress)
+                checks += perf_checks
         for profile in settings.profiles:
             profile_checks, profile_outputs = _profile(client, inputs, model, spec, profile, progress)
             checks += profile_checks
@@ -153,7 +158,24 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
                        throughput_tps=round(c1, 1) if c1 else None,
                        golden=outputs if determinism_passed(checks) else {}, finished_at=utc_now(),
                        throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate.gate if gate else None,
-                       golden_profiles=golden_profiles)
+                       golden_profiles=golden_profiles, sweep_model_id=perf_model.model_id if perf_model else "")
+
+
+def _perf_model(inputs: SmokeInputs, client: docker.DockerClient) -> SmokeModel | None:
+    sweep = inputs.settings.sweep
+    if not sweep.model or sweep.model == inputs.settings.model or inputs.model_dir is not None:
+        return None
+    return resolve_model(dataclasses.replace(inputs.settings, model=sweep.model, revision=sweep.revision),
+                         inputs.image, client, gpu=inputs.gpu)
+
+
+def _performance(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, server: RunningServer,
+                 progress) -> tuple[SweepResult | None, object, list[CheckResult]]:
+    """The sweep of the candidate, then the gate against the known-good booted beside it (same model)."""
+    progress("sweep")
+    sweep_check, sweep = check_sweep(server.base_url, sweep_spec(inputs.settings, "smoke", inputs.engine))
+    gate_check, gate = _gate(client, inputs, model, server, progress)
+    return sweep, gate, [sweep_check, gate_check]
 
 
 def server_spec(inputs: SmokeInputs, model: SmokeModel, *, image: str,

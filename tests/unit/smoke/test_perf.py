@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings, SweepSettings
-from builder.smoke.gate import GateSettings, compare_level, GateResult
+from builder.smoke.gate import GateResult, GateSettings, compare_level
 from builder.smoke.perf import NO_INTERVAL, check_gate, gate_verdict, sweep_spec, sweep_verdict
 from builder.smoke.report import SmokeReport
 from builder.smoke.sweepreport import LevelResult, SweepResult
