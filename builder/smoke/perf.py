@@ -29,8 +29,9 @@ def sweep_spec(settings: SmokeSettings, served_name: str, engine: str,
     module = engine_module(engine)
     sweep = settings.sweep
     return SweepSpec(model=served_name, concurrency=concurrency or sweep.concurrency, samples=sweep.samples,
-                     warmup=sweep.warmup, max_tokens=sweep.tokens, include_usage=module.stream_usage,
-                     ignore_eos=module.stream_ignore_eos)
+                     warmup=sweep.warmup, max_tokens=sweep.tokens,
+                     include_usage=getattr(module, "stream_usage", True),
+                     ignore_eos=getattr(module, "stream_ignore_eos", True))
 
 
 def gate_settings(settings: SmokeSettings) -> GateSettings:
