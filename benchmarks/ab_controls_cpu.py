@@ -103,6 +103,8 @@ def main() -> int:
     parser.add_argument("--variant", help="an already built slowed variant (default: build it)")
     parser.add_argument("--trials", type=int, default=10, help="A/A trials and A/B trials, each")
     parser.add_argument("--delay-ms", type=float, default=0.2, help="injected delay per engine step")
+    parser.add_argument("--ready-timeout", type=int, default=0, help="seconds a server may take to boot "
+                        "(default: the cell's ready_timeout; a loaded 2-core runner needs more)")
     parser.add_argument("--deadline-min", type=float, default=0, help="stop starting trials after this (0: none)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ab_controls_cpu.json")
     args = parser.parse_args()
@@ -139,7 +141,7 @@ def main() -> int:
     def server(ref: str) -> ServerSpec:
         return ServerSpec(image=ref, engine="vllm", gpu=False, model_dir=model.directory, served_name="smoke",
                           args=settings.args, env=settings.env, shm_size=settings.shm_size,
-                          ready_timeout=settings.ready_timeout)
+                          ready_timeout=args.ready_timeout or settings.ready_timeout)
 
     trials: list[dict] = []
     with contextlib.ExitStack() as stack:

@@ -61,7 +61,8 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
 
 
 def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], results: list[CellResult],
-                workdir: Path, promote: bool, say: Callable[[str], None]) -> dict[str, str]:
+                workdir: Path, promote: bool, say: Callable[[str], None],
+                accept_inconclusive: bool = False) -> dict[str, str]:
     """Smoke-test (and promote) every image the build produced; one cell after another, since
     a smoke test needs the machine's memory (and GPU) to itself."""
     by_id = {c.id: c for c in cells}
@@ -71,7 +72,7 @@ def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], re
             continue
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,
-            SmokeOptions(promote=promote, report_dir=workdir / "reports"),
+            SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports"),
             progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"))
         say(report.text())
         verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \
