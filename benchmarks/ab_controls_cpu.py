@@ -105,6 +105,8 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=0.2, help="injected delay per engine step")
     parser.add_argument("--ready-timeout", type=int, default=0, help="seconds a server may take to boot "
                         "(default: the cell's ready_timeout; a loaded 2-core runner needs more)")
+    parser.add_argument("--one-a", action="store_true", help="A/A against the same A server (two containers "
+                        "instead of three, for a runner that cannot boot three in time)")
     parser.add_argument("--deadline-min", type=float, default=0, help="stop starting trials after this (0: none)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ab_controls_cpu.json")
     args = parser.parse_args()
@@ -146,7 +148,7 @@ def main() -> int:
     trials: list[dict] = []
     with contextlib.ExitStack() as stack:
         a1 = stack.enter_context(serve(docker_client, server(image), "ab-control-a1"))
-        a2 = stack.enter_context(serve(docker_client, server(image), "ab-control-a2"))
+        a2 = a1 if args.one_a else stack.enter_context(serve(docker_client, server(image), "ab-control-a2"))
         b = stack.enter_context(serve(docker_client, server(variant), "ab-control-b"))
         print(f"resident: A1 {a1.base_url}, A2 {a2.base_url}, B {b.base_url} "
               f"(ready after {time.monotonic() - started:.0f} s)", flush=True)
@@ -167,7 +169,7 @@ def main() -> int:
                       flush=True)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps({
-                    "image": image, "variant": variant, "delay_ms": args.delay_ms, "threshold": gate.threshold,
+                    "image": image, "variant": variant, "aa_same_server": args.one_a, "delay_ms": args.delay_ms, "threshold": gate.threshold,
                     "gate": {"initial_pairs": gate.initial_pairs, "step_pairs": gate.step_pairs,
                              "max_pairs": gate.max_pairs, "confidence": gate.confidence},
                     "levels": list(spec.concurrency), "tokens": spec.max_tokens, "summary": summary(trials),
