@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy what the H200 proof needs into the session checkout's .gpu/perf (git-ignored there), which the
 # device tool carries: this branch's builder package, benchmarks/gpu, and the docker SDK wheel unpacked
-# (builder's CLI imports it; the GPU machine has no Docker and no package registry).
+# (the CLI imported it at start when the H200 run was made; `smoke --url` no longer needs it, and a test
+# keeps it so; the GPU machine has no Docker and no package registry).
 #   bash benchmarks/gpu/stage_perf.sh /work/main
 set -eu
 dest=${1:?checkout root}/.gpu/perf
