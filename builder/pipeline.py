@@ -11,6 +11,7 @@ from pathlib import Path
 
 from builder.buildkit.runner import CellResult
 from builder.matrix.cells import Cell
+from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import ImageNames
 from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
@@ -24,30 +25,30 @@ from builder.smoke.run import SmokeInputs, run_smoke
 class SmokeOptions:
     promote: bool = False
     as_json: bool = False
-    baseline_tps: float | None = None
-    threshold: float | None = None  # None: the matrix's regression_threshold
+    accept_inconclusive: bool = False  # promote when the gate stayed inconclusive at its cap
+    threshold: float | None = None  # None: the matrix's gate.threshold
     model_dir: Path | None = None
     report_dir: Path = Path("build/reports")
 
 
 def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cell, image: str, digest: str,
-                            options: SmokeOptions, progress=lambda message: None) -> SmokeReport:
+                            options: SmokeOptions, progress=lambda message: None,
+                            settings: SmokeSettings | None = None) -> SmokeReport:
     store = RecordStore(client, names.repository)
     record = store.get_known_good(cell.id)
-    explicit = options.baseline_tps is not None
-    baseline = options.baseline_tps if explicit else (record.throughput_tps if record else None)
-    settings = cell.engine.smoke_for(cell.arch.name)
-    if options.threshold is not None:  # --threshold wins over the matrix's regression_threshold
-        settings = dataclasses.replace(settings, regression_threshold=options.threshold)
+    settings = settings or cell.engine.smoke_for(cell.arch.name)
+    if options.threshold is not None:  # --threshold wins over the matrix's gate.threshold
+        settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, threshold=options.threshold))
     inputs = SmokeInputs(cell_id=cell.id, engine=cell.engine.name, arch=cell.arch.name, gpu=cell.arch.gpu,
                          image=image, digest=digest, settings=settings,
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
-                         baseline_tps=baseline, model_dir=options.model_dir,
-                         # a recorded baseline counts only if measured the same way (model, token count)
-                         baseline_measure=None if explicit or not record else (
-                             record.smoke_summary.get("model"), record.smoke_summary.get("throughput_tokens")),
-                         pull_auth=client.docker_auth(),
+                         golden_profiles=record.golden_profiles if record else {},
+                         # the gate's baseline: the known-good image itself, measured beside the candidate
+                         known_good_image=record.image if record else None,
+                         known_good_sweep=record.sweep_result() if record else None,
+                         accept_inconclusive=options.accept_inconclusive,
+                         model_dir=options.model_dir, pull_auth=client.docker_auth(),
                          helper_image=names.friendly(settings.model_helper) if settings.model_helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)
     store.put_smoke_report(digest, report)
@@ -61,7 +62,8 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
 
 
 def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], results: list[CellResult],
-                workdir: Path, promote: bool, say: Callable[[str], None]) -> dict[str, str]:
+                workdir: Path, promote: bool, say: Callable[[str], None],
+                accept_inconclusive: bool = False) -> dict[str, str]:
     """Smoke-test (and promote) every image the build produced; one cell after another, since
     a smoke test needs the machine's memory (and GPU) to itself."""
     by_id = {c.id: c for c in cells}
@@ -71,7 +73,7 @@ def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], re
             continue
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,
-            SmokeOptions(promote=promote, report_dir=workdir / "reports"),
+            SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports"),
             progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"))
         say(report.text())
         verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \

@@ -64,10 +64,11 @@ def small_matrix(tmp_path: Path) -> Path:
     return path
 
 
-def run_builder(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def run_builder(*args: str, cwd: Path | None = None, check: bool = False,
+                timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     done = subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"builder {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done

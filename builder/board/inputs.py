@@ -37,7 +37,7 @@ def cell_input(cell: Cell, plan: PatchPlanView = PatchPlanView()) -> CellInput:
         port=engine.container_port,
         patches_applied=tuple(AppliedPatch(id=i, sha256=s, note="planned") for i, s in plan.applied),
         patches_skipped=tuple(SkippedPatch(id=i, verdict=v, reason=r) for i, v, r in plan.skipped),
-        regression_threshold=settings.regression_threshold)
+        regression_threshold=settings.gate.threshold)
 
 
 def excluded_input(matrix: Matrix, excluded: Excluded) -> ExcludedInput:

@@ -44,6 +44,7 @@ def build_cmd(
     workdir: Path = path_option("build", "--workdir", help="Where contexts and logs go (logs/<cell>.log)."),
     smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
     promote: bool = typer.Option(False, "--promote", help="With --smoke: promote each image that passed."),
+    accept_inconclusive: bool = typer.Option(False, "--accept-inconclusive", help="With --smoke: let an A/B gate that stayed inconclusive at its resampling cap pass (the report says so)."),
 ):
     """Build the selected cells through BuildKit and push their immutable tags; a cell whose
     immutable tag the registry already has is skipped as up to date.
@@ -102,7 +103,7 @@ def build_cmd(
         raise typer.Exit(130)
     from builder.pipeline import smoke_built  # the Docker SDK only where it is used
     smoked = smoke_built(session.names, client, cells, results, workdir, promote,
-                                 say=lambda m: typer.echo(m, err=True)) if smoke else {}
+                         say=lambda m: typer.echo(m, err=True), accept_inconclusive=accept_inconclusive) if smoke else {}
     typer.echo("")
     rows = summary_rows(results)
     if smoke:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from builder.cli.options import MatrixOpt, RegistryOpt, existing_dir, path_optio
 from builder.cli.session import Session
 from builder.errors import InputError, StepFailed
 from builder.matrix.cells import Cell
+from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import CELL_LABEL
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import newest_image
@@ -20,23 +22,93 @@ from builder.promotion.store import newest_image
 
 def smoke_command(
     image: Optional[str] = typer.Argument(None, help="An image in the registry: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:..."),
-    cell: Optional[str] = typer.Option(None, "--cell", help="Smoke-test the newest image of this cell instead."),
+    cell: Optional[str] = typer.Option(None, "--cell", help="Smoke-test the newest image of this cell instead (with --url: take this cell's smoke settings)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Check a server that is already running (no Docker, no registry), e.g. http://127.0.0.1:8000."),
+    known_good_url: Optional[str] = typer.Option(None, "--known-good-url", help="With --url: a running known-good server; the A/B gate interleaves samples between the two."),
+    served_name: Optional[str] = typer.Option(None, "--served-name", help="With --url: the served model name (default: the one model the server lists)."),
+    engine: str = typer.Option("vllm", "--engine", help="With --url and no --cell: the engine behind the URL (its streaming request fields)."),
+    concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", min=2, max=65536, help="Tokens decoded by every sweep request."),
     promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    baseline_tps: Optional[float] = typer.Option(None, "--baseline-tps", help="Decode tok/s to compare with (default: the cell's known-good record)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=0.99, help="Allowed throughput regression (0.05 = 5%; default: the matrix's regression_threshold, 0.05 unless set)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=0.99, help="Allowed decode slowdown against the known-good measured beside it (0.05 = 5%; default: the matrix's gate.threshold)."),
+    accept_inconclusive: bool = typer.Option(False, "--accept-inconclusive", help="Let an inconclusive gate (still unresolved at its resampling cap) pass; the report says so."),
     model_dir: Optional[Path] = path_option(None, "--model-dir", help="Serve this local model directory instead of the matrix's."),
     report_dir: Path = path_option("build/reports", "--report-dir", help="Where <cell>.json and <cell>.txt go."),
     matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
 ):
-    """Boot an image with its tiny model and check it: models, completions, determinism under
-    concurrency, golden outputs, tool calls, throughput against the last known-good, and (GPU
-    cells) the kernel audit. The report is stored beside the image in the registry.
+    """Boot an image with its smoke model and check it: models, completions, determinism under
+    concurrency (and under each serve profile), golden outputs, tool calls, the concurrency sweep, the
+    A/B gate against the cell's known-good image booted beside it, and (GPU cells) the kernel audit.
+    The report is stored beside the image in the registry. With --url: the same checks, the sweep and
+    (with --known-good-url) the gate against servers already running, without Docker or a registry.
 
-    Example: builder smoke --cell vllm-0.32.0-cpu --promote
+    Examples: builder smoke --cell vllm-0.32.0-cpu --promote;
+    builder smoke --url http://127.0.0.1:8000 --known-good-url http://127.0.0.1:8001
     """
-    run_smoke_command(Session(matrix, None, None, None, None, registry), image, cell,
-                      _options(promote, as_json, baseline_tps, threshold, model_dir, report_dir))
+    overrides = SweepOverrides(_levels(concurrency), samples, tokens, threshold)
+    if url is not None:
+        if image or promote or model_dir:
+            raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
+        run_url_command(url, known_good_url, served_name, cell, engine, matrix, overrides, accept_inconclusive,
+                        as_json)
+        return
+    if known_good_url or served_name:
+        raise InputError("--known-good-url and --served-name go with --url")
+    from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
+    session = Session(matrix, None, None, None, None, registry)
+    run_smoke_command(session, image, cell, SmokeOptions(promote, as_json, accept_inconclusive, threshold,
+                                                         model_dir, report_dir), overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOverrides:
+    concurrency: tuple[int, ...] | None = None
+    samples: int | None = None
+    tokens: int | None = None
+    threshold: float | None = None
+
+    def apply(self, settings: SmokeSettings) -> SmokeSettings:
+        sweep = settings.sweep
+        sweep = dataclasses.replace(sweep, concurrency=self.concurrency or sweep.concurrency,
+                                    samples=self.samples or sweep.samples, tokens=self.tokens or sweep.tokens)
+        gate = settings.gate if self.threshold is None else dataclasses.replace(settings.gate, threshold=self.threshold)
+        return dataclasses.replace(settings, sweep=sweep, gate=gate)
+
+
+def _levels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        levels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or any(not 0 < c <= 512 for c in levels) or len(set(levels)) != len(levels):
+        raise InputError(f"--concurrency: {text!r} is not a list of distinct levels 1..512 (e.g. 1,2,4,8)")
+    return levels
+
+
+def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
+                    engine: str, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
+                    as_json: bool) -> None:
+    from builder.engines import engine_module
+    from builder.smoke.url import smoke_url
+    if cell_id is not None:  # the cell's settings (and engine) from the matrix
+        session = Session(matrix, None, None, None, None, None)
+        cells = {c.id: c for c in session.expansion.cells}
+        if cell_id not in cells:
+            raise InputError(f"--cell: '{cell_id}' is not a cell of the matrix (see `builder matrix`)")
+        chosen = cells[cell_id]
+        settings, engine = chosen.engine.smoke_for(chosen.arch.name), chosen.engine.name
+    else:
+        engine_module(engine)  # an unknown engine is exit 2
+        settings = SmokeSettings()
+    report = smoke_url(url, overrides.apply(settings), engine, served_name=served_name, known_good_url=known_good_url,
+                       accept_inconclusive=accept_inconclusive, progress=lambda m: typer.echo(f"smoke: {m}", err=True))
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
+    if not report.passed:
+        raise typer.Exit(1)
 
 
 def _image_ref(session, image: str) -> str:
@@ -67,28 +139,23 @@ def resolve_target(session, client: RegistryClient, image: str | None, cell_id: 
     return cells[cell_id], f"{repo}:{tag}", digest
 
 
-def _options(*args):
-    from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
-    return SmokeOptions(*args)
-
-
-def run_smoke_command(session, image: str | None, cell_id: str | None, options) -> None:
+def run_smoke_command(session, image: str | None, cell_id: str | None, options,
+                      overrides: SweepOverrides = SweepOverrides()) -> None:
     from builder.pipeline import smoke_and_maybe_promote
     if bool(image) == bool(cell_id):
-        raise InputError("give either IMAGE or --cell CELL (one of them)")
+        raise InputError("give either IMAGE or --cell CELL (one of them), or --url URL")
     # Everything the arguments say is checked before the registry is contacted.
     if image:
         _image_ref(session, image)
     elif cell_id not in {c.id for c in session.expansion.cells}:
         raise InputError(f"--cell: '{cell_id[:80]}' is not a cell of the matrix (see `builder matrix`)")
-    if options.baseline_tps is not None and not options.baseline_tps > 0:
-        raise InputError(f"--baseline-tps: {options.baseline_tps} must be a positive decode rate (tok/s)")
     existing_dir(options.model_dir, "--model-dir")
     writable_dir(options.report_dir, "--report-dir")
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     cell, reference, digest = resolve_target(session, client, image, cell_id)
     report = smoke_and_maybe_promote(session.names, client, cell, reference, digest, options,
+                                     settings=overrides.apply(cell.engine.smoke_for(cell.arch.name)),
                                      progress=lambda m: typer.echo(f"{cell.id}: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if options.as_json else report.text())
     if not report.passed:

@@ -38,6 +38,12 @@ class EngineModule(Protocol):
     audit_roots: tuple[str, ...]  # absolute directories in the image the kernel audit reads too
     audit_dispatch_only: tuple[DispatchOnly, ...]  # old-GPU-only kernels the audit warns about, not fails
     requirement_files: tuple[str, ...]  # where a source tree pins torch (first match wins)
+    # The sweep's streamed /v1/completions requests: whether the server takes `ignore_eos` (decode
+    # exactly max_tokens; without it a random model may stop early and the sweep says so) and
+    # `stream_options: {include_usage: true}` (a last chunk with the token count; without it tokens
+    # are counted from the chunks).
+    stream_ignore_eos: bool
+    stream_usage: bool
 
     def server_args(self, *, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:
         """Arguments after the image's entrypoint that serve `model` as `served_name` on `port`."""

@@ -36,6 +36,8 @@ audit_dispatch_only = (
                           "false below sm_80 (enable_if); sm_80 and later carry the vectorised overload"),
 )
 requirement_files = ("requirements/cuda.txt", "requirements-cuda.txt")
+stream_ignore_eos = True
+stream_usage = True
 _TORCH_PIN = re.compile(r"^torch\s*==\s*([0-9][^\s;#]*)", re.MULTILINE)
 
 

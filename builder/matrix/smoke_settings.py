@@ -13,7 +13,8 @@ ToolRecipe = Literal["plain", "forced"]
 
 @dataclass(frozen=True, kw_only=True)
 class SmokeSettings:
-    """How an engine's images are smoke-tested: the tiny model and the server's arguments.
+    """How an engine's images are smoke-tested: the model, the server's arguments, the sweep, the gate
+    and the serve profiles.
 
     model: a Hub id (fetched with a pinned revision into a mounted cache), a local directory
     ("path:DIR"), or "generated:tiny-llama" (a random-weight model made offline inside the image
@@ -29,12 +30,52 @@ class SmokeSettings:
     ready_timeout: int = 600
     shm_size: str = "2g"
     audit_optional: tuple[str, ...] = ()  # kernel-audit globs allowed to lack the cell's arch
-    throughput_tokens: int = 64  # decoded per throughput run
-    regression_threshold: float = 0.05  # allowed decode tok/s drop against the last known-good
+    sweep: SweepSettings = field(default_factory=lambda: SweepSettings())
+    gate: GateSettingsSpec = field(default_factory=lambda: GateSettingsSpec())
+    profiles: tuple[ServeProfile, ...] = ()  # extra ways to serve; determinism and golden run under each
     # A cell whose (tested, friendly-tagged) image makes a generated model when the image under test
     # cannot: generated:tiny-llama-gguf needs torch + transformers, which a llama.cpp image lacks.
     model_helper: str | None = None
 
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSettings:
+    """engines.<e>.smoke.sweep: the concurrency sweep (streamed, ignore_eos, fixed token count)."""
+
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    samples: int = 5  # measured bursts per level
+    warmup: int = 1  # bursts per level before measuring
+    tokens: int = 128  # decoded by every request
+    # The model the sweep and the gate serve, when not the smoke model (same forms: Hub id, path:DIR,
+    # generated:<shape>). GPU cells: a random model sized so that decode is GPU-bound, while the checks
+    # keep a model with decisive logits (random bf16 weights flip greedy outputs between batch shapes).
+    model: str = ""
+    revision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSettingsSpec:
+    """engines.<e>.smoke.gate: the A/B gate against the known-good image, measured beside it."""
+
+    threshold: float = 0.05  # allowed decode slowdown (0.05 = 5%)
+    confidence: float = 0.95  # for the whole resampling session (Bonferroni over its looks)
+    initial_pairs: int = 6
+    step_pairs: int = 3  # pairs added per resampling round while inconclusive
+    max_pairs: int = 18
+    concurrency: tuple[int, ...] = ()  # levels the gate compares; empty: the sweep's levels
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeProfile:
+    """engines.<e>.smoke.profiles.<name>: another way to serve the cell (speculative decoding, CUDA graphs
+    off, ...): its args are appended to the smoke args, its env merged over the smoke env."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+DEFAULT_PROFILE = "default"
 
 
 def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
@@ -50,9 +91,79 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         tool_recipe=recipe, ready_timeout=r.integer("ready_timeout", base.ready_timeout, minimum=1),
         shm_size=r.string("shm_size", base.shm_size),
         audit_optional=r.strings("audit_optional", base.audit_optional),
-        throughput_tokens=r.integer("throughput_tokens", base.throughput_tokens, minimum=1),
-        regression_threshold=_fraction(r, "regression_threshold", base.regression_threshold),
+        sweep=_sweep(r, base.sweep), gate=_gate(r, base.gate), profiles=_profiles(r, base.profiles),
         model_helper=r.string("model_helper", base.model_helper))
+
+
+MAX_CONCURRENCY = 512
+
+
+def _levels(r: MappingReader, key: str, default: tuple[int, ...], allow_empty: bool = False) -> tuple[int, ...]:
+    value = r.raw(key, None)
+    if value is None:
+        return default
+    ok = isinstance(value, list) and (allow_empty or value) and len(value) <= 16 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONCURRENCY for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise r.error(key, f"{r.what}.{key} must be a list of up to 16 distinct concurrency levels, "
+                           f"integers 1..{MAX_CONCURRENCY} (e.g. [1, 2, 4, 8])")
+    return tuple(value)
+
+
+def _bounded(r: MappingReader, key: str, default: int, low: int, high: int) -> int:
+    value = r.integer(key, default, minimum=low)
+    if value > high:
+        raise r.error(key, f"{r.what}.{key} must be an integer {low}..{high}, got {value}")
+    return value
+
+
+def _sweep(parent: MappingReader, base: SweepSettings) -> SweepSettings:
+    r = parent.sub("sweep")
+    if r is None:
+        return base
+    out = SweepSettings(concurrency=_levels(r, "concurrency", base.concurrency),
+                        samples=_bounded(r, "samples", base.samples, 1, 100),
+                        warmup=_bounded(r, "warmup", base.warmup, 0, 100),
+                        tokens=_bounded(r, "tokens", base.tokens, 2, 65536),
+                        model=r.string("model", base.model), revision=r.string("revision", base.revision))
+    r.finish()
+    return out
+
+
+def _gate(parent: MappingReader, base: GateSettingsSpec) -> GateSettingsSpec:
+    r = parent.sub("gate")
+    if r is None:
+        return base
+    threshold = _fraction(r, "threshold", base.threshold)
+    confidence = _fraction(r, "confidence", base.confidence)
+    if not 0.5 <= confidence:
+        raise r.error("confidence", f"{r.what}.confidence must be 0.5 up to (not including) 1")
+    initial = _bounded(r, "initial_pairs", base.initial_pairs, 3, 200)
+    step = _bounded(r, "step_pairs", base.step_pairs, 1, 200)
+    most = _bounded(r, "max_pairs", base.max_pairs, 3, 200)
+    if most < initial:
+        raise r.error("max_pairs", f"{r.what}.max_pairs ({most}) must be >= initial_pairs ({initial})")
+    out = GateSettingsSpec(threshold=threshold, confidence=confidence, initial_pairs=initial, step_pairs=step,
+                           max_pairs=most, concurrency=_levels(r, "concurrency", base.concurrency, allow_empty=True))
+    r.finish()
+    return out
+
+
+def _profiles(parent: MappingReader, base: tuple[ServeProfile, ...]) -> tuple[ServeProfile, ...]:
+    r = parent.sub("profiles")
+    if r is None:
+        return base
+    out = []
+    for name in list(r.data):
+        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum() or \
+                name == DEFAULT_PROFILE:
+            raise r.error(name, f"{r.what}: profile name {name!r} must be letters, digits, - or _ "
+                                f"(and not '{DEFAULT_PROFILE}', which is the plain smoke args)")
+        sub = MappingReader(r.raw(name), r.source, r.line_of(name), f"{r.what}.{name}")
+        out.append(ServeProfile(name=name, args=sub.strings("args"), env=sub.string_map("env")))
+        sub.finish()
+    r.finish()
+    return tuple(out)
 
 
 def _fraction(r: MappingReader, key: str, default: float) -> float:

@@ -110,7 +110,8 @@ def promote(client: RegistryClient, repository: str, cell_id: str, digest: str, 
             # throughput) so later runs compare with what was measured last.
             refreshed = replace(previous, smoke_summary=ours.smoke_summary, golden=ours.golden or previous.golden,
                                 throughput_tps=ours.throughput_tps if ours.throughput_tps is not None
-                                else previous.throughput_tps)
+                                else previous.throughput_tps, sweep=ours.sweep or previous.sweep,
+                                golden_profiles=ours.golden_profiles or previous.golden_profiles)
             if refreshed != previous:
                 store.put_known_good(refreshed)
             return PromotionResult(cell_id, digest, was, friendly, "already promoted", refreshed)
@@ -188,6 +189,7 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
         patches=tuple(fields.get("patches") or _label_patches(labels)), smoke_summary=summary,
         golden=dict(golden if golden is not None else report.golden),
         throughput_tps=float(tps) if tps is not None else None,
+        sweep=report.sweep.to_dict() if report.sweep else None, golden_profiles=dict(report.golden_profiles),
     )
 
 

@@ -74,6 +74,16 @@ class KnownGoodRecord:
     golden: dict[str, str] = field(default_factory=dict)  # prompt -> greedy output of this image
     throughput_tps: float | None = None
     history: tuple[HistoryEntry, ...] = ()  # earlier known-good images of the cell, newest first
+    sweep: dict[str, Any] | None = None  # the concurrency sweep of its smoke report (SweepResult JSON): context
+    golden_profiles: dict[str, dict[str, str]] = field(default_factory=dict)  # serve profile -> greedy outputs
+
+    def sweep_result(self) -> Any:
+        """The recorded sweep as a SweepResult, None when absent or unreadable (it is context only)."""
+        from builder.smoke.sweepreport import SweepResult
+        try:
+            return SweepResult.from_dict(self.sweep) if self.sweep else None
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def entry(self) -> HistoryEntry:
         return HistoryEntry(self.digest, self.promoted_at, self.throughput_tps)
@@ -87,6 +97,7 @@ class KnownGoodRecord:
             "smoke_summary": self.smoke_summary, "golden": self.golden, "throughput_tps": self.throughput_tps,
             "history": [{"digest": h.digest, "promoted_at": h.promoted_at, "throughput_tps": h.throughput_tps}
                         for h in self.history],
+            "sweep": self.sweep, "golden_profiles": self.golden_profiles,
         }
 
     def to_json(self) -> str:
@@ -113,6 +124,8 @@ class KnownGoodRecord:
                 history=tuple(HistoryEntry(str(h["digest"]), str(h["promoted_at"]),
                                            float(h["throughput_tps"]) if h.get("throughput_tps") is not None
                                            else None) for h in data.get("history") or []),
+                sweep=dict(data["sweep"]) if isinstance(data.get("sweep"), dict) else None,
+                golden_profiles={str(p): dict(o) for p, o in (data.get("golden_profiles") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None

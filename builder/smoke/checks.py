@@ -8,8 +8,6 @@ check_golden and the helpers below it are pure.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -165,28 +163,6 @@ def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     return bias
 
 
-@guarded("throughput", fallback=float)
-def check_throughput(base_url: str, spec: SmokeSpec, baseline_tps: float | None) -> tuple[CheckResult, float]:
-    """Decode tok/s of single requests (median of runs); 0.0 when it could not be measured."""
-    rates = []
-    for run in range(spec.throughput_runs):
-        prompt = spec.prompts[run % len(spec.prompts)]  # different prompts: no cache-friendly repeats
-        start = time.perf_counter()
-        resp = generate(base_url, spec, spec.throughput_tokens, prompt=prompt, ignore_eos=True)
-        wall = time.perf_counter() - start
-        tokens = resp["usage"]["completion_tokens"]
-        if tokens != spec.throughput_tokens:  # runs must decode equal counts to be comparable
-            return CheckResult("throughput", FAIL, f"run {run + 1} decoded {tokens} tokens, expected "
-                               f"{spec.throughput_tokens} (ignore_eos not honoured?)", {"runs_tps": rates}), 0.0
-        rates.append(round(tokens / wall, 1))
-    median = round(statistics.median(rates), 1)
-    status, evidence = throughput_verdict(median, baseline_tps, spec.regression_threshold, len(rates))
-    change = regression(median, baseline_tps)
-    return CheckResult("throughput", status, evidence, {
-        "runs_tps": rates, "median_tps": median, "baseline_tps": baseline_tps, "tokens": spec.throughput_tokens,
-        "change": None if change is None else round(change, 4)}), median
-
-
 def usage_sane(usage: Any, max_tokens: int) -> str | None:
     """None when the usage block is consistent, else what is wrong with it."""
     if not isinstance(usage, dict):
@@ -216,19 +192,3 @@ def divergence(prompt: str, expected: str, got: str, where: str) -> str:
     lo = max(0, i - 12)
     return (f"{where}: prompt {one_line(prompt, 40)!r} differs at char {i}: expected "
             f"{expected[lo:i + 12]!r}, got {got[lo:i + 12]!r}")
-
-
-def regression(median_tps: float, baseline_tps: float | None) -> float | None:
-    """Relative change versus the baseline (-0.12 is 12% slower); None without a usable baseline."""
-    return None if not baseline_tps or baseline_tps <= 0 else median_tps / baseline_tps - 1
-
-
-def throughput_verdict(median_tps: float, baseline_tps: float | None, threshold: float, runs: int) -> tuple[str, str]:
-    head = f"{median_tps:.1f} tok/s (median of {runs})"
-    change = regression(median_tps, baseline_tps)
-    if change is None:
-        return PASS, f"{head}, no baseline to compare"
-    line = f"{head}, baseline {baseline_tps:.1f}: {change:+.1%}"
-    if median_tps < baseline_tps * (1 - threshold):
-        return FAIL, f"{line}, worse than the allowed -{threshold:.0%}"
-    return PASS, line

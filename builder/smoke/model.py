@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import requests
+from docker.types import DeviceRequest
 
 from builder.errors import InputError, StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
@@ -35,7 +36,7 @@ class SmokeModel:
 
 
 def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient,
-                  cache: Path | None = None, override: Path | None = None,
+                  cache: Path | None = None, override: Path | None = None, gpu: bool = False,
                   helper_image: str | None = None, pull_auth: dict | None = None) -> SmokeModel:
     cache = Path(cache or default_cache_dir())
     if override is not None:
@@ -58,7 +59,7 @@ def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClie
             raise InputError(f"smoke model '{model}' needs a helper image with torch (smoke.model_helper: a cell id)")
         return _generated_gguf(model, image, helper_image, client, cache, pull_auth)
     if model.startswith("generated:"):
-        return _generated(model, image, client, cache)
+        return _generated(model, image, client, cache, gpu)
     return _from_hub(model, settings.revision, cache)
 
 
@@ -73,11 +74,19 @@ def _from_hub(repo_id: str, revision: str | None, cache: Path) -> SmokeModel:
     return SmokeModel(path, f"{repo_id}@{path.name}")  # snapshot directories are named by commit
 
 
-def _generated(model: str, image: str, client: docker.DockerClient, cache: Path) -> SmokeModel:
+def generated_shapes() -> tuple[str, ...]:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("llm_factory_tinymodel", TINYMODEL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # stdlib only at import time
+    return tuple(module.SHAPES)
+
+
+def _generated(model: str, image: str, client: docker.DockerClient, cache: Path, gpu: bool = False) -> SmokeModel:
     name = model.split(":", 1)[1]
-    if name != "tiny-llama":
-        raise InputError(f"unknown generated smoke model '{model}' (known: generated:tiny-llama, "
-                         "generated:tiny-llama-gguf)")
+    if name not in generated_shapes():
+        known = ", ".join(f"generated:{n}" for n in generated_shapes())
+        raise InputError(f"unknown generated smoke model '{model}' (known: {known})")
     script = TINYMODEL_SCRIPT.read_bytes()
     digest = hashlib.sha256(script).hexdigest()[:12]
     target = cache / "models" / f"{name}-{digest}"
@@ -88,8 +97,12 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path)
     partial.mkdir(parents=True)
     try:
         # The image under test has torch, transformers and tokenizers; the host needs none.
-        with Container(client, "tinymodel", image=image, environment={"HF_HUB_OFFLINE": "1"},
-                       entrypoint=["python3", "/llm-factory/tinymodel.py", "/out"], labels={SMOKE_LABEL: "1"},
+        # Realistic shapes are made on the GPU in bf16 (7 B: about 30 s there, against minutes on a host).
+        device = ["--device", "cuda"] if gpu and name != "tiny-llama" else []
+        extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if device else {}
+        with Container(client, "tinymodel", image=image, environment={"HF_HUB_OFFLINE": "1"}, **extra,
+                       entrypoint=["python3", "/llm-factory/tinymodel.py", "/out", "--shape", name, *device],
+                       labels={SMOKE_LABEL: "1"},
                        volumes={str(partial): {"bind": "/out", "mode": "rw"},
                                 str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}}) as box:
             code = box.wait(timeout=600)

@@ -54,11 +54,8 @@ class SmokeSpec:
     max_tokens: int = 32
     concurrency: int = 6
     rounds: int = 3
-    throughput_runs: int = 5
-    throughput_tokens: int = 64
     tools: bool = False  # the cell declares that model + parser support tool calls
     tool_recipe: ToolRecipe = "plain"  # "plain" (a real model) | "forced" (random weights: see check_tool_call)
-    regression_threshold: float = 0.05
     seed: int = 0
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
@@ -67,8 +64,7 @@ class SmokeSpec:
     @classmethod
     def from_settings(cls, settings: SmokeSettings, served_name: str, engine: str = "vllm") -> SmokeSpec:
         """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
-        return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe,
-                   throughput_tokens=settings.throughput_tokens, regression_threshold=settings.regression_threshold)
+        return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe)
 
 
 class ServerError(Exception):

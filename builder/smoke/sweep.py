@@ -59,6 +59,7 @@ class SweepSpec:
     max_tokens: int = 128  # every request decodes exactly this many (ignore_eos)
     prompts: tuple[str, ...] = SWEEP_PROMPTS
     include_usage: bool = True  # ask for stream_options.include_usage (vLLM honours it)
+    ignore_eos: bool = True  # send ignore_eos (the engine module says whether its server takes it)
     seed: int = 0
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0  # longest silence: the header wait includes queueing and prefill
@@ -93,7 +94,9 @@ class SweepSpec:
 
 def request_body(spec: SweepSpec, prompt: str) -> dict[str, object]:
     body: dict[str, object] = {"model": spec.model, "prompt": prompt, "max_tokens": spec.max_tokens,
-                               "temperature": 0, "seed": spec.seed, "stream": True, "ignore_eos": True}
+                               "temperature": 0, "seed": spec.seed, "stream": True}
+    if spec.ignore_eos:
+        body["ignore_eos"] = True
     if spec.include_usage:
         body["stream_options"] = {"include_usage": True}
     return body

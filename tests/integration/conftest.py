@@ -340,7 +340,9 @@ def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
 
 
 def smoke(registry, image: str, *extra: str):
-    return run_builder("smoke", image, "--registry", registry.host, "--json", *extra)
+    # A smoke run boots the candidate and, for the gate, the known-good beside it: on a loaded 2-core
+    # runner each boot has taken 4-5 minutes.
+    return run_builder("smoke", image, "--registry", registry.host, "--json", *extra, timeout=1800)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def test_serve_command_comes_from_the_engine_module_with_the_smoke_args():
     settings = matrix.engines["vllm"].smoke_for("cpu")
     assert got.serve_command == tuple(engine_module("vllm").server_args(
         model="{model}", served_name="{served_name}", port=8000, extra=settings.args))
-    assert got.serve_args == settings.args and got.regression_threshold == 0.5 and got.port == 8000
+    assert got.serve_args == settings.args and got.regression_threshold == settings.gate.threshold and got.port == 8000
     assert [(p.id, p.sha256) for p in got.patches_applied] == [("p", "ab" * 32)]
     assert [(p.id, p.verdict, p.reason) for p in got.patches_skipped] == [("q", "not applicable", "why")]
     assert (got.version, got.arch, got.cuda, got.mode) == ("0.32.0", "cpu", None, "wheel")

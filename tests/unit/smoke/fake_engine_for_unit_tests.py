@@ -29,6 +29,7 @@ class FakeEngineConfig:
     send_done: bool = True
     status: int = 200
     serialize: bool = False  # one request at a time
+    served_name: str = "tiny"  # what /v1/models lists
     chunked: bool = True  # False: a close-delimited body (no Content-Length, no chunking), as HTTP/1.0 servers do
 
 
@@ -60,11 +61,45 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def _json(self, status: int, obj: dict[str, Any]) -> None:
+        payload = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        """/v1/models and /health, so the smoke checks (not only the sweep) can run against it."""
+        if self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": self.server.engine.config.served_name,
+                                                         "object": "model", "max_model_len": 512}]})
+        elif self.path == "/health":
+            self._json(200, {})
+        else:
+            self._json(404, {"error": {"message": f"fake engine: no {self.path} here"}})
+
+    def _plain(self, body: dict[str, Any]) -> None:
+        """Non-streamed completions and chat: greedy-deterministic text, one word per token."""
+        n = max(1, min(int(body.get("max_tokens", 16)), 8))
+        seed = str(body.get("prompt") or body.get("messages"))
+        text = "".join(f" w{(len(seed) + i) % 7}" for i in range(n))
+        usage = {"prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n}
+        if self.path == "/v1/chat/completions":
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "finish_reason": "length"}
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "length"}
+        self._json(200, {"id": "cmpl-fake", "choices": [choice], "usage": usage})
+
     def do_POST(self) -> None:
         engine, cfg = self.server.engine, self.server.engine.config
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         engine.requests += 1
         engine.bodies.append(body)
+        if cfg.status == 200 and self.path in ("/v1/completions", "/v1/chat/completions") and not body.get("stream"):
+            self._plain(body)
+            return
         if self.path != "/v1/completions" or cfg.status != 200 or not body.get("stream"):
             status = cfg.status if cfg.status != 200 else 404
             payload = json.dumps({"error": {"message": f"fake engine: no {self.path} here"}}).encode()

@@ -1,16 +1,57 @@
-"""The smoke run: which recorded baseline is comparable."""
+"""The smoke run's inputs: the gate's baseline is the known-good image, not a recorded number."""
 
 from __future__ import annotations
 
 
-def test_a_baseline_measured_another_way_is_not_compared():
-    from builder.matrix.smoke_settings import SmokeSettings
-    from builder.smoke.run import SmokeInputs, comparable_baseline
-    settings = SmokeSettings(throughput_tokens=256)
-    same = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=settings, baseline_tps=500.0, baseline_measure=("m@1", 256))
-    assert comparable_baseline(same, "m@1") == 500.0
-    fewer_tokens = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=settings, baseline_tps=500.0, baseline_measure=("m@1", 64))
-    assert comparable_baseline(fewer_tokens, "m@1") is None
-    assert comparable_baseline(same, "m@2") is None
-    explicit = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=settings, baseline_tps=9e9)
-    assert comparable_baseline(explicit, "anything") == 9e9
+def test_inputs_name_the_known_good_image_and_keep_its_sweep_as_context():
+    import dataclasses
+
+    from builder.smoke.run import SmokeInputs
+    fields = {f.name for f in dataclasses.fields(SmokeInputs)}
+    assert {"known_good_image", "known_good_sweep", "accept_inconclusive"} <= fields
+    assert not {"baseline_tps", "baseline_measure"} & fields  # no verdict from a recorded number
+
+
+def test_the_sweep_serves_its_own_model_only_when_one_is_set():
+    import dataclasses
+
+    from builder.matrix.smoke_settings import SmokeSettings, SweepSettings
+    from builder.smoke.run import SmokeInputs, _perf_model
+    base = SmokeSettings(model="generated:tiny-llama")
+    inputs = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=base)
+    assert _perf_model(inputs, client=None) is None  # no sweep.model: the smoke model
+    same = dataclasses.replace(base, sweep=SweepSettings(model="generated:tiny-llama"))
+    assert _perf_model(dataclasses.replace(inputs, settings=same), client=None) is None
+
+
+def test_each_profile_gets_its_own_determinism_and_golden_checks(monkeypatch):
+    """_profile boots the image with the profile's args (here: a fake engine stands for the container)."""
+    import contextlib
+    from pathlib import Path
+
+    from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
+    from builder.smoke import run
+    from builder.smoke.model import SmokeModel
+    from builder.smoke.openai import SmokeSpec
+    from builder.smoke.server import RunningServer
+    from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
+
+    booted = []
+    with fake_engine_for_unit_tests() as engine:
+        @contextlib.contextmanager
+        def fake_serve(client, spec, purpose):
+            booted.append((spec.args, purpose))
+            yield RunningServer(container=None, base_url=engine.url)
+        monkeypatch.setattr(run, "serve", fake_serve)
+        profile = ServeProfile(name="ngram", args=("--speculative-config", "{}"))
+        settings = SmokeSettings(args=("--max-model-len", "512"), profiles=(profile,))
+        inputs = run.SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d",
+                                 settings=settings, golden_profiles={})
+        spec = SmokeSpec("tiny", prompts=("alpha", "beta"), rounds=2, concurrency=4)
+        checks, outputs = run._profile(None, inputs, SmokeModel(Path("/m"), "m@1"), spec, profile, lambda m: None)
+        assert [(c.name, c.status) for c in checks] == [("determinism[ngram]", "pass"), ("golden[ngram]", "skip")]
+        assert set(outputs) == {"alpha", "beta"}
+        recorded = run.SmokeInputs(**{**inputs.__dict__, "golden_profiles": {"ngram": {"alpha": "changed"}}})
+        checks, _ = run._profile(None, recorded, SmokeModel(Path("/m"), "m@1"), spec, profile, lambda m: None)
+        assert checks[1].name == "golden[ngram]" and checks[1].status == "fail"
+    assert booted[0] == (("--max-model-len", "512", "--speculative-config", "{}"), "smoke-c-ngram")

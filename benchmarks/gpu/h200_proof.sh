@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The H200 proof of issue 15, run through the device tool (no Docker there, no network): vLLM 0.20.2 from
+# staged wheels, a Llama-3-8B-shaped random model generated on the GPU, three servers resident on the one
+# GPU (A1 and A2: the same wheel; B: the same wheel with a fixed GPU delay injected by an overlay of one
+# vLLM Python file on PYTHONPATH), and the project's own `builder smoke --url` against them.
+#
+#   bash h200_proof.sh stash N    # carry call N: keep .stage0N's chunk in /root/stash (the checkout is replaced per call)
+#   bash h200_proof.sh setup      # install, generate the model, start the servers (setsid: they outlive the call), smoke A1
+#   bash h200_proof.sh measure    # gate A/A (A2 vs A1) and A/B (B vs A1), ROUNDS times each
+#
+# Run from the checkout root; the builder package and this script travel in .gpu/perf (carry it).
+# Everything is bounded by `timeout`; results go to $OUT (JSON, and a log).
+set -u
+MODE=${1:?stash N | setup | measure}
+P=$(pwd)/.gpu/perf
+OUT=${OUT:-/tmp/h200-out}
+SITE=/root/site OVL=/root/overlay MODEL=/root/model LOGS=/root/logs
+SHAPE=${SHAPE:-llama-8b-shape}
+DELAY_CYCLES=${DELAY_CYCLES:-700000}   # about 0.35 ms at the H200's 1.98 GHz: ~8% of a 4.5 ms 7 B decode step
+UTIL=${UTIL:-0.25}
+ROUNDS=${ROUNDS:-2}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+mkdir -p "$OUT" "$LOGS"
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/$MODE.log"; }
+# cd: `python3 -m` puts the working directory first on sys.path, and the checkout root has its own builder/
+builder() { (cd "$P" && PYTHONPATH="$P:$P/pydeps" timeout "${T:-420}" python3 -m builder "$@"); }
+
+serve() {  # name port pythonpath
+  VLLM_CACHE_ROOT=/root/vcache/$1 PYTHONPATH=$3 setsid nohup timeout 1500 python3 -m vllm.entrypoints.openai.api_server \
+    --model "$MODEL" --served-model-name smoke --host 127.0.0.1 --port "$2" --max-model-len 512 \
+    --gpu-memory-utilization "$UTIL" --seed 0 --enable-auto-tool-choice --tool-call-parser hermes \
+    > "$LOGS/$1.log" 2>&1 < /dev/null &
+}
+
+wait_ready() {  # deadline_s port...
+  local deadline=$(( $(date +%s) + $1 )); shift
+  for port in "$@"; do
+    until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do
+      if [ "$(date +%s)" -ge "$deadline" ]; then log "port $port not ready"; return 1; fi
+      sleep 2
+    done
+    log "port $port ready"
+  done
+}
+
+case "$MODE" in
+stash)
+  mkdir -p /root/stash && cp ".stage0$2/part" "/root/stash/part.0$2" && ls -la /root/stash | tee -a "$OUT/stash.log"
+  ;;
+setup)
+  log "start; $(nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.max.sm --format=csv,noheader)"
+  [ -d .stage06 ] && cp .stage06/part /root/stash/part.06
+  n=$(ls /root/stash | wc -l); log "stash has $n chunks"; [ "$n" -eq 7 ] || { log "need 7 chunks"; exit 1; }
+  for s in a1 a2 b; do grep -h -m2 "Error\|error" "$LOGS/$s.log" 2>/dev/null | grep -v "Traceback\|raise\|File " | cut -c1-300; done >> "$OUT/setup.log"
+  if [ ! -d "$SITE/vllm" ]; then
+    mkdir -p /root/wh && cat /root/stash/part.* | tar x -C /root/wh || exit 1
+    timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /root/wh/*.whl || exit 1
+    log "installed $(ls /root/wh | wc -l) wheels"
+  fi
+  # Run alone, as the image path mounts it: beside builder/smoke/ its directory would shadow packages
+  # (transformers imports one named `kernels`).
+  cp "$P/builder/smoke/tinymodel.py" /root/tinymodel.py
+  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 /root/tinymodel.py "$MODEL" --shape "$SHAPE" --device cuda > "$OUT/model.json" || exit 1
+  log "model: $(cat "$OUT/model.json" | head -c 300)"
+  f=vllm/v1/worker/gpu_model_runner.py
+  rm -rf "$OVL" && mkdir -p "$OVL" && cp -rs "$SITE/vllm" "$OVL/vllm" && rm "$OVL/$f" && \
+    python3 "$P/benchmarks/gpu/inject_delay.py" "$SITE/$f" "$OVL/$f" "$DELAY_CYCLES" | tee -a "$OUT/setup.log" || exit 1
+  # Staggered: a server sizes its KV cache from the memory it sees grow while it profiles, so another
+  # server loading its weights at that moment makes it find none (seen: all three failed when started at once).
+  for spec in "a1 8001 $SITE" "a2 8002 $SITE" "b 8003 $OVL:$SITE"; do
+    set -- $spec; serve "$1" "$2" "$3"
+    for _ in $(seq 90); do grep -q "KV cache\|Error" "$LOGS/$1.log" 2>/dev/null && break; sleep 2; done
+    log "$1: $(grep -m1 -o "Available KV cache memory.*\|.*Error.*" "$LOGS/$1.log" | cut -c1-200)"
+  done
+  log "servers started (A1 8001, A2 8002: the wheel; B 8003: the wheel + injected delay), utilization $UTIL each"
+  if ! wait_ready 240 8001 8002 8003; then
+    for s in a1 a2 b; do echo "== $s" >> "$OUT/setup.log"; tail -40 "$LOGS/$s.log" >> "$OUT/setup.log"; done
+    exit 1
+  fi
+  nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv,noheader | tee -a "$OUT/setup.log"
+  T=200 builder smoke --url http://127.0.0.1:8001 --json > "$OUT/smoke_a1.json" 2> "$OUT/smoke_a1.err"
+  log "builder smoke --url A1: exit $?"
+  grep -h "Using .* backend\|CUDA graph\|async" "$LOGS/a1.log" | head -5 >> "$OUT/setup.log"
+  ;;
+measure)
+  wait_ready 60 8001 8002 8003 || exit 1
+  started=$(date +%s)
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ "$round" -gt 1 ] && [ $(( $(date +%s) - started )) -gt "${BUDGET_S:-250}" ]; then
+      log "round $round skipped: $(( $(date +%s) - started )) s used"; break
+    fi
+    T=200 builder smoke --url http://127.0.0.1:8002 --known-good-url http://127.0.0.1:8001 --json \
+      > "$OUT/gate_aa$round.json" 2>> "$OUT/measure.log"
+    log "A/A round $round: exit $?"
+    T=200 builder smoke --url http://127.0.0.1:8003 --known-good-url http://127.0.0.1:8001 --json \
+      > "$OUT/gate_ab$round.json" 2>> "$OUT/measure.log"
+    log "A/B round $round: exit $?"
+  done
+  ;;
+*) echo "unknown mode $MODE" >&2; exit 2 ;;
+esac

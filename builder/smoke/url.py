@@ -1,0 +1,83 @@
+"""`builder smoke --url URL`: the checks, the sweep and (with a second URL) the A/B gate against servers
+that are already running (a user's deployment, a process on a machine without Docker). No Docker, no
+registry: nothing is started, stored or promoted; the report is printed.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+from builder.errors import InputError, ServiceError
+from builder.matrix.smoke_settings import SmokeSettings
+from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
+from builder.smoke.openai import ServerError, SmokeSpec, request_json
+from builder.smoke.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
+from builder.smoke.report import SmokeReport
+from builder.util import utc_now
+
+
+def check_url(url: str, option: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise InputError(f"{option}: {url!r} is not a server's base URL (e.g. http://127.0.0.1:8000)")
+    try:
+        parts.port
+    except ValueError:
+        raise InputError(f"{option}: {url!r} has a bad port") from None
+    return url.rstrip("/").removesuffix("/v1")
+
+
+def served_models(url: str, timeout: float = 10.0) -> list[str]:
+    """The served model names; ServiceError (exit 3) when the server cannot be reached."""
+    try:
+        data = request_json(url, "/v1/models", timeout)
+        return [str(m["id"]) for m in data["data"]]
+    except ServerError as exc:
+        raise ServiceError(f"{url} is unreachable: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServiceError(f"{url}/v1/models is not an OpenAI model list ({type(exc).__name__})") from None
+
+
+def pick_served_name(url: str, served_name: str | None) -> str:
+    models = served_models(url)
+    if served_name is not None:
+        return served_name  # the models check says whether it is served
+    if len(models) != 1:
+        raise InputError(f"{url} serves {len(models)} models ({', '.join(models) or 'none'}): name one with "
+                         "--served-name")
+    return models[0]
+
+
+def smoke_url(url: str, settings: SmokeSettings, engine: str, *, served_name: str | None = None,
+              known_good_url: str | None = None, accept_inconclusive: bool = False,
+              progress=lambda message: None) -> SmokeReport:
+    started = time.monotonic()
+    url = check_url(url, "--url")
+    known_good_url = check_url(known_good_url, "--known-good-url") if known_good_url else None
+    name = pick_served_name(url, served_name)
+    if known_good_url:
+        served_models(known_good_url)  # unreachable: exit 3 before anything is measured
+    spec = SmokeSpec.from_settings(settings, served_name=name)
+    checks = [check_models(url, spec), check_completions(url, spec)]
+    determinism, outputs = check_determinism(url, spec)
+    checks += [determinism, check_tool_call(url, spec)]
+    progress("sweep")
+    sweep_check, sweep = check_sweep(url, sweep_spec(settings, name, engine))
+    checks.append(sweep_check)
+    gate = None
+    if known_good_url:
+        progress(f"gate: {url} against the known-good {known_good_url}, samples interleaved")
+        gate_check, run = check_gate(
+            known_good_url, url, sweep_spec(settings, name, engine, concurrency=gate_levels(settings)),
+            gate_settings(settings), accept_inconclusive=accept_inconclusive, known_good=known_good_url,
+            on_pair=lambda c, i, a, b: progress(f"gate c={c} pair {i + 1}: known-good {a:.1f}, candidate {b:.1f}"))
+        checks.append(gate_check)
+        gate = run.gate if run else None
+    else:
+        checks.append(check_gate(None, url, sweep_spec(settings, name, engine), gate_settings(settings))[0])
+    c1 = sweep.levels[0].tps_p50 if sweep and sweep.levels else None
+    return SmokeReport(cell="(url)", image=url, digest="", model_id=name, checks=tuple(checks), ready_seconds=0.0,
+                       total_seconds=time.monotonic() - started, throughput_tps=round(c1, 1) if c1 else None,
+                       golden=outputs if determinism.status == "pass" else {}, finished_at=utc_now(),
+                       throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate)
