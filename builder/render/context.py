@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ def _environment(template_roots: tuple[Path, ...]) -> jinja2.Environment:
     env.filters["dq"] = _dq
     env.filters["comment"] = _comment
     env.filters["word"] = _word
+    env.filters["sh"] = shlex.quote  # one shell word, quoted only when it needs it (a CMake list's ';')
     env.filters["label_block"] = lambda labels: " \\\n      ".join(
         f"{key}={_dq(value)}" for key, value in sorted(labels.items()))
     return env
