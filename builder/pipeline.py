@@ -47,7 +47,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
                          # the gate's baseline: the known-good image itself, measured beside the candidate
                          known_good_image=record.image if record else None,
                          known_good_sweep=record.sweep_result() if record else None,
-                         accept_inconclusive=options.accept_inconclusive,
+                         accept_inconclusive=options.accept_inconclusive or settings.gate.accept_inconclusive,
                          model_dir=options.model_dir, pull_auth=client.docker_auth(),
                          helper_image=names.friendly(settings.model_helper) if settings.model_helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)

@@ -63,6 +63,10 @@ class GateSettingsSpec:
     step_pairs: int = 3  # pairs added per resampling round while inconclusive
     max_pairs: int = 18
     concurrency: tuple[int, ...] = ()  # levels the gate compares; empty: the sweep's levels
+    # The cell's owner says so in the matrix (as --accept-inconclusive does for one run): for runners that
+    # cannot resolve the threshold (2 shared cores). A regression, or an interval wholly below the bound,
+    # still fails.
+    accept_inconclusive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,9 +148,17 @@ def _gate(parent: MappingReader, base: GateSettingsSpec) -> GateSettingsSpec:
     if most < initial:
         raise r.error("max_pairs", f"{r.what}.max_pairs ({most}) must be >= initial_pairs ({initial})")
     out = GateSettingsSpec(threshold=threshold, confidence=confidence, initial_pairs=initial, step_pairs=step,
-                           max_pairs=most, concurrency=_levels(r, "concurrency", base.concurrency, allow_empty=True))
+                           max_pairs=most, concurrency=_levels(r, "concurrency", base.concurrency, allow_empty=True),
+                           accept_inconclusive=_flag(r, "accept_inconclusive", base.accept_inconclusive))
     r.finish()
     return out
+
+
+def _flag(r: MappingReader, key: str, default: bool) -> bool:
+    value = r.raw(key, default)
+    if not isinstance(value, bool):
+        raise r.error(key, f"{r.what}.{key} must be true or false")
+    return value
 
 
 def _profiles(parent: MappingReader, base: tuple[ServeProfile, ...]) -> tuple[ServeProfile, ...]:

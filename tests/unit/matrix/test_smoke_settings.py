@@ -102,3 +102,18 @@ def test_gpu_smoke_models_follow_the_bandwidth_sizing_rule():
 def test_tinymodel_cli_rejects_unknown_shapes():
     from builder.smoke import tinymodel
     assert tinymodel.main(["/tmp/x", "--shape", "llama-70b"]) == 2
+
+
+def test_gate_accept_inconclusive_is_a_per_cell_flag_checked_at_load(small_matrix):
+    from builder.errors import ConfigError
+    from builder.matrix.load import load_matrix
+    text = small_matrix.read_text().replace("  vllm:\n", "  vllm:\n    smoke: {gate: {accept_inconclusive: true}}\n", 1)
+    small_matrix.write_text(text)
+    assert load_matrix(small_matrix).engines["vllm"].smoke_for("cpu").gate.accept_inconclusive is True
+    small_matrix.write_text(text.replace("accept_inconclusive: true", "accept_inconclusive: maybe"))
+    try:
+        load_matrix(small_matrix)
+    except ConfigError as exc:
+        assert "accept_inconclusive must be true or false" in str(exc)
+    else:
+        raise AssertionError("a non-boolean accept_inconclusive was accepted")
