@@ -21,12 +21,11 @@ from builder.matrix.model import (
     CudaRelease,
     Engine,
     EngineVersion,
-    ExcludeRule,
-    IncludeRule,
     Matrix,
     PipDefaults,
     SourceRef,
 )
+from builder.matrix.rules import _check_arch, _check_mode, _load_excludes, _load_includes
 from builder.matrix.schema import MappingReader, parse_version
 from builder.matrix.smoke_settings import load_smoke
 from builder.matrix.yamlsrc import LineDict, load_yaml_file
@@ -143,9 +142,6 @@ def _bases(r: MappingReader) -> dict[str, str]:
     return bases
 
 
-def _check_mode(r: MappingReader, key: str, mode: str | None) -> None:
-    if mode is not None and mode not in MODES:
-        raise r.error(key, f"{r.what}.{key}: unknown build mode '{mode}' (modes: {', '.join(MODES)})")
 
 
 def _load_cuda(reader: MappingReader) -> dict[str, CudaRelease]:
@@ -246,69 +242,3 @@ def _runner_label(value: str) -> str | None:
         f"{value[:60]!r} is not a runner label (letters, digits, '.', '_', ':', '+', '-')"
 
 
-def _check_arch(r: MappingReader, key: str, arch: str, archs: dict[str, Arch]) -> None:
-    if arch not in archs:
-        raise r.error(key, f"{r.what}.{key}: unknown arch '{arch}' (defined archs: {', '.join(archs)})")
-
-
-def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
-    items = top.value("include", required=True)
-    if not isinstance(items, list):
-        raise top.error("include", "include must be a list of cell groups")
-    rules = []
-    for index, item in enumerate(items):
-        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("include")
-        r = MappingReader(item, top.source, line, f"include[{index}]")
-        engine_name = r.string("engine", required=True)
-        if engine_name not in engines:
-            raise r.error("engine", f"include[{index}] references undefined engine '{engine_name}' "
-                                    f"(defined: {', '.join(engines)})")
-        engine = engines[engine_name]
-        versions = r.strings("versions", required=True, nonempty=True)
-        for label in versions:
-            if label not in engine.versions:
-                raise r.error("versions", f"include[{index}]: engine {engine_name} has no version '{label}' "
-                                          f"under engines.{engine_name}.versions")
-        arch_names = r.strings("archs", required=True, nonempty=True)
-        for arch in arch_names:
-            _check_arch(r, "archs", arch, archs)
-        cudas = r.strings("cuda", nonempty=True)
-        for release in cudas:
-            if release not in cuda:
-                raise r.error("cuda", f"include[{index}]: unknown CUDA release '{release}' "
-                                      f"(defined under cuda: {', '.join(cuda)})")
-        gpu = [a for a in arch_names if archs[a].gpu]
-        if gpu and not cudas:
-            raise r.error(None, f"include[{index}]: GPU archs ({', '.join(gpu)}) need a cuda list")
-        if cudas and len(gpu) < len(arch_names):
-            raise r.error("cuda", f"include[{index}]: cpu archs take no cuda list; put them in a group of their own")
-        mode = r.string("mode")
-        _check_mode(r, "mode", mode)
-        base = r.string("base", check=grammar.image_reference)
-        rules.append(IncludeRule(r.line, engine_name, versions, arch_names, cudas or ("",), mode, base))
-        r.finish()
-    return tuple(rules)
-
-
-def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...]:
-    items = top.value("exclude", [])
-    if not isinstance(items, list):
-        raise top.error("exclude", "exclude must be a list of rules")
-    rules = []
-    for index, item in enumerate(items):
-        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("exclude")
-        r = MappingReader(item, top.source, line, f"exclude[{index}]")
-        engine = r.string("engine")
-        if engine is not None and engine not in engines:
-            raise r.error("engine", f"exclude[{index}] references undefined engine '{engine}'")
-        arch_names = r.strings("archs")
-        for arch in arch_names:
-            _check_arch(r, "archs", arch, archs)
-        modes = r.strings("modes")
-        for mode in modes:
-            _check_mode(r, "modes", mode)
-        rule = ExcludeRule(r.line, r.string("reason", required=True), engine, r.specifier("versions"),
-                           arch_names, r.specifier("cuda"), modes, r.strings("cells"))
-        r.finish()
-        rules.append(rule)
-    return tuple(rules)

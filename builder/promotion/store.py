@@ -17,18 +17,18 @@ from builder.errors import StepFailed
 from builder.names import CELL_LABEL, CREATED_LABEL, DIGEST_ANNOTATION, PASSED_ANNOTATION, immutable_tag_pattern
 from builder.oci.registry import OCI_MANIFEST, RegistryClient, RegistryNotFound
 from builder.promotion.records import (
-    EMPTY_CONFIG,
-    EMPTY_TYPE,
     BISECT_PREFIX,
     BISECT_TYPE,
+    EMPTY_CONFIG,
+    EMPTY_TYPE,
     RECORD_TYPE,
     SMOKE_PREFIX,
     SMOKE_TYPE,
     KnownGoodRecord,
     _canonical,
+    bisect_tag,
     check_digest,
     records_repository,
-    bisect_tag,
     smoke_tag,
 )
 from builder.smoke.report import SmokeReport

@@ -33,8 +33,8 @@ from builder.smoke.checks import (
 )
 from builder.smoke.cuobjdump import audit_directory
 from builder.smoke.model import SmokeModel, resolve_model
-from builder.smoke.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.smoke.openai import CheckResult, SmokeSpec
+from builder.smoke.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.smoke.report import SmokeReport
 from builder.smoke.server import RunningServer, ServerSpec, serve
 from builder.smoke.sweepreport import SweepResult
