@@ -50,8 +50,10 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
     assert checks["kernels"]["status"] == "skip"  # cpu: nothing to audit
     assert checks["golden"]["status"] == "skip"  # the first known-good
     assert checks["tool_call"]["status"] == "skip" and "lazy" in checks["tool_call"]["evidence"]
-    for name in ("models", "completions", "determinism", "throughput"):
+    assert checks["gate"]["status"] == "skip"  # no known-good image to measure beside it yet
+    for name in ("models", "completions", "determinism", "sweep"):
         assert checks[name]["status"] == "pass", checks[name]
+    assert [lv["concurrency"] for lv in report["sweep"]["levels"]] == [1, 2, 4]  # over the 4 slots
     assert "max_model_len 512" in checks["models"]["evidence"]  # 2048 context over 4 slots
     assert "6 concurrent requests" in checks["determinism"]["evidence"]  # more requests than the 4 slots
     assert report["passed"] and report["throughput_tps"] > 0 and report["golden"]
@@ -66,10 +68,13 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
 
 def test_second_smoke_matches_the_golden_outputs(llama_built):
     host = llama_built["registry"].host
-    again = run_builder("smoke", "--cell", CELL, "--registry", host, "--json", "--threshold", "0.9")
-    assert again.returncode == 0, again.stderr
+    # the gate boots the known-good beside it: on 2 loaded cores it may stay inconclusive; this test is
+    # about the golden outputs
+    again = run_builder("smoke", "--cell", CELL, "--registry", host, "--json", "--threshold", "0.9",
+                        "--accept-inconclusive")
     checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
     assert checks["golden"]["status"] == "pass", checks["golden"]
+    assert checks["gate"]["status"] != "fail", checks["gate"]
 
 
 def test_rebuild_is_a_registry_lookup(llama_built):
