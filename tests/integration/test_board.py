@@ -181,7 +181,11 @@ def test_cell_pages_chart_one_point_per_promotion(browser, site):
     assert chart["promotions"] == len(promotions)
     for level in chart["lines"]:
         assert [(p, d) for c, p, d in chart["points"] if c == level] == list(enumerate(promotions))
-    assert chart["lines"] == [1]  # one measure so far: the record's decode tok/s, at c=1
+    # one line per concurrency level the cpu cell's sweep measures (the record carries the sweep)
+    from builder.matrix.load import load_matrix
+    from tests.conftest import REPO
+    levels = load_matrix(REPO / "matrix.yaml").engines["vllm"].smoke_for("cpu").sweep.concurrency
+    assert chart["lines"] == list(levels)
     _open_clean(browser, root, root / "cells" / f"{FAILING}.html")
     assert browser.evaluate("document.getElementById('state').dataset.state") == "smoke-failed"
     assert browser.evaluate("document.getElementById('failed-check').innerText") == "boot"
