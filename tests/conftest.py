@@ -66,9 +66,21 @@ def small_matrix(tmp_path: Path) -> Path:
 
 def run_builder(*args: str, cwd: Path | None = None, check: bool = False,
                 timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
-    done = subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run the real CLI in a subprocess, as a user would. Past the timeout it gets SIGTERM first, as a
+    cancelled CI job does, so that it removes its containers before the test fails."""
+    with subprocess.Popen([sys.executable, "-m", "builder", *args], cwd=cwd or REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            try:
+                child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+            raise
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if check and done.returncode != 0:
         raise AssertionError(f"builder {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done

@@ -70,12 +70,15 @@ class Session:
     def render(self, cell: Cell, options: RenderOptions = RenderOptions(), fetch: bool = False,
                resolve: bool = False) -> BuildContext:
         """Render a cell; with fetch, a source cell gets its verified source and a patch plan
-        checked against it (a CONFLICT stops the cell here, before anything is built); with
-        resolve, its base is pinned to a digest, which enters the content hash."""
+        checked against it (a CONFLICT stops the cell here, before anything is built or any
+        registry is asked); with resolve, its base is pinned to a digest, which enters the
+        content hash."""
+        records = self.patches(cell.engine.name)
+        if fetch and cell.mode == "source":
+            from builder.render.checked import checked_plan
+            plan, options = checked_plan(cell, records, options)
+        else:
+            plan = plan_static(records, cell)
         if resolve:
             options = dataclasses.replace(options, base=self.bases.choice(cell.base_image))
-        records = self.patches(cell.engine.name)
-        if not (fetch and cell.mode == "source"):
-            return render_cell(cell, plan_static(records, cell), options, self.template_roots)
-        from builder.render.checked import checked_context
-        return checked_context(cell, records, options, self.template_roots)
+        return render_cell(cell, plan, options, self.template_roots)

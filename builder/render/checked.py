@@ -1,22 +1,22 @@
-"""Build contexts checked against real sources (side effects: fetches and extracts sources)."""
+"""Patch plans checked against real sources (side effects: fetches and extracts sources)."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from builder.errors import StepFailed
 from builder.matrix.cells import Cell
 from builder.patching.check import plan_checked
-from builder.patching.records import PatchRecord
+from builder.patching.records import PatchPlan, PatchRecord
 from builder.patching.sources import SourceCache
-from builder.render.context import BuildContext, RenderOptions, render_cell
+from builder.render.context import RenderOptions
 
 
-def checked_context(cell: Cell, records: list[PatchRecord], options: RenderOptions, template_roots: tuple[Path, ...],
-                    cache: SourceCache | None = None) -> BuildContext:
-    """Fetch the cell's source, judge every patch against it, and render what will really be
-    applied. A conflicting patch stops the cell with the file and hunk that failed."""
+def checked_plan(cell: Cell, records: list[PatchRecord], options: RenderOptions,
+                 cache: SourceCache | None = None) -> tuple[PatchPlan, RenderOptions]:
+    """Fetch the cell's source and judge every patch against it: the plan of what will really be
+    applied, and the options that carry the verified source. A conflicting patch stops the cell
+    with the file and hunk that failed."""
     cache = cache or SourceCache()
     archive = cache.fetch(cell.engine_version.source)
     tree = cache.extract(archive)
@@ -26,5 +26,4 @@ def checked_context(cell: Cell, records: list[PatchRecord], options: RenderOptio
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise StepFailed(f"{cell.id}: patch {first.patch_id} CONFLICT: {first.detail}{more}; "
                          f"nothing was built or pushed (see `builder patches check --versions {cell.engine_version.label}`)")
-    options = dataclasses.replace(options, source_archive=archive.path, source_sha256=archive.sha256)
-    return render_cell(cell, plan, options, template_roots)
+    return plan, dataclasses.replace(options, source_archive=archive.path, source_sha256=archive.sha256)

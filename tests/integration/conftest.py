@@ -36,7 +36,7 @@ import requests
 from builder.oci import dockerd
 from builder.oci.registry import DOCKER_V2, OCI_MANIFEST, RegistryClient
 from tests.conftest import run_builder
-from tests.integration.cpu_cell import BASE, CELL, WHEELS
+from tests.integration.cpu_cell import BASE, CELL, REPOSITORY, WHEELS
 
 USER = "factory"
 PASSWORD = "Zq7-registry-pw-4f1c"  # distinctive: tests look for it in messages and reprs
@@ -333,9 +333,11 @@ def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
                        "--find-links", str(WHEELS), "--workdir", str(workdir))
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     record = json.loads((workdir / "logs" / f"{CELL}.json").read_text())
+    # The registry is shared by the session: later tests promote, so what the build itself pushed is
+    # read here, before any of them runs.
+    tags = RegistryClient(plain_registry.host).tags(REPOSITORY)
     return {"workdir": workdir, "record": record, "stdout": done.stdout, "stderr": done.stderr,
-            "registry": plain_registry}
-
+            "registry": plain_registry, "tags_after_build": tags}
 
 
 

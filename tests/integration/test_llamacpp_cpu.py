@@ -57,7 +57,7 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
     assert "max_model_len 512" in checks["models"]["evidence"]  # 2048 context over 4 slots
     assert "6 concurrent requests" in checks["determinism"]["evidence"]  # more requests than the 4 slots
     assert report["passed"] and report["throughput_tps"] > 0 and report["golden"]
-    assert report["model_id"].startswith("generated:tiny-llama-gguf@")
+    assert report["model"].startswith("generated:tiny-llama-gguf@")
     client = RegistryClient(llama_built["registry"].host)
     assert client.head_manifest(REPOSITORY, CELL).digest == record["digest"]
     labels = docker_client.images.get(record["image"]).labels

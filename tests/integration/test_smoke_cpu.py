@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import tarfile
 import time
 
@@ -24,8 +25,16 @@ pytestmark = pytest.mark.integration
 
 
 
-def leftover_smoke_containers(client) -> list:
-    return client.containers.list(all=True, filters={"label": "org.llmfactory.smoke=1"})
+def smoke_containers(client) -> set[str]:
+    return {c.id for c in client.containers.list(all=True, filters={"label": "org.llmfactory.smoke=1"})}
+
+
+@pytest.fixture
+def leftover_smoke_containers(docker_client):
+    """The smoke containers made since the test began (CI runners keep the Engine between jobs, and a
+    job killed earlier may have left its own behind: those are not this test's)."""
+    before = smoke_containers(docker_client)
+    return lambda: smoke_containers(docker_client) - before
 
 
 def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
@@ -116,7 +125,7 @@ def push_broken_image(cpu_build, docker_client, entrypoint: list[str], name: str
     return ref
 
 
-def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, docker_client):
+def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, docker_client, leftover_smoke_containers):
     ref = push_broken_image(cpu_build, docker_client,
                             ["python3", "-c", "import sys; print('engine exploded at start'); sys.exit(3)"], "exit")
     started = time.monotonic()
@@ -125,24 +134,27 @@ def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, doc
     assert time.monotonic() - started < 60  # the exit is seen at once, not after the ready deadline
     boot = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["boot"]
     assert "exited with code 3" in boot["evidence"] and "engine exploded at start" in boot["data"]["log"]
-    assert not leftover_smoke_containers(docker_client)
+    assert not leftover_smoke_containers()
     client = RegistryClient(cpu_build["registry"].host)
     broken = client.head_manifest(REPOSITORY, ref.rsplit(":", 1)[1]).digest
     friendly = client.head_manifest(REPOSITORY, CELL)
     assert friendly is None or friendly.digest != broken  # a bad image is never promoted
 
 
-def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp_path):
+def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp_path, leftover_smoke_containers):
     from tests.conftest import REPO
     ref = push_broken_image(cpu_build, docker_client, ["python3", "-c", "import time; time.sleep(3600)"], "hang")
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text((REPO / "matrix.yaml").read_text().replace("ready_timeout: 240", "ready_timeout: 8"))
+    text, replaced = re.subn(r"ready_timeout: \d+", "ready_timeout: 8", (REPO / "matrix.yaml").read_text())
+    assert replaced, "matrix.yaml sets no ready_timeout any more: this test must set the cpu cell's another way"
+    matrix.write_text(text)
     started = time.monotonic()
-    done = run_builder("smoke", ref, "--registry", cpu_build["registry"].host, "--json", "--matrix", str(matrix))
+    done = run_builder("smoke", ref, "--registry", cpu_build["registry"].host, "--json", "--matrix", str(matrix),
+                       timeout=300)
     assert done.returncode == 1 and time.monotonic() - started < 60
     boot = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["boot"]
     assert "was not ready within 8s" in boot["evidence"]
-    assert not leftover_smoke_containers(docker_client)
+    assert not leftover_smoke_containers()
 
 
 def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client, tmp_path):
@@ -156,7 +168,7 @@ def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client,
     assert fingerprint(one.directory) == fingerprint(two.directory)
 
 
-def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_client):
+def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_client, leftover_smoke_containers):
     import signal
     import subprocess
     import sys
@@ -166,7 +178,7 @@ def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_cli
                               cpu_build["registry"].host], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while not leftover_smoke_containers(docker_client):
+        while not leftover_smoke_containers():
             assert child.poll() is None and time.monotonic() < deadline, "the smoke container never started"
             time.sleep(0.5)
         child.send_signal(signal.SIGTERM)  # what a CI runner does when a job is cancelled
@@ -174,4 +186,4 @@ def test_sigterm_during_a_smoke_test_removes_its_container(cpu_build, docker_cli
     finally:
         if child.poll() is None:
             child.kill()
-    assert not leftover_smoke_containers(docker_client)
+    assert not leftover_smoke_containers()
