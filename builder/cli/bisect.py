@@ -25,13 +25,13 @@ IMAGE_REF = re.compile(r"(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*
 
 def bisect_command(
     cell: str = typer.Option(..., "--cell", help="The cell whose image regressed, e.g. vllm-0.32.0-cpu."),
-    good: str = typer.Option(..., "--good", help="A commit of --repo that is good (its image: --image)."),
-    bad: str = typer.Option(..., "--bad", help="A later commit of --repo that is bad."),
+    good: str = typer.Option(..., "--good", help="A good revision of --repo, or an engine version of the matrix (its tag in --repo)."),
+    bad: str = typer.Option(..., "--bad", help="A later bad revision of --repo, or an engine version of the matrix."),
     metric: str = typer.Option("throughput", "--metric", help="throughput (A/B gate), golden (greedy outputs) or checks (smoke checks)."),
     concurrency: int = typer.Option(1, "--concurrency", help="Concurrent streamed requests per throughput sample."),
     paths: list[str] | None = typer.Option(None, "--paths", help="Only commits touching these globs (repeat), e.g. 'vllm/v1/**'."),
     repo: Path | None = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
-    image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the cell's known-good record)."),
+    image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the known-good record of the cell, or of --good's version cell)."),
     package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
     prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
@@ -51,6 +51,7 @@ def bisect_command(
     """
     from builder.bisect.candidates import GitRepo  # git only: no Docker here yet
     from builder.bisect.classify import glob_regex
+    from builder.bisect.refs import resolve_ref
     from builder.bisect.settings import MeasureSettings
 
     if metric not in METRICS:
@@ -79,22 +80,33 @@ def bisect_command(
         raise InputError(f"--image: '{image}' is not an image reference (REGISTRY/REPO:TAG, REPO@sha256:..., sha256:...)")
     if model_dir is not None and not (model_dir / "config.json").is_file():
         raise InputError(f"--model-dir: '{model_dir}' has no config.json")
-    git = GitRepo(path=repo)
-    git.resolve(good), git.resolve(bad)  # GitError (exit 2) names an unknown ref
     session = Session(matrix, None, None, None, None, registry)
     cells = {c.id: c for c in session.expansion.cells}
     if cell not in cells:
         raise InputError(f"--cell: '{cell}' is not a cell of the matrix (see `builder matrix`)")
+    git = GitRepo(path=repo)
+    every = session.expansion.cells
+    # GitError / BisectInputError (exit 2) name an unknown ref
+    good_ref = resolve_ref(good, "--good", cells[cell], every, git.resolve)
+    bad_ref = resolve_ref(bad, "--bad", cells[cell], every, git.resolve)
+    if good_ref.sha == bad_ref.sha:
+        raise InputError(f"--good and --bad are the same commit ({good_ref.sha[:12]}): nothing to bisect")
     settings = MeasureSettings(metric=metric, concurrency=concurrency, max_tokens=max_tokens,  # type: ignore[arg-type]
                                pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts)
-    _run(session, cells[cell], repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout,
-         as_json, no_store)
+    image_cell = good_ref.version_cell or cells[cell]
+    for ref in (good_ref, bad_ref):
+        typer.echo(f"{cell}: {ref.how}", err=True)
+    _run(session, cells[cell], image_cell, repo, good_ref, bad_ref, image, settings, globs, package_dir, model_dir,
+         ready_timeout, as_json, no_store)
 
 
-def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout, as_json,
-         no_store) -> None:
-    from builder.bisect.session import BisectRequest, run_request  # the Docker SDK only where it runs
+def _run(session, cell, image_cell, repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout,
+         as_json, no_store) -> None:
     from builder.errors import StepFailed
+    try:
+        from builder.bisect.session import BisectRequest, run_request  # the Docker SDK only where it runs
+    except ImportError as exc:
+        raise StepFailed(f"builder bisect runs images: it needs the docker Python package ({exc})") from None
     from builder.oci import dockerd
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import RecordStore
@@ -103,11 +115,12 @@ def _run(session, cell, repo, good, bad, image, settings, globs, package_dir, mo
     store = RecordStore(client, session.names.repository)
     if image is None:
         client.ping()
-        record = store.get_known_good(cell.id)
+        record = store.get_known_good(image_cell.id)
         if record is None:
-            raise StepFailed(f"{cell.id} has no known-good record in {client.host}: give --image, the good commit's image")
+            raise StepFailed(f"{image_cell.id} has no known-good record in {client.host}: give --image, "
+                             "the good commit's image")
         image = record.image
-    request = BisectRequest(cell=cell, repo=repo, good=good, bad=bad, image=image, settings=settings, paths=globs,
+    request = BisectRequest(cell=cell, repo=repo, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
                             package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
                             ready_timeout=ready_timeout)
 

@@ -44,6 +44,9 @@ def bisect(*args: str) -> subprocess.CompletedProcess:
     (["--image", "Not An Image"], "--image: 'Not An Image' is not an image reference"),
     (["--package-dir", "../x"], "--package-dir: '../x' is not a relative directory"),
     (["--good", "no-such-ref"], "unknown git revision 'no-such-ref'"),
+    (["--good", "0.32.0"], "--good: '0.32.0' is an engine version of the matrix (cell vllm-0.32.0-cpu), but the "
+                           "repository has no revision 'v0.32.0' or '0.32.0'"),
+    (["--bad", "HEAD~1"], "--good and --bad are the same commit"),
     (["--cell", "vllm-9.9.9-cpu"], "--cell: 'vllm-9.9.9-cpu' is not a cell of the matrix"),
 ])
 def test_a_bad_argument_is_one_line_and_exit_2(repo, extra, message):
@@ -65,7 +68,20 @@ def test_repo_is_required_and_must_be_a_directory(repo, tmp_path):
     assert done.returncode == 2 and "is not a directory" in done.stderr
 
 
+def test_a_version_ref_resolves_through_its_tag(repo):
+    root, good, bad = repo
+    git(root, "tag", "-f", "v0.32.0", good)
+    try:
+        done = bisect("--cell", CELL, "--good", "0.32.0", "--bad", bad, "--repo", str(root),
+                      "--image", "127.0.0.1:5000/x/y:z")
+    finally:
+        git(root, "tag", "-d", "v0.32.0")
+    assert done.returncode == 1 and "needs the docker Python package" in done.stderr, done.stderr
+    assert f"0.32.0 (engine version, cell {CELL}) = {good[:12]}" in done.stderr
+
+
 def test_valid_arguments_get_past_validation_to_the_engine(repo):
     root, good, bad = repo
     done = bisect("--cell", CELL, "--good", good, "--bad", bad, "--repo", str(root), "--image", "127.0.0.1:5000/x/y:z")
-    assert done.returncode != 2 and "no docker package" in done.stderr  # the first engine use is after validation
+    assert done.returncode == 1 and "needs the docker Python package" in done.stderr  # the first engine use is after validation
+    assert len(done.stderr.strip().splitlines()) == 3  # the two refs, then one line: no traceback
