@@ -63,7 +63,7 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
     labels = docker_client.images.get(record["image"]).labels
     assert labels["org.llmfactory.engine"] == "llama.cpp" and labels["org.llmfactory.mode"] == "source"
     version = docker_client.containers.run(record["image"], ["--version"], remove=True, stderr=True).decode()
-    assert "version: 11312 (0c1e57098)" in version
+    assert "build 11312, commit 0c1e57098" in version  # "version: 0.5.0-dev (build 11312, commit 0c1e57098)"
 
 
 def test_second_smoke_matches_the_golden_outputs(llama_built):
