@@ -14,9 +14,10 @@ the candidate commit and its overlay list, so a rerun finds the image instead of
 Nothing a bisect makes can be mistaken for a tested image: no friendly tag, no immutable tag of the
 cell's repository. `builder bisect` prints them; `docker image prune --filter label=...` removes them.
 
-Tier 4 (a full build at that commit) needs a source cell; for wheel and overlay cells it is a skip
-naming the reason. Tiers 1 and 2 need an image per engine commit (a registry label, an upstream
-nightly tag); no such lookup exists for a local repository, so they find nothing here.
+Tier 2 (an upstream image for the commit, found by upstream.py) is pulled and used as it is: the
+session offers it only for cells whose good image carries no patches of ours (an upstream image lacks
+them). Tier 4 (a full build at that commit) needs a source cell; for wheel and overlay cells it is a
+skip naming the reason. Tier 1 (a registry image by commit) has no lookup for a local repository yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import docker
 
 from builder.errors import StepFailed
 from builder.names import CELL_LABEL, LABEL_PREFIX
+from builder.oci import dockerd
 
 from .candidates import GitRepo
 from .ladder import StepPlan
@@ -102,8 +105,9 @@ class ImageMaker:
     """make_image for run_bisect: python overlays through the Engine; other tiers skip with a reason."""
 
     def __init__(self, client: docker.DockerClient, repo: GitRepo, *, cell_id: str, mode: str,
-                 package_dir: str = "vllm", patches: tuple[str, ...] = (), log=lambda message: None):
-        self.client, self.repo = client, repo
+                 package_dir: str = "vllm", patches: tuple[str, ...] = (), log=lambda message: None,
+                 pull_auth: Callable[[str], dict | None] = lambda reference: None):
+        self.client, self.repo, self.pull_auth = client, repo, pull_auth
         self.cell_id, self.mode, self.package_dir = cell_id, mode, package_dir.strip("/")
         self.log = log
         self.patches = patches  # the cell's patch ids the base image carries (re-applied over each overlay)
@@ -114,11 +118,23 @@ class ImageMaker:
             return self.python_overlay(plan)
         if plan.tier == "registry" and plan.image:
             return MadeImage(digest=plan.image, built=False)
+        if plan.tier == "upstream-image" and plan.image:
+            return self.upstream_image(plan)
         if plan.tier == "full-build":
             return MadeImage(digest=None, skip_reason=(
                 f"needs a full build ({plan.reason}), which bisect supports only for source cells; "
                 f"{self.cell_id} is a {self.mode} cell"))
         return MadeImage(digest=None, skip_reason=f"tier {plan.tier} is not available for {self.cell_id}")
+
+    def upstream_image(self, plan: StepPlan) -> MadeImage:
+        """Tier 2: pull the commit's upstream image (StepFailed when it cannot be pulled: a skip)."""
+        assert plan.image is not None
+        started = time.monotonic()
+        dockerd.ensure_image(self.client, plan.image, self.pull_auth(plan.image))
+        digest = self.client.images.get(plan.image).id
+        timing = self._timed(plan, started, reused=True)
+        self.log(f"upstream image {plan.image} for {plan.sha[:12]} ({digest[:19]}, {timing.seconds:.1f}s)")
+        return MadeImage(digest=digest, built=False)
 
     def python_overlay(self, plan: StepPlan) -> MadeImage:
         assert plan.base_digest is not None

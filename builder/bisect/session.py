@@ -2,11 +2,13 @@
 Engine, the registry). The CLI validates every argument first (cli/bisect.py); this module assumes it.
 
     candidates  list_candidates over the local repository (first-parent, --paths)
-    endpoints   good = the image that carries the good commit (--image, else the cell's known-good
-                record); bad = a python overlay of the bad commit over it (the same tier the steps use)
+    endpoints   good = the image that carries the good commit (--image, else the --images upstream
+                image of the good commit, else the cell's known-good record); bad = the upstream image
+                of the bad commit when --images has one, else a python overlay of the bad commit over
+                the good image (the same tier the steps use)
     reference   Measurer.reference(): the endpoints compared first; a bad endpoint that does not show
                 the problem stops the bisect (BisectError) before any step
-    steps       run_bisect with ImageMaker (tier 3 built, tier 4 a skip for wheel cells), the kernel
+    steps       run_bisect with ImageMaker (tier 2 pulled, tier 3 built, tier 4 a skip for wheel cells), the kernel
                 audit (GPU cells; cpu cells skip it with the reason) and the Measurer
     answer      render_text / to_json plus the build timings and the reference, written to
                 <cache>/bisect/results/ and stored in the registry as `bisect-<cell>-<key>`
@@ -27,6 +29,9 @@ from builder.errors import StepFailed
 from builder.matrix.cells import Cell
 from builder.names import PATCHES_LABEL
 from builder.oci import dockerd
+from builder.oci.credentials import docker_config_credentials
+from builder.oci.reference import parse_reference
+from builder.oci.registry import RegistryClient
 
 from .cache import bisect_dir, write_json_atomic
 from .candidates import GitRepo, list_candidates
@@ -34,11 +39,12 @@ from .classify import ClassifyRules
 from .driver import BisectJob, Endpoints, Stages, run_bisect
 from .errors import BisectError, BisectInterrupted
 from .images import ImageMaker
-from .ladder import plan_step
+from .ladder import StepPlan, plan_step
 from .measure import Measurer, ServerTemplate
 from .model import BisectResult, StepRecord
 from .report import render_text, to_json
 from .settings import MeasureSettings
+from .upstream import UpstreamImages, registry_head
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +53,7 @@ class BisectRequest:
     repo: Path
     good: str  # commits of repo
     bad: str
-    image: str  # the good commit's image: a reference the Engine can run or pull
+    image: str | None  # the good commit's image: a reference the Engine can run or pull (None: from `images`)
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     paths: tuple[str, ...] = ()
     package_dir: str = "vllm"
@@ -55,6 +61,8 @@ class BisectRequest:
     pull_auth: dict | None = None
     model_dir: Path | None = None  # serve this model instead of the cell's smoke model
     ready_timeout: int | None = None  # seconds a server may take to boot (default: the cell's ready_timeout)
+    images: str | None = None  # tier 2: an image per engine commit, 'REGISTRY/REPO:nightly-{sha}' (upstream.py)
+    registry_for: Callable[[str], Any] | None = None  # host -> RegistryClient, for tier 2 lookups and pulls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,38 +126,40 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     candidates = list_candidates(repo, request.good, request.bad, paths=request.paths,
                                  first_parent=request.first_parent, rules=rules)
     log(f"{len(candidates)} candidates ({len(candidates) - 2} between good and bad)")
-    dockerd.ensure_image(client, request.image, request.pull_auth)
-    good_image = client.images.get(request.image)
+    upstream = _upstream(request, log)
+    good_ref = request.image or (upstream(candidates[0]) if upstream else None)
+    if good_ref is None:
+        raise BisectError(f"no image for the good commit {candidates[0].short}: "
+                          f"{upstream.reference(candidates[0].sha) if upstream else 'no --images template'} "
+                          "is not in its registry; give --image")
+    dockerd.ensure_image(client, good_ref, _pull_auth(request, good_ref))
+    good_image = client.images.get(good_ref)
     patches = tuple(p for p in (good_image.labels.get(PATCHES_LABEL) or "").split(",") if p)
+    if upstream and patches:
+        log(f"--images ignored: the good image carries patches ({', '.join(patches)}) that upstream images lack; "
+            "every step is a python overlay instead")
+        upstream = None
     maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=request.package_dir,
-                       patches=patches, log=log)
-    n = len(candidates)
-    plan = plan_step(candidates, n - 1, images={0: good_image.id}, diff=repo.diff, rules=rules)
-    if plan.tier != "python-overlay":
-        raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image: {plan.reason}")
-    if plan.reuses_base:
-        raise BisectError(f"good and bad differ in no file under {request.package_dir}/: the same image")
-    try:
-        bad_made = maker(plan)
-    except StepFailed as exc:
-        raise BisectError(f"cannot make the bad endpoint's image: {str(exc).splitlines()[0]}") from None
-    assert bad_made.digest is not None
-    endpoints = Endpoints(good=good_image.id, bad=bad_made.digest)
+                       patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, ref))
+    endpoints = Endpoints(good=good_image.id, bad=_bad_endpoint(candidates, good_image.id, maker, upstream, repo, rules))
     settings = request.settings.to_dict()
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
+    lookups = {"upstream": upstream} if upstream else {}
     audit, audit_note = cell_audit(client, cell)
-    template = server_template(client, cell, request.image, request.model_dir, request.ready_timeout)
+    template = server_template(client, cell, good_ref, request.model_dir, request.ready_timeout)
     root = bisect_dir(cache_root)
     with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
                   audit_note=audit_note, log=log) as measure:
         reference = measure.reference()
         log(f"reference: {_reference_line(reference)}")
-        stages = Stages(make_image=maker, audit=audit, measure=measure, skip_on=(StepFailed,), on_step=on_step)
+        stages = Stages(make_image=maker, audit=audit, measure=measure, skip_on=(StepFailed,), on_step=on_step,
+                        **lookups)
         result = run_bisect(job, stages, cache_root=cache_root)
     key = result_key(cell.id, candidates[0].sha, candidates[-1].sha, endpoints.good, settings, request.paths)
     data = {**to_json(result), "metric": request.settings.metric, "settings": settings,
-            "endpoints": {"good_image": endpoints.good, "bad_image": endpoints.bad, "image": request.image},
+            "endpoints": {"good_image": endpoints.good, "bad_image": endpoints.bad, "image": good_ref,
+                          "images": request.images},
             "reference": {k: v for k, v in reference.items() if not k.endswith("_outputs")},
             "builds_timing": [vars(t) for t in maker.timings],
             "boots": measure.boots, "images": {str(i): d for i, d in sorted(job_images(result).items())}}
@@ -160,6 +170,49 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
         where = store(key, data)
         text += f"stored: {where}\n"
     return BisectOutcome(result=result, text=text, data=data, key=key, result_file=result_file)
+
+
+def docker_login_client(host: str) -> RegistryClient:
+    """A registry with only what `docker login HOST` stored: the factory's BUILDER_REGISTRY_*
+    credentials never go to another host."""
+    user, password = docker_config_credentials(host) or (None, None)
+    return RegistryClient(host, user, password)
+
+
+def _upstream(request: BisectRequest, log: Callable[[str], None]) -> UpstreamImages | None:
+    if not request.images:
+        return None
+    return UpstreamImages(request.images, registry_head(request.registry_for or docker_login_client), log)
+
+
+def _pull_auth(request: BisectRequest, reference: str) -> dict | None:
+    if not request.images:
+        return request.pull_auth
+    host = parse_reference(reference).api_host
+    return (request.registry_for or docker_login_client)(host).docker_auth()
+
+
+def _bad_endpoint(candidates, good_id: str, maker: ImageMaker, upstream: UpstreamImages | None, repo: GitRepo,
+                  rules: ClassifyRules) -> str:
+    """The bad commit's upstream image, else a python overlay of it over the good image."""
+    n = len(candidates)
+    found = upstream(candidates[-1]) if upstream else None
+    if found:
+        plan = StepPlan(index=n - 1, sha=candidates[-1].sha, tier="upstream-image", image=found, reason="upstream")
+        made = maker(plan)
+        assert made.digest is not None
+        return made.digest
+    plan = plan_step(candidates, n - 1, images={0: good_id}, diff=repo.diff, rules=rules)
+    if plan.tier != "python-overlay":
+        raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image: {plan.reason}")
+    if plan.reuses_base:
+        raise BisectError(f"good and bad differ in no file under {rules.package_dir}/: the same image")
+    try:
+        bad_made = maker(plan)
+    except StepFailed as exc:
+        raise BisectError(f"cannot make the bad endpoint's image: {str(exc).splitlines()[0]}") from None
+    assert bad_made.digest is not None
+    return bad_made.digest
 
 
 def job_images(result: BisectResult) -> dict[int, str]:

@@ -32,6 +32,7 @@ def bisect_command(
     paths: list[str] | None = typer.Option(None, "--paths", help="Only commits touching these globs (repeat), e.g. 'vllm/v1/**'."),
     repo: Path | None = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
     image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the known-good record of the cell, or of --good's version cell)."),
+    images: str | None = typer.Option(None, "--images", help="An image per engine commit, e.g. 'REGISTRY/vllm/vllm-openai:nightly-{sha}' ({sha}, {short}): used for the endpoints and any candidate that has one (tier 2)."),
     package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
     prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
@@ -52,6 +53,7 @@ def bisect_command(
     from builder.bisect.candidates import GitRepo  # git only: no Docker here yet
     from builder.bisect.classify import glob_regex
     from builder.bisect.refs import resolve_ref
+    from builder.bisect.upstream import check_template
     from builder.bisect.settings import MeasureSettings
 
     if metric not in METRICS:
@@ -78,6 +80,8 @@ def bisect_command(
         raise InputError(f"--package-dir: '{package_dir}' is not a relative directory")
     if image is not None and not IMAGE_REF.fullmatch(image):
         raise InputError(f"--image: '{image}' is not an image reference (REGISTRY/REPO:TAG, REPO@sha256:..., sha256:...)")
+    if images is not None:
+        check_template(images)
     if model_dir is not None and not (model_dir / "config.json").is_file():
         raise InputError(f"--model-dir: '{model_dir}' has no config.json")
     session = Session(matrix, None, None, None, None, registry)
@@ -96,15 +100,15 @@ def bisect_command(
     image_cell = good_ref.version_cell or cells[cell]
     for ref in (good_ref, bad_ref):
         typer.echo(f"{cell}: {ref.how}", err=True)
-    _run(session, cells[cell], image_cell, repo, good_ref, bad_ref, image, settings, globs, package_dir, model_dir,
-         ready_timeout, as_json, no_store)
+    _run(session, cells[cell], image_cell, repo, good_ref, bad_ref, image, images, settings, globs, package_dir,
+         model_dir, ready_timeout, as_json, no_store)
 
 
-def _run(session, cell, image_cell, repo, good, bad, image, settings, globs, package_dir, model_dir, ready_timeout,
-         as_json, no_store) -> None:
+def _run(session, cell, image_cell, repo, good, bad, image, images, settings, globs, package_dir, model_dir,
+         ready_timeout, as_json, no_store) -> None:
     from builder.errors import StepFailed
     try:
-        from builder.bisect.session import BisectRequest, run_request  # the Docker SDK only where it runs
+        from builder.bisect.session import BisectRequest, docker_login_client, run_request  # the Docker SDK only here
     except ImportError as exc:
         raise StepFailed(f"builder bisect runs images: it needs the docker Python package ({exc})") from None
     from builder.oci import dockerd
@@ -113,7 +117,7 @@ def _run(session, cell, image_cell, repo, good, bad, image, settings, globs, pac
 
     client = RegistryClient.from_environment(session.names.registry)
     store = RecordStore(client, session.names.repository)
-    if image is None:
+    if image is None and images is None:
         client.ping()
         record = store.get_known_good(image_cell.id)
         if record is None:
@@ -122,7 +126,8 @@ def _run(session, cell, image_cell, repo, good, bad, image, settings, globs, pac
         image = record.image
     request = BisectRequest(cell=cell, repo=repo, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
                             package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
-                            ready_timeout=ready_timeout)
+                            ready_timeout=ready_timeout, images=images,
+                            registry_for=lambda host: client if host == client.host else docker_login_client(host))
 
     def put(key: str, data: dict) -> str:
         if no_store:

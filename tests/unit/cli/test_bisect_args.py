@@ -47,6 +47,7 @@ def bisect(*args: str) -> subprocess.CompletedProcess:
     (["--good", "0.32.0"], "--good: '0.32.0' is an engine version of the matrix (cell vllm-0.32.0-cpu), but the "
                            "repository has no revision 'v0.32.0' or '0.32.0'"),
     (["--bad", "HEAD~1"], "--good and --bad are the same commit"),
+    (["--images", "127.0.0.1:5000/up/vllm:nightly"], "--images: '127.0.0.1:5000/up/vllm:nightly' names no commit"),
     (["--cell", "vllm-9.9.9-cpu"], "--cell: 'vllm-9.9.9-cpu' is not a cell of the matrix"),
 ])
 def test_a_bad_argument_is_one_line_and_exit_2(repo, extra, message):
