@@ -92,29 +92,45 @@ def _generated(model: str, image: str, client: docker.DockerClient, cache: Path,
     target = cache / "models" / f"{name}-{digest}"
     if (target / ".complete").is_file():
         return SmokeModel(target, f"{model}@{digest}")
+    partial = _fresh_partial(target)
+    # The image under test has torch, transformers and tokenizers; the host needs none.
+    # Realistic shapes are made on the GPU in bf16 (7 B: about 30 s there, against minutes on a host).
+    device = ["--device", "cuda"] if gpu and name != "tiny-llama" else []
+    extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if device else {}
+    _run_maker(client, f"generating {model} inside {image}", "tinymodel", image=image,
+               environment={"HF_HUB_OFFLINE": "1"}, **extra,
+               entrypoint=["python3", "/llm-factory/tinymodel.py", "/out", "--shape", name, *device],
+               volumes={str(partial): {"bind": "/out", "mode": "rw"},
+                        str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}})
+    return SmokeModel(_publish(partial, target, digest), f"{model}@{digest}")
+
+
+def _fresh_partial(target: Path) -> Path:
+    """An empty <target>.partial: a model is made there and renamed into place only when complete."""
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    return partial
+
+
+def _publish(partial: Path, target: Path, stamp: str) -> Path:
+    (partial / ".complete").write_text(stamp)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _run_maker(client: docker.DockerClient, what: str, name: str, **options) -> None:
+    """Run a model-making container to its end (removed on every way out); StepFailed with the last
+    log lines when it fails."""
     try:
-        # The image under test has torch, transformers and tokenizers; the host needs none.
-        # Realistic shapes are made on the GPU in bf16 (7 B: about 30 s there, against minutes on a host).
-        device = ["--device", "cuda"] if gpu and name != "tiny-llama" else []
-        extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if device else {}
-        with Container(client, "tinymodel", image=image, environment={"HF_HUB_OFFLINE": "1"}, **extra,
-                       entrypoint=["python3", "/llm-factory/tinymodel.py", "/out", "--shape", name, *device],
-                       labels={SMOKE_LABEL: "1"},
-                       volumes={str(partial): {"bind": "/out", "mode": "rw"},
-                                str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"}}) as box:
+        with Container(client, name, labels={SMOKE_LABEL: "1"}, **options) as box:
             code = box.wait(timeout=600)
             if code != 0:
                 last = box.logs(lines=5).replace("\n", " | ")
-                raise StepFailed(f"generating {model} inside {image} failed (exit {code}): {last}")
+                raise StepFailed(f"{what} failed (exit {code}): {last}")
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise StepFailed(f"generating {model} inside {image} failed: {exc.__class__.__name__}: {exc}") from None
-    (partial / ".complete").write_text(digest)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return SmokeModel(target, f"{model}@{digest}")
+        raise StepFailed(f"{what} failed: {exc.__class__.__name__}: {exc}") from None
 
 
 def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerClient, cache: Path,
@@ -134,32 +150,20 @@ def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerCl
         if (target / ".complete").is_file():
             return SmokeModel(target, f"{model}@{short}", GGUF_FILE)
         dockerd.ensure_image(client, helper, pull_auth)  # only now: a cached model needs no helper
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        partial = _fresh_partial(target)
         script = (f"set -euo pipefail; python3 /llm-factory/tinymodel.py /out/hf; "
                   f"python3 /llm-factory/tiny_gguf.py /llm-factory/convert /out/hf /out/{GGUF_FILE} --outtype f32; "
                   f"chmod 644 /out/{GGUF_FILE}")
-        try:
-            with Container(client, "tinygguf", image=helper, network_mode="none", labels={SMOKE_LABEL: "1"},
-                           environment={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                           entrypoint=["/bin/bash", "-c", script],
-                           volumes={str(partial): {"bind": "/out", "mode": "rw"},
-                                    str(convert): {"bind": "/llm-factory/convert", "mode": "ro"},
-                                    str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"},
-                                    str(TINY_GGUF_SCRIPT): {"bind": "/llm-factory/tiny_gguf.py", "mode": "ro"}}) as box:
-                code = box.wait(timeout=600)
-                if code != 0:
-                    last = box.logs(lines=5).replace("\n", " | ")
-                    raise StepFailed(f"making {model} inside {helper} failed (exit {code}): {last}")
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise StepFailed(f"making {model} inside {helper} failed: {exc.__class__.__name__}: {exc}") from None
+        _run_maker(client, f"making {model} inside {helper}", "tinygguf", image=helper, network_mode="none",
+                   environment={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                   entrypoint=["/bin/bash", "-c", script],
+                   volumes={str(partial): {"bind": "/out", "mode": "rw"},
+                            str(convert): {"bind": "/llm-factory/convert", "mode": "ro"},
+                            str(TINYMODEL_SCRIPT): {"bind": "/llm-factory/tinymodel.py", "mode": "ro"},
+                            str(TINY_GGUF_SCRIPT): {"bind": "/llm-factory/tiny_gguf.py", "mode": "ro"}})
     if not (partial / GGUF_FILE).is_file():
         raise StepFailed(f"making {model} inside {helper}: no {GGUF_FILE} came out")
-    (partial / ".complete").write_text(short)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return SmokeModel(target, f"{model}@{short}", GGUF_FILE)
+    return SmokeModel(_publish(partial, target, short), f"{model}@{short}", GGUF_FILE)
 
 
 def _copy_out(client: docker.DockerClient, image: str, path: str, target: Path) -> None:

@@ -4,7 +4,8 @@ the real image, booted and measured for real (cpu cell, tiny random-weight model
 
   A throughput  commit 5 of 8 adds a 5 ms sleep to EngineCore.step (the engine step loop): about
                 +150-250% per decode step for the tiny model on 2 cores
-  B golden      commit 3 of 8 makes greedy sampling pick the second-best token; the bisect is
+  B golden      commit 3 of 8 makes greedy sampling pick the second-best token, between two "nightly"
+                images of a registry (--images: commits 0, 4 and 8 have one, tier 2); the bisect is
                 interrupted (Ctrl-C, as KeyboardInterrupt) after its first step and resumed
   C golden+skip commit 4 of 8 breaks the server's import (boot failure: skip), commit 5 repairs it,
                 commit 6 changes greedy output: through the CLI, answer stored in the registry
@@ -26,14 +27,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 import pytest
 
+from builder.bisect.candidates import GitRepo, list_candidates
 from builder.bisect.errors import BisectInterrupted
-from builder.bisect.images import BISECT_LABEL, LOCAL_REPOSITORY
+from builder.bisect.images import BISECT_LABEL, LOCAL_REPOSITORY, ImageMaker
+from builder.bisect.ladder import plan_step
 from builder.bisect.session import BisectRequest, run_request
 from builder.bisect.settings import MeasureSettings
+from builder.bisect.upstream import render_template
 from builder.matrix.cells import expand
 from builder.matrix.load import load_matrix
+from builder.oci import dockerd
 from builder.oci.container import Container
 from builder.promotion.store import RecordStore
 from tests.conftest import REPO
@@ -167,13 +173,36 @@ def record(name: str, outcome, seconds: float) -> None:
 def assert_fast_overlays(outcome) -> None:
     built = [t for t in outcome.data["builds_timing"] if not t["reused"]]
     assert built, "no python-overlay build"
-    assert all(t["tier"] == "python-overlay" for t in outcome.data["builds_timing"])
+    assert all(t["tier"] == "python-overlay" for t in built)
     assert max(t["seconds"] for t in built) < 60, built  # seconds per build, not minutes
 
 
-@pytest.mark.skipif(not os.environ.get("BUILDER_HEAVY"), reason=(
-    "not yet seen passing on a 2-core runner (its endpoint comparison was too noisy under load); "
-    "run with BUILDER_HEAVY=1 on a quiet machine"))
+def push_nightlies(docker_client, registry, repo: Path, shas: list[str], cpu_image: str, indices: list[int]) -> str:
+    """Upstream images for some commits, as a registry of nightlies holds them: commit 0 is the cpu image
+    itself, a later one the python overlay of that commit over it (what an upstream CI would have
+    built). Returns the --images template; the local tags are removed again (the bisect pulls them)."""
+    template = f"{registry.host}/upstream/vllm-cpu:nightly-{{sha}}"
+    git_repo = GitRepo(path=repo)
+    cands = list_candidates(git_repo, shas[0], shas[-1])
+    maker = ImageMaker(docker_client, git_repo, cell_id=CELL, mode="wheel")
+    good_id = docker_client.images.get(cpu_image).id
+    for i in indices:
+        digest = good_id if i == 0 else maker(plan_step(cands, i, images={0: good_id}, diff=git_repo.diff)).digest
+        ref = render_template(template, shas[i])
+        docker_client.images.get(digest).tag(ref)
+        dockerd.push(docker_client, ref, None)
+        docker_client.images.remove(ref)
+    return template
+
+
+def untag(docker_client, template: str, shas: list[str]) -> None:
+    for sha in shas:
+        try:
+            docker_client.images.remove(render_template(template, sha))
+        except docker.errors.ImageNotFound:
+            pass
+
+
 def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo, cache):
     repo, shas = history(base_repo, "throughput", {5: ("Poll the engine step loop more gently (#4242)", slow_step)})
     request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
@@ -191,35 +220,45 @@ def test_throughput_slowdown_is_found(docker_client, cell, cpu_image, base_repo,
     assert not bisect_containers(docker_client)
 
 
-def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, cell, cpu_image, base_repo, cache):
+def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, cell, cpu_image, base_repo, cache,
+                                                                  plain_registry):
     repo, shas = history(base_repo, "golden", {3: ("Use the fast argmax in the sampler (#3131)", second_best)})
-    request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
+    nightlies = [0, 4, 8]
+    template = push_nightlies(docker_client, plain_registry, repo, shas, cpu_image, nightlies)
+    # no --image: the good endpoint is the good commit's nightly
+    request = BisectRequest(cell=cell, repo=repo, good=shas[0], bad=shas[-1], image=None, images=template,
                             settings=MeasureSettings(metric="golden", max_tokens=16, prompts=3), ready_timeout=READY)
 
     def interrupt(step) -> None:
         raise KeyboardInterrupt  # what Ctrl-C raises, after the first step was recorded
 
     started = time.monotonic()
-    with pytest.raises(BisectInterrupted) as stopped:
-        run_request(docker_client, request, cache_root=cache, on_step=interrupt)
-    assert stopped.value.exit_code == 130
-    assert not bisect_containers(docker_client)  # Container removed every server on the way out
-    steps_before = json.loads(stopped.value.state_file.read_text())["steps"]
-    assert len(steps_before) == 1 and steps_before[0]["measured"]
+    try:
+        with pytest.raises(BisectInterrupted) as stopped:
+            run_request(docker_client, request, cache_root=cache, on_step=interrupt)
+        assert stopped.value.exit_code == 130
+        assert not bisect_containers(docker_client)  # Container removed every server on the way out
+        steps_before = json.loads(stopped.value.state_file.read_text())["steps"]
+        assert len(steps_before) == 1 and steps_before[0]["measured"]
+        assert steps_before[0]["index"] == 4 and steps_before[0]["tier"] == "upstream-image"  # pulled, not built
 
-    resumed = run_request(docker_client, request, cache_root=cache, log=print)
-    record("B golden (resumed)", resumed, time.monotonic() - started)
-    result = resumed.result
-    assert result.first_bad.sha == shas[3] and result.last_good.sha == shas[2] and result.exact
-    assert result.steps[0].measured and len(result.steps) == result.measured  # nothing measured twice
-    assert resumed.data["boots"] == len(result.steps) - 1  # endpoints cached, step 1 not redone
-    assert result.measured <= math.ceil(math.log2(8)) + 1
-    assert_fast_overlays(resumed)
+        resumed = run_request(docker_client, request, cache_root=cache, log=print)
+        record("B golden (resumed)", resumed, time.monotonic() - started)
+        result = resumed.result
+        assert result.first_bad.sha == shas[3] and result.last_good.sha == shas[2] and result.exact
+        assert result.steps[0].measured and len(result.steps) == result.measured  # nothing measured twice
+        assert resumed.data["boots"] == len(result.steps) - 1  # endpoints cached, step 1 not redone
+        assert result.measured <= math.ceil(math.log2(8)) + 1
+        assert [s.tier for s in result.steps][1:] == ["python-overlay"] * (len(result.steps) - 1)
+        assert resumed.data["endpoints"]["image"] == render_template(template, shas[0])
+        assert_fast_overlays(resumed)
 
-    again = run_request(docker_client, request, cache_root=cache)  # a rerun: everything is known
-    assert again.data["boots"] == 0 and again.result.builds == result.builds
-    assert [s.verdict for s in again.result.steps] == [s.verdict for s in result.steps]
-    assert all(not t["seconds"] > 30 for t in again.data["builds_timing"])  # found, not rebuilt
+        again = run_request(docker_client, request, cache_root=cache)  # a rerun: everything is known
+        assert again.data["boots"] == 0 and again.result.builds == result.builds
+        assert [s.verdict for s in again.result.steps] == [s.verdict for s in result.steps]
+        assert all(not t["seconds"] > 30 for t in again.data["builds_timing"])  # found, not rebuilt
+    finally:
+        untag(docker_client, template, [shas[i] for i in nightlies])
 
 
 def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_client, cell, cpu_image, base_repo,

@@ -3,8 +3,6 @@ repository, and naming the version's cell (whose known-good image is the default
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from builder.bisect.candidates import GitRepo
