@@ -25,6 +25,14 @@ CREATED_LABEL = "org.opencontainers.image.created"
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def label_patches(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(id, sha256 prefix) of each patch an image carries, from its `org.llmfactory.patches` label
+    (`id@sha256:abc,...`, or `none`: render/context.py writes it)."""
+    text = labels.get(PATCHES_LABEL) or "none"
+    pairs = (item.split("@sha256:", 1) for item in text.split(",") if "@sha256:" in item)
+    return tuple((pid, sha) for pid, sha in pairs)
+
+
 def short_hash(full_hash: str) -> str:
     return full_hash[:HASH_LENGTH]
 

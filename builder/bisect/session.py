@@ -27,7 +27,7 @@ import docker
 
 from builder.errors import StepFailed
 from builder.matrix.cells import Cell
-from builder.names import PATCHES_LABEL
+from builder.names import label_patches
 from builder.oci import dockerd
 from builder.oci.credentials import docker_config_credentials
 from builder.oci.reference import parse_reference
@@ -134,7 +134,8 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
                           "is not in its registry; give --image")
     dockerd.ensure_image(client, good_ref, _pull_auth(request, good_ref))
     good_image = client.images.get(good_ref)
-    patches = tuple(p for p in (good_image.labels.get(PATCHES_LABEL) or "").split(",") if p)
+    # "none" is the label of an image without patches (a sentinel, never a patch id)
+    patches = tuple(pid for pid, _ in label_patches(good_image.labels or {}))
     if upstream and patches:
         log(f"--images ignored: the good image carries patches ({', '.join(patches)}) that upstream images lack; "
             "every step is a python overlay instead")

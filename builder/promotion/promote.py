@@ -23,8 +23,8 @@ from builder.names import (
     CONTENT_HASH_LABEL,
     ENGINE_LABEL,
     ENGINE_VERSION_LABEL,
-    PATCHES_LABEL,
     immutable_tag,
+    label_patches,
 )
 from builder.oci.registry import RegistryClient
 from builder.promotion.records import HISTORY_LIMIT, KnownGoodRecord, check_digest
@@ -186,18 +186,11 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
         engine=fields.get("engine") or labels.get(ENGINE_LABEL, ""),
         engine_version=fields.get("engine_version") or labels.get(ENGINE_VERSION_LABEL, ""),
         source=fields.get("source") or labels.get("org.opencontainers.image.source", ""),
-        patches=tuple(fields.get("patches") or _label_patches(labels)), smoke_summary=summary,
+        patches=tuple(fields.get("patches") or label_patches(labels)), smoke_summary=summary,
         golden=dict(golden if golden is not None else report.golden),
         throughput_tps=float(tps) if tps is not None else None,
         sweep=report.sweep.to_dict() if report.sweep else None, golden_profiles=dict(report.golden_profiles),
     )
-
-
-def _label_patches(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """(id, sha256 prefix) pairs from the image's `org.llmfactory.patches` label (`id@sha256:abc,...`)."""
-    text = labels.get(PATCHES_LABEL, "none")
-    pairs = (item.split("@sha256:", 1) for item in text.split(",") if "@sha256:" in item)
-    return tuple((pid, sha) for pid, sha in pairs)
 
 
 def _with_history(record: KnownGoodRecord, previous: KnownGoodRecord | None) -> KnownGoodRecord:

@@ -235,7 +235,7 @@ def test_wrong_output_is_found_and_an_interrupted_bisect_resumes(docker_client, 
     started = time.monotonic()
     try:
         with pytest.raises(BisectInterrupted) as stopped:
-            run_request(docker_client, request, cache_root=cache, on_step=interrupt)
+            run_request(docker_client, request, cache_root=cache, on_step=interrupt, log=print)
         assert stopped.value.exit_code == 130
         assert not bisect_containers(docker_client)  # Container removed every server on the way out
         steps_before = json.loads(stopped.value.state_file.read_text())["steps"]

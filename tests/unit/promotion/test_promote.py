@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from builder.promotion.promote import _label_patches, _record
+from builder.names import label_patches
+from builder.promotion.promote import _record
 from builder.smoke.openai import CheckResult
 from builder.smoke.report import SmokeReport
 
@@ -16,4 +17,4 @@ def test_record_names_the_real_short_tag_and_the_patches():
     record = _record("h:5000", "r/i", "cell", "sha256:" + "c" * 64, labels, PASSED, {}, "2026-11-23T00:00:00Z")
     assert record.immutable_tag == "cell-" + ("ab" * 32)[:16]
     assert record.patches == (("p1", "0123456789ab"), ("p2", "ba9876543210"))
-    assert _label_patches({"org.llmfactory.patches": "none"}) == ()
+    assert label_patches({"org.llmfactory.patches": "none"}) == ()
