@@ -36,6 +36,10 @@ class SmokeSettings:
     # A cell whose (tested, friendly-tagged) image makes a generated model when the image under test
     # cannot: generated:tiny-llama-gguf needs torch + transformers, which a llama.cpp image lacks.
     model_helper: str | None = None
+    # 0: concurrent greedy outputs must equal the sequential ones. Above 0: a difference is accepted
+    # when it is a flip at a near-tie (top-2 logprob gap under this many nats, the runner-up taken):
+    # for engines that are not batch-invariant (smoke/ties.py says what was measured).
+    determinism_tie_nats: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +100,16 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         shm_size=r.string("shm_size", base.shm_size),
         audit_optional=r.strings("audit_optional", base.audit_optional),
         sweep=_sweep(r, base.sweep), gate=_gate(r, base.gate), profiles=_profiles(r, base.profiles),
-        model_helper=r.string("model_helper", base.model_helper))
+        model_helper=r.string("model_helper", base.model_helper),
+        determinism_tie_nats=_tie_nats(r, base.determinism_tie_nats))
+
+
+def _tie_nats(r: MappingReader, default: float) -> float:
+    value = r.raw("determinism_tie_nats", default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.1:
+        raise r.error("determinism_tie_nats", f"{r.what}.determinism_tie_nats must be a number of nats from 0 to 0.1 "
+                                              "(0: identical outputs; 0.005 tolerates flips at near-ties)")
+    return float(value)
 
 
 MAX_CONCURRENCY = 512

@@ -60,11 +60,13 @@ class SmokeSpec:
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
     engine: str = "vllm"  # whose server answers: its module's smoke hooks read /v1/models, /tokenize
+    tie_nats: float = 0.0  # determinism: the near-tie flips tolerated under concurrency (smoke/ties.py)
 
     @classmethod
     def from_settings(cls, settings: SmokeSettings, served_name: str, engine: str = "vllm") -> SmokeSpec:
         """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
-        return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe)
+        return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe,
+                   tie_nats=settings.determinism_tie_nats)
 
 
 class ServerError(Exception):

@@ -117,3 +117,22 @@ def test_gate_accept_inconclusive_is_a_per_cell_flag_checked_at_load(small_matri
         assert "accept_inconclusive must be true or false" in str(exc)
     else:
         raise AssertionError("a non-boolean accept_inconclusive was accepted")
+
+
+@pytest.mark.parametrize("value, accepted", [("0.005", 0.005), ("0", 0.0), ("0.5", None), ("true", None), ("x", None)])
+def test_determinism_tie_nats_is_checked_at_load(tmp_path, value, accepted):
+    path, _ = matrix_with(tmp_path, f"    smoke:\n      archs:\n        cpu: {{determinism_tie_nats: {value}}}\n")
+    if accepted is None:
+        with pytest.raises(ConfigError, match="determinism_tie_nats must be a number of nats from 0 to 0.1"):
+            load_matrix(path)
+    else:
+        assert load_matrix(path).engines["vllm"].smoke_for("cpu").determinism_tie_nats == accepted
+
+
+def test_the_shipped_llamacpp_gpu_cells_tolerate_near_tie_flips_and_cpu_cells_none():
+    engines = load_matrix(REPO / "matrix.yaml").engines
+    assert engines["vllm"].smoke_for("cpu").determinism_tie_nats == 0
+    assert engines["llama.cpp"].smoke_for("cpu").determinism_tie_nats == 0
+    for arch in ("sm_90", "sm_120", "sm_121a"):
+        assert engines["llama.cpp"].smoke_for(arch).determinism_tie_nats == 0.005
+        assert engines["vllm"].smoke_for(arch).determinism_tie_nats == 0

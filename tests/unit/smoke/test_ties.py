@@ -1,0 +1,96 @@
+"""Near-tie flips under concurrency: the top-2 logprobs of both servers' response shapes, the flip
+judged at the first differing token, and check_determinism tolerating only those flips."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.smoke.checks import check_determinism
+from builder.smoke.kernels import FAIL, PASS
+from builder.smoke.openai import SmokeSpec
+from builder.smoke.ties import Position, find_flip, positions
+from tests.unit.smoke.test_checks import healthy, serve  # noqa: F401 (the fixture)
+
+# What llama-server b11312 (the llama.cpp cpu cell's image) answered to /v1/completions with
+# "logprobs": 2 for the tiny GGUF, trimmed to two tokens: a byte token is U+FFFD as in the text.
+LLAMA = {"choices": [{"text": "b\ufffd", "logprobs": {"content": [
+    {"id": 73, "token": "b", "bytes": [98], "logprob": -6.3173,
+     "top_logprobs": [{"id": 762, "token": "83", "bytes": [56, 51], "logprob": -6.3291},
+                      {"id": 73, "token": "b", "bytes": [98], "logprob": -6.3173}]},
+    {"id": 259, "token": "\ufffd", "bytes": [157], "logprob": -6.1550,
+     "top_logprobs": [{"id": 259, "token": "\ufffd", "bytes": [157], "logprob": -6.1550},
+                      {"id": 338, "token": "umber", "bytes": [117, 109, 98, 101, 114], "logprob": -6.2420}]}]}}]}
+VLLM = {"choices": [{"text": " 204 is", "logprobs": {
+    "tokens": [" 204", " is"], "token_logprobs": [-0.5, -2.0], "text_offset": [0, 4],
+    "top_logprobs": [{" 204": -0.5, " 240": -0.5004}, {" is": -2.0, " was": -3.5}]}}]}
+
+
+def test_both_response_shapes_give_tokens_with_their_alternatives_best_first():
+    llama = positions(LLAMA)
+    assert [p.text for p in llama] == ["b", "\ufffd"] and llama[0].top[0] == ("b", -6.3173)
+    assert llama[0].top[1] == ("83", -6.3291)  # sorted, whatever order the server sent
+    vllm = positions(VLLM)
+    assert [p.text for p in vllm] == [" 204", " is"] and vllm[1].top == ((" is", -2.0), (" was", -3.5))
+    with pytest.raises(ValueError):
+        positions({"choices": [{"text": "x"}]})
+
+
+def test_a_flip_at_a_near_tie_to_the_runner_up_is_within():
+    flip = find_flip(positions(VLLM), " 204 is", " 240 was", 0.005)
+    assert flip.token == 0 and flip.gap == pytest.approx(4e-4) and flip.runner_up_taken and flip.within
+
+
+def test_a_decisive_token_or_a_third_choice_is_not_within():
+    tokens = positions(VLLM)
+    late = find_flip(tokens, " 204 is", " 204 was", 0.005)  # gap 1.5 nats: a real change
+    assert late.token == 1 and late.runner_up_taken and not late.within
+    third = find_flip(tokens, " 204 is", " 2x", 0.005)  # neither of the top 2
+    assert third.token == 0 and not third.runner_up_taken and not third.within
+    assert not find_flip(tokens, " 204 is", " 240 was", 1e-4).within  # tolerance below the gap
+
+
+def test_logprobs_that_do_not_spell_the_sequential_text_excuse_nothing():
+    assert find_flip(positions(VLLM), " 204 was", " 240 was", 0.005) is None
+
+
+def test_an_end_of_sequence_runner_up_is_taken_when_the_output_ends_there():
+    tokens = [Position(text="a", top=(("a", -1.0), ("b", -1.1))), Position(text="b", top=(("b", -0.7), ("", -0.7001)))]
+    assert find_flip(tokens, "ab", "a", 0.005).within
+    assert not find_flip(tokens, "ab", "ac", 0.005).runner_up_taken
+
+
+def batched_flip(gap: float):
+    """A server whose batched run of prompt 'beta' takes the runner-up at its 3rd token, where the
+    sequential top-2 gap is `gap` nats; with logprobs it spells the sequential text."""
+    def reply(server, path, body):
+        code, payload = healthy(server, path, body)
+        if path != "/v1/completions" or body["prompt"] != "beta":
+            return code, payload
+        text = payload["choices"][0]["text"]  # "out:ateb"
+        if server.in_flight > 1:
+            payload["choices"][0]["text"] = text[:6] + "Zb"
+        if body.get("logprobs"):
+            tokens = ["out:", "at", "e", "b"]
+            payload["choices"][0]["logprobs"] = {"tokens": tokens, "top_logprobs": [
+                {t: -1.0, "#": -3.0} for t in tokens[:2]] + [{"e": -1.0, "Z": -1.0 - gap}, {"b": -1.0, "#": -2.0}]}
+        return code, payload
+    return reply
+
+
+def test_determinism_tolerates_near_tie_flips_only_when_the_cell_says_so(serve):
+    url = serve(batched_flip(2e-4)).url
+    spec = SmokeSpec("tiny", prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
+                     concurrency=5)
+    exact, _ = check_determinism(url, spec)
+    assert exact.status == FAIL and "prompt 'beta' differs at char 6" in exact.evidence
+    tolerant, outputs = check_determinism(url, SmokeSpec(**{**spec.__dict__, "tie_nats": 0.005}))
+    assert tolerant.status == PASS and "1 flipped at near-ties (top-2 gap up to 0.0002 nats < 0.005" in tolerant.evidence
+    assert tolerant.data["near_tie_flips"] == [{"prompt": "beta", "token": 2, "gap": pytest.approx(2e-4)}]
+    assert outputs["beta"] == "out:ateb"  # the golden outputs stay the sequential ones
+
+
+def test_a_flip_where_the_model_was_decisive_still_fails(serve):
+    spec = SmokeSpec("tiny", prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
+                     concurrency=5, tie_nats=0.005)
+    result, _ = check_determinism(serve(batched_flip(0.9)).url, spec)
+    assert result.status == FAIL and "token 2: top-2 gap 0.9 nats, took the runner-up" in result.evidence
