@@ -81,3 +81,37 @@ def test_rebuild_is_a_registry_lookup(llama_built):
     done = run_builder("build", "--cell", CELL, "--registry", llama_built["registry"].host,
                        "--workdir", str(llama_built["workdir"]))
     assert done.returncode == 0 and "up to date" in done.stdout, done.stderr
+
+
+def test_near_tie_flips_are_read_from_the_real_servers_logprobs(llama_built, docker_client):
+    """The GPU cells tolerate near-tie flips (matrix: determinism_tie_nats); the real llama-server's
+    /v1/completions logprobs are what that reads. Here, on the cpu image: the sequential run's tokens
+    spell its text, and an output that takes the runner-up at a token is judged at that token."""
+    from builder.matrix.cells import expand
+    from builder.matrix.load import load_matrix
+    from builder.smoke.model import resolve_model
+    from builder.smoke.openai import DEFAULT_PROMPTS, SmokeSpec, generate
+    from builder.smoke.server import ServerSpec, serve
+    from builder.smoke.ties import find_flip, positions
+    from tests.conftest import REPO
+
+    cell = {c.id: c for c in expand(load_matrix(REPO / "matrix.yaml")).cells}[CELL]
+    settings = cell.engine.smoke_for("cpu")
+    image = llama_built["record"]["image"]
+    helper = f"{llama_built['registry'].host}/{REPOSITORY}:{VLLM_CELL}"  # tagged by llama_built
+    model = resolve_model(settings, image, docker_client, helper_image=helper)  # the smoke run's cached GGUF
+    spec = ServerSpec(image=image, engine="llama.cpp", gpu=False, model_dir=model.directory, served_name="smoke",
+                      model_file=model.file, args=settings.args, ready_timeout=120)
+    with serve(docker_client, spec, "ties") as server:
+        response = generate(server.base_url, SmokeSpec("smoke", max_tokens=16), 16, prompt=DEFAULT_PROMPTS[0],
+                            logprobs=2)
+    text, tokens = response["choices"][0]["text"], positions(response)
+    assert len(tokens) == 16 and "".join(t.text for t in tokens) == text
+    # a token whose runner-up shares no prefix with it: the flip is then seen at that token
+    k = next(i for i, t in enumerate(tokens)
+             if len(t.top) == 2 and t.top[1][0] and t.text and t.top[1][0][0] != t.text[0])
+    flipped = "".join(t.text for t in tokens[:k]) + tokens[k].top[1][0] + "x"
+    flip = find_flip(tokens, text, flipped, 10.0)
+    assert flip.token == k and flip.runner_up_taken and flip.within
+    assert flip.gap == tokens[k].top[0][1] - tokens[k].top[1][1] >= 0
+    assert not find_flip(tokens, text, flipped, flip.gap / 2 if flip.gap else 0).within
