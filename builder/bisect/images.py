@@ -16,8 +16,8 @@ cell's repository. `builder bisect` prints them; `docker image prune --filter la
 
 Tier 2 (an upstream image for the commit, found by upstream.py) is pulled and used as it is: the
 session offers it only for cells whose good image carries no patches of ours (an upstream image lacks
-them). Tier 4 (a full build at that commit) needs a source cell; for wheel and overlay cells it is a
-skip naming the reason. Tier 1 (a registry image by commit) has no lookup for a local repository yet.
+them). Tier 4 (a full build at that commit) is a skip naming the reason: wheel cells have no source
+build, and builds of source cells at a commit are not implemented yet. Tier 1 (a registry image by commit) has no lookup for a local repository yet.
 """
 
 from __future__ import annotations
@@ -121,9 +121,11 @@ class ImageMaker:
         if plan.tier == "upstream-image" and plan.image:
             return self.upstream_image(plan)
         if plan.tier == "full-build":
-            return MadeImage(digest=None, skip_reason=(
-                f"needs a full build ({plan.reason}), which bisect supports only for source cells; "
-                f"{self.cell_id} is a {self.mode} cell"))
+            # Not built yet for any cell: a source cell would build the engine at this commit (the
+            # content hash and ccache keep repeats cheap); a wheel cell cannot build one at all.
+            why = ("a wheel cell has no source build" if self.mode == "wheel"
+                   else "full builds at a commit are not implemented yet")
+            return MadeImage(digest=None, skip_reason=f"needs a full build ({plan.reason}); {why}: skipped")
         return MadeImage(digest=None, skip_reason=f"tier {plan.tier} is not available for {self.cell_id}")
 
     def upstream_image(self, plan: StepPlan) -> MadeImage:
