@@ -104,6 +104,16 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else exc.__class__.__name__
 
 
+def _boot_failure(exc: BaseException) -> str:
+    """The failure's first line, and the server's last log line when the message carries its log
+    (`... before it was ready; last lines:` then the log): the line that says why, in one line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return exc.__class__.__name__
+    head = lines[0].removesuffix(" last lines:").rstrip(";:")
+    return f"{head}; last log line: {lines[-1]}" if len(lines) > 1 else head
+
+
 class Measurer:
     """measure(digest, endpoints, attempt) for run_bisect; a context manager (resident servers)."""
 
@@ -214,7 +224,7 @@ class Measurer:
         try:
             measurement = self._step(digest, reference, attempt)
         except StepFailed as exc:
-            measurement = Measurement(verdict="skip", note=f"boot failed: {_first_line(exc)}")
+            measurement = Measurement(verdict="skip", note=f"boot failed: {_boot_failure(exc)}")
         except SweepError as exc:
             measurement = Measurement(verdict="skip", note=f"server errored while sampled: {_first_line(exc)}")
         except (docker.errors.DockerException, requests.RequestException) as exc:  # an Engine too busy to answer

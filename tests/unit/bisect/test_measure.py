@@ -113,3 +113,12 @@ def test_one_stalled_sample_does_not_hide_a_fivefold_slowdown():
     same = compare_level(good, list(reversed(good)), concurrency=1, threshold=0.2, confidence=0.95)
     assert side(same, 0.45, 0.95) == "above" or side(same, 0.45, 0.95) is None
     assert sign_p(8, 8) == 1 / 256 and sign_p(0, 8) == 1.0
+
+
+def test_a_boot_failure_note_is_one_line_with_the_servers_last_log_line():
+    from builder.bisect.measure import _boot_failure
+    exc = Exception("img exited with code 1 before it was ready; last lines:\nTraceback (most recent call last):\n"
+                    "  File \"api_server.py\", line 1\nImportError: injected: this commit cannot boot\n")
+    assert _boot_failure(exc) == ("img exited with code 1 before it was ready; "
+                                  "last log line: ImportError: injected: this commit cannot boot")
+    assert _boot_failure(Exception("img was not ready within 8s; last lines:\n")) == "img was not ready within 8s"
