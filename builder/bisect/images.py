@@ -14,10 +14,11 @@ the candidate commit and its overlay list, so a rerun finds the image instead of
 Nothing a bisect makes can be mistaken for a tested image: no friendly tag, no immutable tag of the
 cell's repository. `builder bisect` prints them; `docker image prune --filter label=...` removes them.
 
-Tier 2 (an upstream image for the commit, found by upstream.py) is pulled and used as it is: the
-session offers it only for cells whose good image carries no patches of ours (an upstream image lacks
-them). Tier 4 (a full build at that commit) is a skip naming the reason: wheel cells have no source
-build, and builds of source cells at a commit are not implemented yet. Tier 1 (a registry image by commit) has no lookup for a local repository yet.
+Tier 1 (the known-good image of the engine version released at that commit, refs.version_images)
+and tier 2 (an upstream image for the commit, upstream.py) are pulled and used as they are; tier 2
+only for cells whose good image carries no patches of ours (an upstream image lacks them). Tier 4
+(a full build at that commit) is a skip naming the reason: wheel cells have no source build, and
+builds of source cells at a commit are not implemented yet.
 """
 
 from __future__ import annotations
@@ -116,10 +117,8 @@ class ImageMaker:
     def __call__(self, plan: StepPlan) -> MadeImage:
         if plan.tier == "python-overlay":
             return self.python_overlay(plan)
-        if plan.tier == "registry" and plan.image:
-            return MadeImage(digest=plan.image, built=False)
-        if plan.tier == "upstream-image" and plan.image:
-            return self.upstream_image(plan)
+        if plan.tier in ("registry", "upstream-image") and plan.image:
+            return self.pulled_image(plan)
         if plan.tier == "full-build":
             # Not built yet for any cell: a source cell would build the engine at this commit (the
             # content hash and ccache keep repeats cheap); a wheel cell cannot build one at all.
@@ -128,14 +127,15 @@ class ImageMaker:
             return MadeImage(digest=None, skip_reason=f"needs a full build ({plan.reason}); {why}: skipped")
         return MadeImage(digest=None, skip_reason=f"tier {plan.tier} is not available for {self.cell_id}")
 
-    def upstream_image(self, plan: StepPlan) -> MadeImage:
-        """Tier 2: pull the commit's upstream image (StepFailed when it cannot be pulled: a skip)."""
+    def pulled_image(self, plan: StepPlan) -> MadeImage:
+        """Tiers 1 and 2: pull the image the registry has for the commit (StepFailed when it cannot
+        be pulled: a skip)."""
         assert plan.image is not None
         started = time.monotonic()
         dockerd.ensure_image(self.client, plan.image, self.pull_auth(plan.image))
         digest = self.client.images.get(plan.image).id
         timing = self._timed(plan, started, reused=True)
-        self.log(f"upstream image {plan.image} for {plan.sha[:12]} ({digest[:19]}, {timing.seconds:.1f}s)")
+        self.log(f"{plan.tier} {plan.image} for {plan.sha[:12]} ({digest[:19]}, {timing.seconds:.1f}s)")
         return MadeImage(digest=digest, built=False)
 
     def python_overlay(self, plan: StepPlan) -> MadeImage:

@@ -4,7 +4,8 @@ A REF is a git revision of --repo (a sha, a branch, a tag), or an engine version
 (`0.32.0`, `b11312`): a version whose source is a git commit resolves to that commit; any other
 version to the release tag upstream uses for it, `v<label>` (vLLM) or `<label>` (llama.cpp's `bNNNN`).
 A version REF also names the cell of that version beside the bisected one (same engine, arch, CUDA
-and mode), whose known-good image is the default good image.
+and mode), whose known-good image is the default good image. The same mapping, over every version
+cell, is the ladder's tier 1: a candidate that is a release commit uses that release's known-good image.
 """
 
 from __future__ import annotations
@@ -60,3 +61,22 @@ def resolve_ref(text: str, flag: str, cell: Cell, cells: Sequence[Cell],
     raise BisectInputError(f"{flag}: '{text}' is an engine version of the matrix (cell {version.id}), but the "
                            f"repository has no revision {' or '.join(repr(n) for n in tried)}: fetch its tags, "
                            "or give a commit")
+
+
+def version_images(cell: Cell, cells: Sequence[Cell], resolve: Callable[[str], str],
+                   known_good: Callable[[str], str | None]) -> dict[str, str]:
+    """Tier 1: commit -> the known-good image of the engine version released at that commit, for
+    every version cell beside `cell` whose release the repository knows (known_good: cell id ->
+    image reference, or None)."""
+    found: dict[str, str] = {}
+    for version in sibling_cells(cell, cells).values():
+        for name in git_names(version):
+            try:
+                sha = resolve(name)
+            except GitError:
+                continue
+            image = known_good(version.id)
+            if image:
+                found[sha] = image
+            break
+    return found

@@ -63,6 +63,7 @@ class BisectRequest:
     ready_timeout: int | None = None  # seconds a server may take to boot (default: the cell's ready_timeout)
     images: str | None = None  # tier 2: an image per engine commit, 'REGISTRY/REPO:nightly-{sha}' (upstream.py)
     registry_for: Callable[[str], Any] | None = None  # host -> RegistryClient, for tier 2 lookups and pulls
+    known_images: dict[str, str] = field(default_factory=dict)  # tier 1: release commit -> known-good image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,11 +143,14 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
         upstream = None
     maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=request.package_dir,
                        patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, ref))
-    endpoints = Endpoints(good=good_image.id, bad=_bad_endpoint(candidates, good_image.id, maker, upstream, repo, rules))
+    endpoints = Endpoints(good=good_image.id, bad=_bad_endpoint(candidates, good_image.id, maker, upstream, repo, rules,
+                                                                  request.known_images))
     settings = request.settings.to_dict()
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
-    lookups = {"upstream": upstream} if upstream else {}
+    lookups: dict[str, Any] = {"upstream": upstream} if upstream else {}
+    if request.known_images:
+        lookups["registry"] = lambda cand: request.known_images.get(cand.sha)
     audit, audit_note = cell_audit(client, cell)
     template = server_template(client, cell, good_ref, request.model_dir, request.ready_timeout)
     root = bisect_dir(cache_root)
@@ -194,12 +198,15 @@ def _pull_auth(request: BisectRequest, reference: str) -> dict | None:
 
 
 def _bad_endpoint(candidates, good_id: str, maker: ImageMaker, upstream: UpstreamImages | None, repo: GitRepo,
-                  rules: ClassifyRules) -> str:
-    """The bad commit's upstream image, else a python overlay of it over the good image."""
+                  rules: ClassifyRules, known: dict[str, str]) -> str:
+    """The bad commit's image in the registry (its release's known-good record, else its upstream
+    image), else a python overlay of it over the good image."""
     n = len(candidates)
-    found = upstream(candidates[-1]) if upstream else None
+    tier, found = ("registry", known.get(candidates[-1].sha))
+    if not found and upstream:
+        tier, found = "upstream-image", upstream(candidates[-1])
     if found:
-        plan = StepPlan(index=n - 1, sha=candidates[-1].sha, tier="upstream-image", image=found, reason="upstream")
+        plan = StepPlan(index=n - 1, sha=candidates[-1].sha, tier=tier, image=found, reason=tier)
         made = maker(plan)
         assert made.digest is not None
         return made.digest

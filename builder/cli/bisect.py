@@ -100,17 +100,18 @@ def bisect_command(
     image_cell = good_ref.version_cell or cells[cell]
     for ref in (good_ref, bad_ref):
         typer.echo(f"{cell}: {ref.how}", err=True)
-    _run(session, cells[cell], image_cell, repo, good_ref, bad_ref, image, images, settings, globs, package_dir,
+    _run(session, cells[cell], image_cell, git, good_ref, bad_ref, image, images, settings, globs, package_dir,
          model_dir, ready_timeout, as_json, no_store)
 
 
-def _run(session, cell, image_cell, repo, good, bad, image, images, settings, globs, package_dir, model_dir,
+def _run(session, cell, image_cell, git, good, bad, image, images, settings, globs, package_dir, model_dir,
          ready_timeout, as_json, no_store) -> None:
     from builder.errors import StepFailed
     try:
         from builder.bisect.session import BisectRequest, docker_login_client, run_request  # the Docker SDK only here
     except ImportError as exc:
         raise StepFailed(f"builder bisect runs images: it needs the docker Python package ({exc})") from None
+    from builder.bisect.refs import version_images
     from builder.oci import dockerd
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import RecordStore
@@ -124,9 +125,15 @@ def _run(session, cell, image_cell, repo, good, bad, image, images, settings, gl
             raise StepFailed(f"{image_cell.id} has no known-good record in {client.host}: give --image, "
                              "the good commit's image")
         image = record.image
-    request = BisectRequest(cell=cell, repo=repo, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
+
+    def known_good(cell_id: str) -> str | None:
+        record = store.get_known_good(cell_id)
+        return record.image if record else None
+    # tier 1: registry calls only for versions whose release tag the repository has
+    known = version_images(cell, session.expansion.cells, git.resolve, known_good)
+    request = BisectRequest(cell=cell, repo=git.path, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
                             package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
-                            ready_timeout=ready_timeout, images=images,
+                            ready_timeout=ready_timeout, images=images, known_images=known,
                             registry_for=lambda host: client if host == client.host else docker_login_client(host))
 
     def put(key: str, data: dict) -> str:

@@ -68,3 +68,15 @@ def test_versions_of_other_archs_are_not_siblings(cells, repo):
     git_repo, _, _ = repo
     with pytest.raises(GitError, match="unknown git revision '0.20.2'"):
         resolve_ref("0.20.2", "--good", by_id["vllm-0.32.0-cpu"], every, git_repo.resolve)
+
+
+def test_release_commits_map_to_their_versions_known_good_images(cells, repo):
+    """Tier 1: 0.32.0 is tagged and has a known-good record; 0.33.0 has a record but no tag here."""
+    by_id, every = cells
+    git_repo, first, _ = repo
+    records = {"vllm-0.32.0-cpu": "127.0.0.1:5000/llm-factory/images@sha256:" + "a" * 64,
+               "vllm-0.33.0-cpu": "127.0.0.1:5000/llm-factory/images@sha256:" + "b" * 64}
+    from builder.bisect.refs import version_images
+    found = version_images(by_id["vllm-0.33.0-cpu"], every, git_repo.resolve, records.get)
+    assert found == {first: records["vllm-0.32.0-cpu"]}
+    assert version_images(by_id["vllm-0.33.0-cpu"], every, git_repo.resolve, lambda cell_id: None) == {}
