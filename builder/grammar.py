@@ -35,7 +35,6 @@ _REFERENCE = re.compile(
 TAG = re.compile(_TAG)
 NAME_MAX = 255  # an image name (registry/repository) holds at most 255 characters
 TAG_MAX = 128
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 # -- everything else ---------------------------------------------------------------------------
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

@@ -45,6 +45,16 @@ def git_names(cell: Cell) -> tuple[str, ...]:
     return tuple(names + [f"v{label}", label])
 
 
+def release_commit(version: Cell, resolve: Callable[[str], str]) -> str | None:
+    """The commit of the first of the version's git names that the repository knows."""
+    for name in git_names(version):
+        try:
+            return resolve(name)
+        except GitError:
+            continue
+    return None
+
+
 def resolve_ref(text: str, flag: str, cell: Cell, cells: Sequence[Cell],
                 resolve: Callable[[str], str]) -> ResolvedRef:
     """A REF as a commit of the repository (GitError when git knows it by no name: exit 2)."""
@@ -52,15 +62,12 @@ def resolve_ref(text: str, flag: str, cell: Cell, cells: Sequence[Cell],
     version = siblings.get(text)
     if version is None:
         return ResolvedRef(text=text, sha=resolve(text))
-    tried = git_names(version)
-    for name in tried:
-        try:
-            return ResolvedRef(text=text, sha=resolve(name), version_cell=version)
-        except GitError:
-            continue
-    raise BisectInputError(f"{flag}: '{text}' is an engine version of the matrix (cell {version.id}), but the "
-                           f"repository has no revision {' or '.join(repr(n) for n in tried)}: fetch its tags, "
-                           "or give a commit")
+    sha = release_commit(version, resolve)
+    if sha is None:
+        tried = " or ".join(repr(n) for n in git_names(version))
+        raise BisectInputError(f"{flag}: '{text}' is an engine version of the matrix (cell {version.id}), but the "
+                               f"repository has no revision {tried}: fetch its tags, or give a commit")
+    return ResolvedRef(text=text, sha=sha, version_cell=version)
 
 
 def version_images(cell: Cell, cells: Sequence[Cell], resolve: Callable[[str], str],
@@ -70,13 +77,8 @@ def version_images(cell: Cell, cells: Sequence[Cell], resolve: Callable[[str], s
     image reference, or None)."""
     found: dict[str, str] = {}
     for version in sibling_cells(cell, cells).values():
-        for name in git_names(version):
-            try:
-                sha = resolve(name)
-            except GitError:
-                continue
-            image = known_good(version.id)
-            if image:
-                found[sha] = image
-            break
+        sha = release_commit(version, resolve)
+        image = known_good(version.id) if sha else None
+        if image:
+            found[sha] = image
     return found

@@ -16,6 +16,7 @@ Engine, the registry). The CLI validates every argument first (cli/bisect.py); t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from .classify import ClassifyRules
 from .driver import BisectJob, Endpoints, Stages, run_bisect
 from .errors import BisectError, BisectInterrupted
 from .images import ImageMaker
-from .ladder import StepPlan, plan_step
+from .ladder import plan_step
 from .measure import Measurer, ServerTemplate
 from .model import BisectResult, StepRecord
 from .report import render_text, to_json
@@ -127,13 +128,14 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     candidates = list_candidates(repo, request.good, request.bad, paths=request.paths,
                                  first_parent=request.first_parent, rules=rules)
     log(f"{len(candidates)} candidates ({len(candidates) - 2} between good and bad)")
-    upstream = _upstream(request, log)
+    clients = functools.cache(request.registry_for or docker_login_client)  # one client per registry host
+    upstream = UpstreamImages(request.images, registry_head(clients), log) if request.images else None
     good_ref = request.image or (upstream(candidates[0]) if upstream else None)
     if good_ref is None:
         raise BisectError(f"no image for the good commit {candidates[0].short}: "
                           f"{upstream.reference(candidates[0].sha) if upstream else 'no --images template'} "
                           "is not in its registry; give --image")
-    dockerd.ensure_image(client, good_ref, _pull_auth(request, good_ref))
+    dockerd.ensure_image(client, good_ref, _pull_auth(request, clients, good_ref))
     good_image = client.images.get(good_ref)
     # "none" is the label of an image without patches (a sentinel, never a patch id)
     patches = tuple(pid for pid, _ in label_patches(good_image.labels or {}))
@@ -142,15 +144,14 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
             "every step is a python overlay instead")
         upstream = None
     maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=request.package_dir,
-                       patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, ref))
-    endpoints = Endpoints(good=good_image.id, bad=_bad_endpoint(candidates, good_image.id, maker, upstream, repo, rules,
-                                                                  request.known_images))
+                       patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, clients, ref))
+    lookups: dict[str, Any] = {"upstream": upstream} if upstream else {}  # the ladder's tiers 1 and 2
+    if request.known_images:
+        lookups["registry"] = lambda cand: request.known_images.get(cand.sha)
+    endpoints = Endpoints(good=good_image.id, bad=_bad_endpoint(candidates, good_image.id, maker, repo, rules, lookups))
     settings = request.settings.to_dict()
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
-    lookups: dict[str, Any] = {"upstream": upstream} if upstream else {}
-    if request.known_images:
-        lookups["registry"] = lambda cand: request.known_images.get(cand.sha)
     audit, audit_note = cell_audit(client, cell)
     template = server_template(client, cell, good_ref, request.model_dir, request.ready_timeout)
     root = bisect_dir(cache_root)
@@ -184,43 +185,27 @@ def docker_login_client(host: str) -> RegistryClient:
     return RegistryClient(host, user, password)
 
 
-def _upstream(request: BisectRequest, log: Callable[[str], None]) -> UpstreamImages | None:
-    if not request.images:
-        return None
-    return UpstreamImages(request.images, registry_head(request.registry_for or docker_login_client), log)
-
-
-def _pull_auth(request: BisectRequest, reference: str) -> dict | None:
+def _pull_auth(request: BisectRequest, clients: Callable[[str], RegistryClient], reference: str) -> dict | None:
     if not request.images:
         return request.pull_auth
-    host = parse_reference(reference).api_host
-    return (request.registry_for or docker_login_client)(host).docker_auth()
+    return clients(parse_reference(reference).api_host).docker_auth()
 
 
-def _bad_endpoint(candidates, good_id: str, maker: ImageMaker, upstream: UpstreamImages | None, repo: GitRepo,
-                  rules: ClassifyRules, known: dict[str, str]) -> str:
-    """The bad commit's image in the registry (its release's known-good record, else its upstream
-    image), else a python overlay of it over the good image."""
-    n = len(candidates)
-    tier, found = ("registry", known.get(candidates[-1].sha))
-    if not found and upstream:
-        tier, found = "upstream-image", upstream(candidates[-1])
-    if found:
-        plan = StepPlan(index=n - 1, sha=candidates[-1].sha, tier=tier, image=found, reason=tier)
-        made = maker(plan)
-        assert made.digest is not None
-        return made.digest
-    plan = plan_step(candidates, n - 1, images={0: good_id}, diff=repo.diff, rules=rules)
-    if plan.tier != "python-overlay":
+def _bad_endpoint(candidates, good_id: str, maker: ImageMaker, repo: GitRepo, rules: ClassifyRules,
+                  lookups: dict[str, Any]) -> str:
+    """The bad commit's image, made as a step's would be (the ladder against the good image): its
+    registry or upstream image, else a python overlay of it over the good image."""
+    plan = plan_step(candidates, len(candidates) - 1, images={0: good_id}, diff=repo.diff, rules=rules, **lookups)
+    if plan.tier == "full-build":
         raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image: {plan.reason}")
     if plan.reuses_base:
         raise BisectError(f"good and bad differ in no file under {rules.package_dir}/: the same image")
     try:
-        bad_made = maker(plan)
+        made = maker(plan)
     except StepFailed as exc:
         raise BisectError(f"cannot make the bad endpoint's image: {str(exc).splitlines()[0]}") from None
-    assert bad_made.digest is not None
-    return bad_made.digest
+    assert made.digest is not None
+    return made.digest
 
 
 def job_images(result: BisectResult) -> dict[int, str]:

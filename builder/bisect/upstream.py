@@ -4,9 +4,10 @@
 
 `{sha}` is the full commit, `{short}` its first 12 hex digits; nothing else may be in braces. The
 template is checked once (pure: `check_template`); each candidate is then looked up with one
-registry HEAD request, no pull (side effect: `UpstreamImages`). A found image is the step's image:
-nothing is built for it but the cell's own overlay patches, re-applied over it (images.py). A
-registry that cannot be asked is said once and finds nothing, so the bisect goes on down the ladder.
+registry HEAD request, no pull (side effect: `UpstreamImages`). A found image is pulled and is the
+step's image as it is, nothing built (images.py); the session offers the lookup only for cells whose
+good image carries no patches of ours. A registry that cannot be asked is said once and finds
+nothing, so the bisect goes on down the ladder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from builder import grammar
 from builder.errors import BuilderError, InputError
 from builder.oci.reference import ImageRef, parse_reference
 
@@ -39,10 +41,10 @@ def check_template(template: str, flag: str = "--images") -> str:
     if not names:
         raise InputError(f"{flag}: '{template}' names no commit: put {{sha}} or {{short}} in the tag, "
                          "e.g. REGISTRY/vllm/vllm-openai:nightly-{sha}")
-    try:
-        ref = parse_reference(sample)
-    except InputError as exc:
-        raise InputError(f"{flag}: '{template}' does not make an image reference ({exc})") from None
+    problem = grammar.image_reference(sample)
+    if problem:
+        raise InputError(f"{flag}: '{template}' does not make an image reference ({problem})")
+    ref = parse_reference(sample)
     if ref.digest or not ref.tag or "0" * 12 not in ref.tag or "0" * 12 in ref.repository:
         raise InputError(f"{flag}: '{template}' must put the commit in the tag (REPO:TAG), not a digest")
     return template

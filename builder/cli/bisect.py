@@ -13,14 +13,12 @@ from pathlib import Path
 
 import typer
 
+from builder import grammar
 from builder.cli.options import MatrixOpt, RegistryOpt
 from builder.cli.session import Session
 from builder.errors import InputError
 
 METRICS = ("throughput", "golden", "checks")
-# An image reference: [host[:port]/]path[:tag][@sha256:<64 hex>], or a bare sha256:<64 hex> (an image id).
-IMAGE_REF = re.compile(r"(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?"
-                       r"(?:@sha256:[0-9a-f]{64})?|sha256:[0-9a-f]{64}")
 
 
 def bisect_command(
@@ -78,8 +76,9 @@ def bisect_command(
         raise InputError(f"--repo: '{repo}' is not a directory")
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", package_dir) or ".." in package_dir.split("/"):
         raise InputError(f"--package-dir: '{package_dir}' is not a relative directory")
-    if image is not None and not IMAGE_REF.fullmatch(image):
-        raise InputError(f"--image: '{image}' is not an image reference (REGISTRY/REPO:TAG, REPO@sha256:..., sha256:...)")
+    problem = grammar.image_reference(image) if image is not None else None
+    if problem:
+        raise InputError(f"--image: {problem}")
     if images is not None:
         check_template(images)
     if model_dir is not None and not (model_dir / "config.json").is_file():
@@ -118,17 +117,16 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
 
     client = RegistryClient.from_environment(session.names.registry)
     store = RecordStore(client, session.names.repository)
-    if image is None and images is None:
-        client.ping()
-        record = store.get_known_good(image_cell.id)
-        if record is None:
-            raise StepFailed(f"{image_cell.id} has no known-good record in {client.host}: give --image, "
-                             "the good commit's image")
-        image = record.image
-
     def known_good(cell_id: str) -> str | None:
         record = store.get_known_good(cell_id)
         return record.image if record else None
+
+    if image is None and images is None:
+        client.ping()
+        image = known_good(image_cell.id)
+        if image is None:
+            raise StepFailed(f"{image_cell.id} has no known-good record in {client.host}: give --image, "
+                             "the good commit's image")
     # tier 1: registry calls only for versions whose release tag the repository has
     known = version_images(cell, session.expansion.cells, git.resolve, known_good)
     request = BisectRequest(cell=cell, repo=git.path, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,

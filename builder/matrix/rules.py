@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from builder import grammar
 from builder.matrix.model import (
     MODES,
@@ -18,23 +20,28 @@ def _check_arch(r: MappingReader, key: str, arch: str, archs: dict[str, Arch]) -
         raise r.error(key, f"{r.what}.{key}: unknown arch '{arch}' (defined archs: {', '.join(archs)})")
 
 
-def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
-    items = top.value("include", required=True)
+def _rule_readers(top: MappingReader, key: str, what: str, required: bool = False) -> Iterator[MappingReader]:
+    """A reader per item of the top-level list `key` (include, exclude), named `key[i]` in errors."""
+    items = top.value(key, None if required else [], required=required)
     if not isinstance(items, list):
-        raise top.error("include", "include must be a list of cell groups")
-    rules = []
+        raise top.error(key, f"{key} must be {what}")
     for index, item in enumerate(items):
-        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("include")
-        r = MappingReader(item, top.source, line, f"include[{index}]")
+        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of(key)
+        yield MappingReader(item, top.source, line, f"{key}[{index}]")
+
+
+def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
+    rules = []
+    for r in _rule_readers(top, "include", "a list of cell groups", required=True):
         engine_name = r.string("engine", required=True)
         if engine_name not in engines:
-            raise r.error("engine", f"include[{index}] references undefined engine '{engine_name}' "
+            raise r.error("engine", f"{r.what} references undefined engine '{engine_name}' "
                                     f"(defined: {', '.join(engines)})")
         engine = engines[engine_name]
         versions = r.strings("versions", required=True, nonempty=True)
         for label in versions:
             if label not in engine.versions:
-                raise r.error("versions", f"include[{index}]: engine {engine_name} has no version '{label}' "
+                raise r.error("versions", f"{r.what}: engine {engine_name} has no version '{label}' "
                                           f"under engines.{engine_name}.versions")
         arch_names = r.strings("archs", required=True, nonempty=True)
         for arch in arch_names:
@@ -42,13 +49,13 @@ def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRul
         cudas = r.strings("cuda", nonempty=True)
         for release in cudas:
             if release not in cuda:
-                raise r.error("cuda", f"include[{index}]: unknown CUDA release '{release}' "
+                raise r.error("cuda", f"{r.what}: unknown CUDA release '{release}' "
                                       f"(defined under cuda: {', '.join(cuda)})")
         gpu = [a for a in arch_names if archs[a].gpu]
         if gpu and not cudas:
-            raise r.error(None, f"include[{index}]: GPU archs ({', '.join(gpu)}) need a cuda list")
+            raise r.error(None, f"{r.what}: GPU archs ({', '.join(gpu)}) need a cuda list")
         if cudas and len(gpu) < len(arch_names):
-            raise r.error("cuda", f"include[{index}]: cpu archs take no cuda list; put them in a group of their own")
+            raise r.error("cuda", f"{r.what}: cpu archs take no cuda list; put them in a group of their own")
         mode = r.string("mode")
         _check_mode(r, "mode", mode)
         base = r.string("base", check=grammar.image_reference)
@@ -58,16 +65,11 @@ def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRul
 
 
 def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...]:
-    items = top.value("exclude", [])
-    if not isinstance(items, list):
-        raise top.error("exclude", "exclude must be a list of rules")
     rules = []
-    for index, item in enumerate(items):
-        line = items.line_of(index) if hasattr(items, "line_of") else top.line_of("exclude")
-        r = MappingReader(item, top.source, line, f"exclude[{index}]")
+    for r in _rule_readers(top, "exclude", "a list of rules"):
         engine = r.string("engine")
         if engine is not None and engine not in engines:
-            raise r.error("engine", f"exclude[{index}] references undefined engine '{engine}'")
+            raise r.error("engine", f"{r.what} references undefined engine '{engine}'")
         arch_names = r.strings("archs")
         for arch in arch_names:
             _check_arch(r, "archs", arch, archs)

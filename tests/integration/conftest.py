@@ -341,6 +341,20 @@ def cpu_build(plain_registry, cpu_base, planted, tmp_path_factory):
 
 
 
+def build_and_push(docker_client, dockerfile: str, ref: str) -> str:
+    """Build a context of one Dockerfile with the Engine and push it as `ref` (images the tests make
+    on the fly, such as broken variants of the cpu image); returns ref."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    buffer.seek(0)
+    docker_client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)
+    dockerd.push(docker_client, ref, None)
+    return ref
+
+
 def smoke(registry, image: str, *extra: str):
     # A smoke run boots the candidate and, for the gate, the known-good beside it: on a loaded 2-core
     # runner each boot has taken 4-5 minutes.

@@ -12,11 +12,9 @@ point per promotion, no console error, and no request leaves the site's own file
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import tarfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -27,13 +25,13 @@ import yaml
 from builder.matrix.cells import expand
 from builder.matrix.load import load_matrix
 from builder.names import CELL_LABEL, CREATED_LABEL
-from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore
 from builder.smoke.report import SmokeReport
 from builder.util import utc_now
 from tests.conftest import REPO, run_builder
 from tests.integration import chromium, pngcheck
+from tests.integration.conftest import build_and_push
 from tests.integration.cpu_cell import CELL, REPOSITORY
 
 pytestmark = [pytest.mark.integration,
@@ -55,16 +53,8 @@ def _broken_image(promoted, docker_client) -> str:
     dockerfile = (f"FROM {promoted['record']['image']}\n"
                   f'LABEL {CELL_LABEL}="{FAILING}" {CREATED_LABEL}="{utc_now()}"\n'
                   'ENTRYPOINT ["python3", "-c", "import sys; print(\'engine exploded at start\'); sys.exit(3)"]\n')
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buffer.seek(0)
     ref = f"{promoted['registry'].host}/{REPOSITORY}:{FAILING}-{os.urandom(8).hex()}"
-    docker_client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)
-    dockerd.push(docker_client, ref, None)
-    return ref
+    return build_and_push(docker_client, dockerfile, ref)
 
 
 @pytest.fixture(scope="module")

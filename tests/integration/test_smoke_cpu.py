@@ -6,19 +6,19 @@ images, and broken images failing fast without leaving containers behind."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
-import tarfile
 import time
 
 import pytest
 
-from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore
 from tests.conftest import run_builder
-from tests.integration.conftest import smoke  # the `promoted` fixture is there too (test_board.py shares it)
+from tests.integration.conftest import (  # the `promoted` fixture is there too (test_board.py shares it)
+    build_and_push,
+    smoke,
+)
 from tests.integration.cpu_cell import CELL, REPOSITORY
 
 pytestmark = pytest.mark.integration
@@ -113,16 +113,7 @@ def push_broken_image(cpu_build, docker_client, entrypoint: list[str], name: str
     """An image labelled as the cpu cell whose server never comes up."""
     dockerfile = (f"FROM {cpu_build['record']['image']}\n"
                   f"LABEL org.llmfactory.cell={CELL}\nENTRYPOINT {json.dumps(entrypoint)}\n")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buffer.seek(0)
-    ref = f"{cpu_build['registry'].host}/{REPOSITORY}:{CELL}-broken-{name}"
-    docker_client.images.build(fileobj=buffer, custom_context=True, tag=ref, rm=True)
-    dockerd.push(docker_client, ref, None)
-    return ref
+    return build_and_push(docker_client, dockerfile, f"{cpu_build['registry'].host}/{REPOSITORY}:{CELL}-broken-{name}")
 
 
 def test_broken_image_fails_fast_with_its_logs_and_leaves_nothing(cpu_build, docker_client, leftover_smoke_containers):
