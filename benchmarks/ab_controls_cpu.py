@@ -113,12 +113,12 @@ def main() -> int:
 
     from builder.matrix.cells import expand
     from builder.matrix.load import load_matrix
+    from builder.measure.absession import interleave_servers
+    from builder.measure.perf import gate_levels, gate_settings, sweep_spec
     from builder.oci import dockerd
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import newest_image
-    from builder.smoke.absession import interleave_servers
     from builder.smoke.model import resolve_model
-    from builder.smoke.perf import gate_levels, gate_settings, sweep_spec
     from builder.smoke.server import ServerSpec, serve
 
     matrix = load_matrix(REPO / "matrix.yaml")

@@ -17,8 +17,8 @@ from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
 from builder.promotion.promote import promote
 from builder.promotion.store import RecordStore
-from builder.smoke.report import SmokeReport
-from builder.smoke.run import SmokeInputs, run_smoke
+from builder.proof.report import SmokeReport
+from builder.proof.run import SmokeInputs, run_smoke
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,15 @@
     python3 dettest.py BASE_URL NAME
 Prints one JSON line: the factory check (builder.smoke.checks.check_determinism, main's API) and a
 token-level comparison via /completion (first differing token index, top-2 logprob gap there)."""
-import json, sys, time
+import json
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+
 import requests
+
 from builder.smoke.checks import check_determinism
-from builder.smoke.openai import SmokeSpec, DEFAULT_PROMPTS
+from builder.smoke.openai import DEFAULT_PROMPTS, SmokeSpec
 
 base, name = sys.argv[1], sys.argv[2]
 res = {"name": name}

@@ -1,15 +1,21 @@
 """Random-weight Llamas of GPU-friendly head_dim, converted to GGUF with the vendored converter.
     python3 gen_models.py PKG_DIR CONVERT_DIR OUT_DIR
 Tokenizer: tinymodel.make_tokenizer (same BPE vocab 1024 as the factory's tiny model)."""
-import importlib.util, json, subprocess, sys, time
+import importlib.util
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 pkg, conv, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 spec = importlib.util.spec_from_file_location("tinymodel", pkg / "builder/smoke/tinymodel.py")
 tm = importlib.util.module_from_spec(spec); spec.loader.exec_module(tm)
 import torch
+
 torch.set_num_threads(2)
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
 # name -> hidden, layers, heads, kv heads, ffn
 SHAPES = {"hd64": (256, 2, 4, 4, 512), "hd128": (512, 2, 4, 2, 1024)}
 for name, (hidden, layers, heads, kv, ffn) in SHAPES.items():

@@ -10,8 +10,14 @@ import json
 import sys
 
 from builder.matrix.load import load_matrix
-from builder.smoke.checks import (check_completions, check_determinism, check_golden, check_models,
-                                  check_throughput, check_tool_call)
+from builder.smoke.checks import (
+    check_completions,
+    check_determinism,
+    check_golden,
+    check_models,
+    check_throughput,
+    check_tool_call,
+)
 from builder.smoke.openai import SmokeSpec
 
 

@@ -6,7 +6,7 @@ Every verdict is relative to the two endpoints, measured in the same session, on
   (BisectError) unless the bad one shows the problem: nothing to bisect otherwise. It is kept in
   <cache>/bisect/endpoints/<key>.json, so a resumed bisect does not measure it again.
 
-  throughput  the A/B gate (smoke.absession.interleave_servers: both servers resident, ABBA pairs,
+  throughput  the A/B gate (measure.absession.interleave_servers: both servers resident, ABBA pairs,
               t-interval on the log ratio). Reference: bad/good must be below 1 - --min-effect (same rule).
               Step: candidate vs good (the good server stays up for the whole session), with the
               bound at the geometric midpoint of the two endpoints, sqrt(bad/good): the ratio's
@@ -37,12 +37,12 @@ import docker
 import requests
 
 from builder.errors import StepFailed
-from builder.smoke.absession import interleave_servers
+from builder.measure.absession import interleave_servers
+from builder.measure.gate import LevelVerdict
+from builder.measure.sweep import SweepError
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
-from builder.smoke.gate import LevelVerdict
 from builder.smoke.openai import SmokeSpec, completion_text
 from builder.smoke.server import ServerSpec, serve
-from builder.smoke.sweep import SweepError
 
 from .cache import read_json, write_json_atomic
 from .driver import Endpoints

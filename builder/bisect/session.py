@@ -85,11 +85,11 @@ def cell_audit(client: docker.DockerClient, cell: Cell) -> tuple[Callable[[str],
     """The kernel audit for run_bisect, and the note that says when it was skipped."""
     if not cell.arch.gpu:
         return (lambda digest: None), "kernel audit skipped: cpu cell, no CUDA kernels"
-    from builder.smoke.run import kernel_audit
+    from builder.audit.image import kernel_audit
     optional = cell.engine.smoke_for(cell.arch.name).audit_optional
 
     def audit(digest: str) -> str | None:
-        result = kernel_audit(client, digest, cell.engine.name, cell.arch.name, True, optional)
+        result = kernel_audit(client, digest, cell.engine.module, cell.arch.name, True, optional)
         return None if result.status != "fail" else result.evidence
     return audit, ""
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from builder.smoke.gate import GateSettings
-from builder.smoke.sweep import SweepSpec
+from builder.measure.gate import GateSettings
+from builder.measure.sweep import SweepSpec
 
 Metric = Literal["throughput", "golden", "checks"]
 METRICS: tuple[str, ...] = ("throughput", "golden", "checks")

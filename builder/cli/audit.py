@@ -31,7 +31,7 @@ def audit_command(
 
     Example: builder audit /usr/lib/python3/dist-packages/vllm --arch sm_90 --json
     """
-    from builder.smoke import audit
+    from builder.audit import targets as audit
 
     try:
         module = engine_module(engine)

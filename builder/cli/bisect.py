@@ -51,8 +51,8 @@ def bisect_command(
     from builder.bisect.candidates import GitRepo  # git only: no Docker here yet
     from builder.bisect.classify import glob_regex
     from builder.bisect.refs import resolve_ref
-    from builder.bisect.upstream import check_template
     from builder.bisect.settings import MeasureSettings
+    from builder.bisect.upstream import check_template
 
     if metric not in METRICS:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, got '{metric}'")

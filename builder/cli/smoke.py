@@ -93,7 +93,7 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
                     engine: str, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
                     as_json: bool) -> None:
     from builder.engines import engine_module
-    from builder.smoke.url import smoke_url
+    from builder.proof.url import smoke_url
     if cell_id is not None:  # the cell's settings (and engine) from the matrix
         session = Session(matrix, None, None, None, None, None)
         cells = {c.id: c for c in session.expansion.cells}

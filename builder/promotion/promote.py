@@ -29,7 +29,7 @@ from builder.names import (
 from builder.oci.registry import RegistryClient
 from builder.promotion.records import HISTORY_LIMIT, KnownGoodRecord, check_digest
 from builder.promotion.store import RecordStore
-from builder.smoke.report import SmokeReport
+from builder.proof.report import SmokeReport
 from builder.util import cache_dir, utc_now
 
 PromotionStatus = Literal["promoted", "already promoted", "lost race"]

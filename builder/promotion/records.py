@@ -79,7 +79,7 @@ class KnownGoodRecord:
 
     def sweep_result(self) -> Any:
         """The recorded sweep as a SweepResult, None when absent or unreadable (it is context only)."""
-        from builder.smoke.sweepreport import SweepResult
+        from builder.measure.sweepreport import SweepResult
         try:
             return SweepResult.from_dict(self.sweep) if self.sweep else None
         except (KeyError, TypeError, ValueError):

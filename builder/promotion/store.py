@@ -31,7 +31,7 @@ from builder.promotion.records import (
     records_repository,
     smoke_tag,
 )
-from builder.smoke.report import SmokeReport
+from builder.proof.report import SmokeReport
 
 
 class RecordStore:

@@ -11,19 +11,17 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
 from builder.engines import engine_module
-from builder.smoke.kernels import FAIL, PASS, SKIP
 from builder.smoke.openai import (
     TOOL,
     TOOL_PROMPT,
     WHITESPACE_PROBES,
-    CheckResult,
     SmokeSpec,
     chat_text,
     completion_text,
     generate,
     guarded,
-    one_line,
     request_json,
     user_message,
 )

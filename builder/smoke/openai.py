@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar, cast
 
 import requests
 
+from builder.checkresult import FAIL, CheckResult, one_line
 from builder.matrix.smoke_settings import SmokeSettings, ToolRecipe
-from builder.smoke.kernels import FAIL, CheckStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Varied content: predictable text ("count to 200") inflates tok/s under speculative decoding and
@@ -37,13 +37,6 @@ TOOL_PROMPT = "What is the weather in Paris right now? Use the get_weather tool.
 # forced recipe bans (JSON grammars allow unbounded whitespace and a random model takes it forever).
 WHITESPACE_PROBES = tuple(c * k for c in " \n\t" for k in (1, 2, 4, 8)) + ("\r", "\r\n", "\n  ", "\n    ")
 
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: CheckStatus
-    evidence: str  # one line a person reads
-    data: dict = field(default_factory=dict)  # JSON-able details
 
 
 @dataclass(frozen=True)
@@ -136,7 +129,3 @@ def guarded(name: str, fallback: Callable[[], Any] | None = None) -> Callable[[F
         return cast(F, run)
     return wrap
 
-
-def one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from builder.audit.cuobjdump import audit_directory
 from builder.buildkit.tool import detect_build_tool
-from builder.smoke.cuobjdump import audit_directory
 from tests.conftest import run_builder
 from tests.integration.cpu_cell import BASE
 from tests.integration.test_kernelaudit_cubins import KERNEL, KERNEL_B, _run

@@ -27,7 +27,7 @@ from builder.matrix.load import load_matrix
 from builder.names import CELL_LABEL, CREATED_LABEL
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore
-from builder.smoke.report import SmokeReport
+from builder.proof.report import SmokeReport
 from builder.util import utc_now
 from tests.conftest import REPO, run_builder
 from tests.integration import chromium, pngcheck

@@ -16,7 +16,6 @@ import pytest
 
 from builder.oci.registry import RegistryClient
 from tests.conftest import REPO, run_builder
-
 from tests.integration.cpu_cell import BASE, CELL, REPOSITORY, WHEELS
 
 pytestmark = pytest.mark.integration

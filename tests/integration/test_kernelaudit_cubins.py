@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.smoke import cuobjdump as kc
-from builder.smoke.cuobjdump import audit_directory
-from builder.smoke.kernels import PTX, SASS, DeviceTarget
+from builder.audit import cuobjdump as kc
+from builder.audit.cuobjdump import audit_directory
+from builder.audit.rules import PTX, SASS, DeviceTarget
 
 pytestmark = pytest.mark.integration
 
@@ -147,10 +147,11 @@ def _image_with(docker_client, base: str, library: Path, tag: str) -> str:
     ("libkptx120.so", "pass"),  # compute_120 PTX is JIT-compiled for sm_121a
 ])
 def test_audit_of_images_for_an_sm121a_cell(libs, docker_client, cpu_base, library, verdict):
-    from builder.smoke.run import kernel_audit
+    from builder.audit.image import kernel_audit
+    from builder.engines import vllm
     image = _image_with(docker_client, cpu_base, libs / library, f"llm-factory-test/audit:{library.split('.')[0]}")
     try:
-        result = kernel_audit(docker_client, image, "vllm", "sm_121a", gpu=True, optional=())
+        result = kernel_audit(docker_client, image, vllm, "sm_121a", gpu=True, optional=())
     finally:
         docker_client.images.remove(image, force=True)
     assert result.status == verdict, result.evidence

@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
+from builder.checkresult import CheckResult
 from builder.errors import InputError, StepFailed
 from builder.oci.registry import RegistryClient
 from builder.promotion.promote import promote
 from builder.promotion.store import RecordStore
-from builder.smoke.openai import CheckResult
-from builder.smoke.report import SmokeReport
+from builder.proof.report import SmokeReport
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ import builder
 
 PACKAGE = Path(builder.__file__).parent
 # The stages in pipeline order; a stage may import those before it.
-STAGES = ("matrix", "patching", "bases", "render", "buildkit", "smoke", "promotion", "workflows", "board", "bisect")
+STAGES = ("matrix", "patching", "bases", "render", "jobs", "buildkit", "audit", "smoke", "measure", "proof", "promotion",
+          "workflows", "board", "bisect")
 # Shared low-level modules: importable from every stage; they import only each other.
-SHARED = ("errors", "names", "util", "hashing", "yamlout", "table", "shipped", "engines", "oci")
+SHARED = ("errors", "names", "util", "hashing", "yamlout", "table", "shipped", "engines", "oci", "checkresult")
 TOP = ("cli", "pipeline", "__main__", "__init__")  # may import anything; only __main__ imports cli
 
 

@@ -17,7 +17,7 @@ from builder.bisect.errors import BisectError
 from builder.bisect.measure import Measurer, ServerTemplate
 from builder.bisect.settings import MeasureSettings
 from builder.errors import StepFailed
-from builder.smoke.gate import compare_level
+from builder.measure.gate import compare_level
 
 ENDPOINTS = Endpoints(good="sha256:good", bad="sha256:bad")
 TPS = {"sha256:good": 100.0, "sha256:bad": 50.0, "sha256:near-good": 97.0, "sha256:near-bad": 52.0}

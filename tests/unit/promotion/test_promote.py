@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from builder.checkresult import CheckResult
 from builder.names import label_patches
 from builder.promotion.promote import _record
-from builder.smoke.openai import CheckResult
-from builder.smoke.report import SmokeReport
+from builder.proof.report import SmokeReport
 
 PASSED = SmokeReport(cell="cell", image="i", digest="sha256:" + "c" * 64, model_id="m", ready_seconds=1.0, total_seconds=2.0,
                      checks=(CheckResult("completions", "pass", "ok"),), throughput_tps=None)

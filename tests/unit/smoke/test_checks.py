@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
+from builder.checkresult import FAIL, PASS, SKIP, CheckResult
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.smoke import tinymodel
 from builder.smoke.checks import (
@@ -24,12 +25,7 @@ from builder.smoke.checks import (
     first_divergence,
     usage_sane,
 )
-from builder.smoke.kernels import FAIL, PASS, SKIP
-from builder.smoke.openai import (
-    DEFAULT_PROMPTS,
-    CheckResult,
-    SmokeSpec,
-)
+from builder.smoke.openai import DEFAULT_PROMPTS, SmokeSpec
 
 GOLDEN = {"What is 12*17?": " 204 is the answer", "Décris la pluie": " Il pleut des cordes."}
 

@@ -3,8 +3,8 @@ engine module's hooks read it (context length under meta, /tokenize's `content`,
 
 from __future__ import annotations
 
+from builder.checkresult import PASS, SKIP
 from builder.smoke.checks import check_models, check_tool_call
-from builder.smoke.kernels import PASS, SKIP
 from builder.smoke.openai import SmokeSpec
 from tests.unit.smoke.test_checks import healthy, serve  # noqa: F401 (the fixture)
 

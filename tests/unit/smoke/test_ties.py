@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from builder.checkresult import FAIL, PASS
 from builder.smoke.checks import check_determinism
-from builder.smoke.kernels import FAIL, PASS
 from builder.smoke.openai import SmokeSpec
 from builder.smoke.ties import Position, find_flip, positions
 from tests.unit.smoke.test_checks import healthy, serve  # noqa: F401 (the fixture)

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from builder.smoke.absession import ABSession
-from builder.smoke.gate import DEFAULT_GATE, GateResult, GateSettings, compare_level, decide, overall, t_quantile
+from builder.measure.absession import ABSession
+from builder.measure.gate import DEFAULT_GATE, GateResult, GateSettings, compare_level, decide, overall, t_quantile
 
 T_TABLE_95 = {1: 12.706, 2: 4.303, 5: 2.571, 9: 2.262, 17: 2.110, 30: 2.042}
 

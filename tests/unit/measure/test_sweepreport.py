@@ -2,8 +2,16 @@ import json
 
 import pytest
 
-from builder.smoke.sse import RequestResult, failed
-from builder.smoke.sweepreport import SweepResult, aggregate_decode_tps, cv, quantile, render_table, spread, summarize_level
+from builder.measure.sse import RequestResult, failed
+from builder.measure.sweepreport import (
+    SweepResult,
+    aggregate_decode_tps,
+    cv,
+    quantile,
+    render_table,
+    spread,
+    summarize_level,
+)
 
 
 def _req(t0, t_first, t_last, tokens, itl=0.01):

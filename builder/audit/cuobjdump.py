@@ -20,13 +20,10 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from builder.engines import DispatchOnly
-from builder.errors import StepFailed
-from builder.smoke.kernelreport import KernelAuditReport, LibraryAudit, judge
-from builder.smoke.kernels import (
+from builder.audit.report import KernelAuditReport, LibraryAudit, judge
+from builder.audit.rules import (
     _MAGICS,
     DEFAULT_PATTERNS,
-    FAIL,
     PTX,
     SASS,
     DeviceTarget,
@@ -37,6 +34,9 @@ from builder.smoke.kernels import (
     parse_listing,
     runs_on,
 )
+from builder.checkresult import FAIL
+from builder.engines import DispatchOnly
+from builder.errors import StepFailed
 
 # --- side effects: finding and running cuobjdump, walking a directory ---
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from builder.audit.cuobjdump import audit_directory
+from builder.audit.report import KernelAuditReport
 from builder.engines import EngineModule
 from builder.errors import InputError, ServiceError, StepFailed
-from builder.smoke.cuobjdump import audit_directory
-from builder.smoke.kernelreport import KernelAuditReport
 
 TargetKind = Literal["dir", "wheel", "image"]
 DIR: Final[TargetKind] = "dir"
@@ -51,7 +51,7 @@ def classify(target: str) -> AuditTarget:
 
 def check_arch(arch: str, known: Iterable[str] | None) -> None:
     """`known`: the matrix's GPU archs, or None without a matrix (then any GPU arch name goes)."""
-    from builder.smoke.kernels import parse_arch
+    from builder.audit.rules import parse_arch
     names = sorted(known) if known is not None else None
     if names is not None and arch not in names:
         raise InputError(f"--arch: unknown arch '{arch}' (known: {', '.join(names)})")
@@ -101,7 +101,7 @@ def ensure_local(client, image: str, user_registry: str | None) -> None:
 
 def audit_image(client, image: str, arch: str, engine: EngineModule,
                 optional: tuple[str, ...] = ()) -> KernelAuditReport:
-    from builder.smoke.run import export_engine_packages
+    from builder.audit.image import export_engine_packages
     with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
         if export_engine_packages(client, image, Path(tmp), engine.audit_packages, engine.audit_roots) == 0:
             raise StepFailed(f"{image}: none of the engine's packages ({', '.join(engine.audit_packages)}) "

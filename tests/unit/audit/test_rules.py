@@ -13,16 +13,12 @@ import textwrap
 
 import pytest
 
+from builder.checkresult import FAIL, PASS, SKIP
+from builder.audit import cuobjdump as kc
+from builder.audit import rules as ka
+from builder.audit.report import KernelAuditReport, judge
+from builder.audit.rules import PTX, SASS, DeviceTarget, runs_on
 from builder.errors import InputError, StepFailed
-from builder.smoke import cuobjdump as kc
-from builder.smoke import kernels as ka
-from builder.smoke.kernelreport import KernelAuditReport, judge
-from builder.smoke.kernels import (
-    PTX,
-    SASS,
-    DeviceTarget,
-    runs_on,
-)
 
 # nvcc -shared -Xcompiler -fPIC -gencode arch=compute_121a,code=sm_121a -o libk121a.so k.cu
 LIST_121A = """\
@@ -269,25 +265,25 @@ def test_a_cell_that_is_no_gpu_arch_is_an_input_error(name):
 
 def test_sm_120a_only_fails_on_sm_121a_and_names_what_it_carries():
     audit = judge("vllm/_C.abi3.so", listing(LIST_120A), "sm_121a")
-    assert audit.verdict == ka.FAIL
+    assert audit.verdict == FAIL
     assert audit.describe() == "vllm/_C.abi3.so carries sm_120a only; no SASS or PTX usable on sm_121a"
 
 
 def test_sm_121a_passes_with_its_target_as_evidence():
     audit = judge("libk121a.so", listing(LIST_121A), "sm_121a")
-    assert (audit.verdict, audit.usable) == (ka.PASS, (sass("sm_121a"),))
+    assert (audit.verdict, audit.usable) == (PASS, (sass("sm_121a"),))
     assert audit.detail == "runs on sm_121a: sm_121a SASS"
 
 
 def test_compute_120_ptx_passes_with_the_jit_note():
     audit = judge("libkptx120.so", listing(LIST_PTX120), "sm_121a")
-    assert audit.verdict == ka.PASS
+    assert audit.verdict == PASS
     assert "PTX JIT only: slow first load" in audit.detail and "compute_120" in audit.detail
 
 
 def test_plain_sm_120_sass_passes_on_sm_121a():
     audit = judge("libkfam.so", listing(LIST_FAMILY), "sm_121a")
-    assert audit.verdict == ka.PASS and sass("sm_120") in audit.usable and "PTX" not in audit.detail
+    assert audit.verdict == PASS and sass("sm_120") in audit.usable and "PTX" not in audit.detail
 
 
 def test_mixed_sm_90a_sm_120a_passes_on_sm_90_and_fails_on_sm_121a():
@@ -298,12 +294,12 @@ def test_mixed_sm_90a_sm_120a_passes_on_sm_90_and_fails_on_sm_121a():
 
 def test_no_device_code_is_skipped():
     audit = judge("vllm/cumem_allocator.abi3.so", (), "sm_121a")
-    assert (audit.verdict, audit.detail) == (ka.SKIP, "has no device code")
+    assert (audit.verdict, audit.detail) == (SKIP, "has no device code")
 
 
 def test_optional_library_with_nothing_for_this_arch_is_reported_not_failed():
     audit = judge("vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so", (sass("sm_90a"),), "sm_121a", optional=True)
-    assert audit.verdict == ka.SKIP and audit.detail.endswith("(optional on this arch)")
+    assert audit.verdict == SKIP and audit.detail.endswith("(optional on this arch)")
 
 
 def test_parse_dump_reads_kernels_per_image():
@@ -316,10 +312,10 @@ def test_parse_dump_reads_kernels_per_image():
 
 def test_a_library_mixing_sm_121a_and_sm_120a_only_kernels_fails_kernel_by_kernel():
     targets = (sass("sm_121a"), sass("sm_120a"))
-    assert judge("libsplit.so", targets, "sm_121a").verdict == ka.PASS  # what a listing alone would say
+    assert judge("libsplit.so", targets, "sm_121a").verdict == PASS  # what a listing alone would say
     assert ka.needs_kernel_scan(targets, "sm_121a")
     audit = judge("libsplit.so", targets, "sm_121a", ka.parse_dump(DUMP_SPLIT.splitlines()))
-    assert audit.verdict == ka.FAIL and audit.stranded == ("_Z2kbPf",)
+    assert audit.verdict == FAIL and audit.stranded == ("_Z2kbPf",)
     assert audit.detail == ("carries sm_120a only for 1 of 2 kernels (e.g. _Z2kbPf); "
                             "no SASS or PTX usable on sm_121a")
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
 from builder.engines import engine_module
 from builder.matrix.smoke_settings import SmokeSettings
-from builder.smoke.absession import InterleavedRun, interleave_servers
-from builder.smoke.gate import GateResult, GateSettings
-from builder.smoke.kernels import FAIL, PASS, SKIP
-from builder.smoke.openai import CheckResult, one_line
-from builder.smoke.sweep import SweepError, SweepSpec, run_sweep
-from builder.smoke.sweepreport import SweepResult
+from builder.measure.absession import InterleavedRun, interleave_servers
+from builder.measure.gate import GateResult, GateSettings
+from builder.measure.sweep import SweepError, SweepSpec, run_sweep
+from builder.measure.sweepreport import SweepResult
 
 NO_INTERVAL = "no interval: no known-good image was measured beside it, so no regression can be resolved"
 

@@ -10,10 +10,10 @@ import urllib.parse
 
 from builder.errors import InputError, ServiceError
 from builder.matrix.smoke_settings import SmokeSettings
+from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
+from builder.proof.report import SmokeReport
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
 from builder.smoke.openai import ServerError, SmokeSpec, request_json
-from builder.smoke.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
-from builder.smoke.report import SmokeReport
 from builder.util import utc_now
 
 

@@ -9,104 +9,25 @@ and (GPU cells) carries kernels for its arch. The report goes to the registry be
 from __future__ import annotations
 
 import dataclasses
-import json
-import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-from builder.engines import engine_module
+from builder.audit.image import kernel_audit
+from builder.checkresult import CheckResult
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
-from builder.names import SMOKE_LABEL
+from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
+from builder.measure.sweepreport import SweepResult
 from builder.oci import dockerd
-from builder.oci.container import Container
-from builder.smoke.checks import (
-    check_completions,
-    check_determinism,
-    check_golden,
-    check_models,
-    check_tool_call,
-)
-from builder.smoke.cuobjdump import audit_directory
+from builder.proof.report import SmokeReport
+from builder.smoke.checks import check_completions, check_determinism, check_golden, check_models, check_tool_call
 from builder.smoke.model import SmokeModel, resolve_model
-from builder.smoke.openai import CheckResult, SmokeSpec
-from builder.smoke.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
-from builder.smoke.report import SmokeReport
+from builder.smoke.openai import SmokeSpec
 from builder.smoke.server import RunningServer, ServerSpec, serve
-from builder.smoke.sweepreport import SweepResult
 from builder.util import utc_now
-
-
-def export_engine_packages(client: docker.DockerClient, image: str, target: Path, packages: tuple[str, ...],
-                           roots: tuple[str, ...] = ()) -> int:
-    """Copy the engine's Python packages (and `roots`, absolute directories) out of an image for the
-    kernel audit. The container runs only `python3 -c` to locate site-packages, never the server."""
-    copied = 0
-    if not packages:  # no Python packages (llama.cpp): the image may have no python3; copy the roots only
-        try:
-            with Container(client, "audit", image=image, entrypoint=["true"], labels={SMOKE_LABEL: "1"}) as box:
-                box.wait(timeout=120)
-                return sum(_copy_root(box, root, target) for root in roots)
-        except docker.errors.DockerException as exc:
-            raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
-    locate = ("import sysconfig, json; print(json.dumps("
-              "sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})))")
-    try:
-        with Container(client, "audit", image=image, entrypoint=["python3", "-c", locate],
-                       labels={SMOKE_LABEL: "1"}) as box:
-            if box.wait(timeout=120) != 0:
-                raise StepFailed(f"{image}: cannot locate its Python packages (python3 failed): {box.logs(lines=3)}")
-            sites = json.loads(box.logs(lines=1, stderr=False).strip().splitlines()[-1])
-            copied = _copy_packages(box, sites, packages, target)
-            copied += sum(_copy_root(box, root, target) for root in roots)
-    except docker.errors.DockerException as exc:
-        raise StepFailed(f"kernel audit: cannot read {image}: {exc.__class__.__name__}: {exc}") from None
-    return copied
-
-
-def _copy_packages(box: Container, sites: list[str], packages: tuple[str, ...], target: Path) -> int:
-    return sum(_copy_tree(box, f"{site}/{package}", target) for site in sites for package in packages)
-
-
-def _copy_root(box: Container, root: str, target: Path) -> int:
-    """An absolute directory of the image, at the same relative path under `target` (the archive
-    of /opt/llama.cpp/lib holds lib/..., so it is extracted into target/opt/llama.cpp)."""
-    return _copy_tree(box, root, target / Path(root.strip("/")).parent)
-
-
-def _copy_tree(box: Container, path: str, target: Path) -> int:
-    """1 when `path` exists in the container and was extracted under `target`, else 0."""
-    try:
-        stream, _ = box.handle.get_archive(path)
-    except docker.errors.NotFound:
-        return 0
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile() as spool:
-        for chunk in stream:
-            spool.write(chunk)
-        spool.seek(0)
-        with tarfile.open(fileobj=spool) as tar:
-            tar.extractall(target, filter="data")
-    return 1
-
-
-def kernel_audit(client: docker.DockerClient, image: str, engine: str, arch: str, gpu: bool,
-                 optional: tuple[str, ...]) -> CheckResult:
-    if not gpu:
-        return CheckResult("kernels", "skip", "cpu cell: no CUDA kernels to audit", {})
-    with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
-        module = engine_module(engine)
-        packages = module.audit_packages
-        if export_engine_packages(client, image, Path(tmp), packages, module.audit_roots) == 0:
-            where = ", ".join((*packages, *module.audit_roots))
-            return CheckResult("kernels", "fail", f"none of the engine's packages or directories ({where}) "
-                                                  "is in the image", {})
-        report = audit_directory(Path(tmp), arch, optional=optional, dispatch_only=module.audit_dispatch_only)
-    return CheckResult("kernels", "pass" if report.ok else "fail", report.summary(), report.to_dict())
 
 
 @dataclass(frozen=True, kw_only=True)

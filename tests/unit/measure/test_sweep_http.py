@@ -2,12 +2,12 @@
 import time
 
 import pytest
-from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
 
-from builder.smoke.absession import interleave_servers
-from builder.smoke.gate import GateSettings
-from builder.smoke.sweep import SweepError, SweepSpec, measure_sample, request_body, run_sweep, stream_completion
-from builder.smoke.sweepreport import render_table
+from builder.measure.absession import interleave_servers
+from builder.measure.gate import GateSettings
+from builder.measure.sweep import SweepError, SweepSpec, measure_sample, request_body, run_sweep, stream_completion
+from builder.measure.sweepreport import render_table
+from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
 
 # 10 ms per token: scheduler stalls on a loaded shared machine (load 8 on 2 cores seen) are a few ms,
 # which at 5 ms per token halved a c=1 sample now and then; the upper bounds are physical (c / delay).

@@ -6,14 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from builder.engines import DispatchOnly
-from builder.smoke.kernels import (
-    FAIL,
+from builder.audit.rules import (
     OLDER_GENERATION,
-    PASS,
     SASS,
-    SKIP,
-    CheckStatus,
     DeviceTarget,
     KernelImage,
     Stranding,
@@ -24,6 +19,8 @@ from builder.smoke.kernels import (
     runs_on,
     stranded,
 )
+from builder.checkresult import FAIL, PASS, SKIP, CheckStatus
+from builder.engines import DispatchOnly
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from builder.smoke.sse import SSEError, StreamEvent, is_token, parse_sse_line, summarize_stream
+from builder.measure.sse import SSEError, StreamEvent, is_token, parse_sse_line, summarize_stream
 
 
 def test_data_lines_with_and_without_space_and_line_ends():

@@ -29,12 +29,8 @@ from builder.engines import DispatchOnly
 from builder.errors import InputError
 
 CodeKind = Literal["sass", "ptx"]
-CheckStatus = Literal["pass", "fail", "skip"]  # shared by smoke checks and library audits
 SASS: Final[CodeKind] = "sass"
 PTX: Final[CodeKind] = "ptx"
-PASS: Final[CheckStatus] = "pass"
-FAIL: Final[CheckStatus] = "fail"
-SKIP: Final[CheckStatus] = "skip"
 Stranding = Literal["same_family", "older_generation"]  # why no code of a kernel runs on the cell
 SAME_FAMILY: Final[Stranding] = "same_family"
 OLDER_GENERATION: Final[Stranding] = "older_generation"

@@ -7,8 +7,8 @@ import zipfile
 import docker
 import pytest
 
+from builder.audit import targets as audit
 from builder.errors import InputError, ServiceError
-from builder.smoke import audit
 
 
 def test_classify_dir_wheel_and_image(tmp_path):

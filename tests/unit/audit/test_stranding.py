@@ -11,10 +11,11 @@ import json
 
 import pytest
 
+from builder.checkresult import FAIL, PASS
+from builder.audit import rules as ka
+from builder.audit.report import KernelAuditReport, judge
+from builder.audit.rules import OLDER_GENERATION, PTX, SAME_FAMILY, SASS, DeviceTarget, KernelImage
 from builder.engines import DispatchOnly, engine_module
-from builder.smoke import kernels as ka
-from builder.smoke.kernelreport import KernelAuditReport, judge
-from builder.smoke.kernels import OLDER_GENERATION, PTX, SAME_FAMILY, SASS, DeviceTarget, KernelImage
 
 MARLIN_SM75 = ("_ZN6marlin6MarlinILl1125899906910725ELl562949953487106ELl1125899906910725ELl2814749767172868ELi256ELi3"
                "ELi16ELi4ELb1ELi4ELb0EEEvPK4int4S4_PS2_S5_S4_S4_PKiS7_S7_PKfiiiibiiii")
@@ -72,7 +73,7 @@ H200_SPLIT = (image(sass("sm_90"), "_Z1kPf"), image(sass("sm_80"), "_Z2kbPf"))
 
 def test_a_kernel_with_only_sm_80_sass_fails_an_sm_90_library_naming_it():
     audit = judge("libsplit90.so", (sass("sm_90"), sass("sm_80")), "sm_90", H200_SPLIT)
-    assert audit.verdict == ka.FAIL and audit.stranded == ("_Z2kbPf",) and audit.reasons == (OLDER_GENERATION,)
+    assert audit.verdict == FAIL and audit.stranded == ("_Z2kbPf",) and audit.reasons == (OLDER_GENERATION,)
     assert audit.detail == "carries sm_80 only for 1 of 2 kernels (e.g. _Z2kbPf); no SASS or PTX usable on sm_90"
     assert audit.to_dict()["stranded_reasons"] == ["older_generation"]
 
@@ -80,14 +81,14 @@ def test_a_kernel_with_only_sm_80_sass_fails_an_sm_90_library_naming_it():
 def test_ptx_for_the_old_kernel_passes():
     images = (*H200_SPLIT, image(ptx("sm_80"), "_Z2kbPf"))
     audit = judge("libsplit90ptx.so", (sass("sm_90"), sass("sm_80"), ptx("sm_80")), "sm_90", images)
-    assert audit.verdict == ka.PASS and audit.detail == "runs on sm_90: sm_90 SASS"
+    assert audit.verdict == PASS and audit.detail == "runs on sm_90: sm_90 SASS"
 
 
 def test_kernels_for_newer_gpus_only_do_not_fail_an_older_cell():
     images = (image(sass("sm_90"), "a"), image(sass("sm_100f"), "b"), image(sass("sm_89"), "c"),
               image(sass("sm_120"), "c"))
     assert judge("lib.so", (sass("sm_90"), sass("sm_100"), sass("sm_89"), sass("sm_120")), "sm_90",
-                 images).verdict == ka.PASS
+                 images).verdict == PASS
 
 
 DECLARED = (DispatchOnly(name="marlin-sm75", archs=("sm_75",), kernels=("_ZN6marlin6Marlin*",),
@@ -97,7 +98,7 @@ DECLARED = (DispatchOnly(name="marlin-sm75", archs=("sm_75",), kernels=("_ZN6mar
 def test_a_declared_old_gpu_kernel_is_a_named_warning():
     images = (image(sass("sm_90"), "_Z1kPf"), image(sass("sm_75"), MARLIN_SM75))
     audit = judge("vllm/_C.abi3.so", (sass("sm_90"), sass("sm_75")), "sm_90", images, dispatch_only=DECLARED)
-    assert audit.verdict == ka.PASS and audit.stranded == ()
+    assert audit.verdict == PASS and audit.stranded == ()
     assert audit.detail == "runs on sm_90: sm_90 SASS; warning marlin-sm75 (1 old-GPU-only kernels)"
     (warning,) = audit.warnings
     assert (warning.name, warning.kernels, warning.archs) == ("marlin-sm75", (MARLIN_SM75,), ("sm_75",))
@@ -112,20 +113,20 @@ def test_a_declared_old_gpu_kernel_is_a_named_warning():
 def test_a_declaration_excuses_only_the_archs_it_names():
     images = (image(sass("sm_90"), "_Z1kPf"), image(sass("sm_80"), MARLIN_SM75))  # Marlin lost its sm_90 code
     audit = judge("vllm/_C.abi3.so", (sass("sm_90"), sass("sm_80")), "sm_90", images, dispatch_only=DECLARED)
-    assert audit.verdict == ka.FAIL and audit.stranded == (MARLIN_SM75,) and not audit.warnings
+    assert audit.verdict == FAIL and audit.stranded == (MARLIN_SM75,) and not audit.warnings
 
 
 def test_a_declaration_never_excuses_same_family_code():
     declared = (DispatchOnly(name="x", archs=("sm_120a",), kernels=("*",), evidence="e"),)
     images = (image(sass("sm_121a"), "a"), image(sass("sm_120a"), "b"))
     audit = judge("lib.so", (sass("sm_121a"), sass("sm_120a")), "sm_121a", images, dispatch_only=declared)
-    assert audit.verdict == ka.FAIL and audit.reasons == (SAME_FAMILY,)
+    assert audit.verdict == FAIL and audit.reasons == (SAME_FAMILY,)
 
 
 def test_undeclared_kernels_still_fail_beside_declared_ones():
     images = (image(sass("sm_90"), "_Z1kPf"), image(sass("sm_75"), MARLIN_SM75), image(sass("sm_80"), "_Z2kbPf"))
     audit = judge("lib.so", (sass("sm_90"), sass("sm_75"), sass("sm_80")), "sm_90", images, dispatch_only=DECLARED)
-    assert audit.verdict == ka.FAIL and audit.stranded == ("_Z2kbPf",) and audit.warnings[0].name == "marlin-sm75"
+    assert audit.verdict == FAIL and audit.stranded == ("_Z2kbPf",) and audit.warnings[0].name == "marlin-sm75"
     assert audit.detail.startswith("carries sm_80 only for 1 of 3 kernels")
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings, SweepSettings
-from builder.smoke.gate import GateResult, GateSettings, compare_level
-from builder.smoke.perf import NO_INTERVAL, check_gate, gate_verdict, sweep_spec, sweep_verdict
-from builder.smoke.report import SmokeReport
-from builder.smoke.sweepreport import LevelResult, SweepResult
+from builder.measure.gate import GateResult, GateSettings, compare_level
+from builder.measure.perf import NO_INTERVAL, check_gate, gate_verdict, sweep_spec, sweep_verdict
+from builder.measure.sweepreport import LevelResult, SweepResult
+from builder.proof.report import SmokeReport
 from tests.conftest import run_builder
 from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
 
@@ -95,8 +95,8 @@ def test_report_keeps_sweep_and_gate_and_reads_old_reports():
 def test_profiles_serve_with_their_args_and_env():
     from pathlib import Path
 
+    from builder.proof.run import SmokeInputs, server_spec
     from builder.smoke.model import SmokeModel
-    from builder.smoke.run import SmokeInputs, server_spec
     settings = SmokeSettings(args=("--max-model-len", "512"), env={"A": "1", "B": "2"},
                              profiles=(ServeProfile(name="eager", args=("--enforce-eager",), env={"B": "3"}),))
     inputs = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=settings)

@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from builder.smoke.gate import GateResult
-from builder.smoke.kernels import CheckStatus
-from builder.smoke.openai import CheckResult
-from builder.smoke.sweepreport import SweepResult, render_table
+from builder.checkresult import CheckResult, CheckStatus
+from builder.measure.gate import GateResult
+from builder.measure.sweepreport import SweepResult, render_table
 
 
 @dataclass(frozen=True, kw_only=True)
