@@ -118,6 +118,7 @@ def main() -> int:
     from builder.oci import dockerd
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import newest_image
+    from builder.engines import vllm
     from builder.smoke.model import resolve_model
     from builder.smoke.server import ServerSpec, serve
 
@@ -136,12 +137,12 @@ def main() -> int:
     docker_client = dockerd.connect()
     dockerd.ensure_image(docker_client, image)
     dockerd.ensure_image(docker_client, variant)
-    model = resolve_model(settings, image, docker_client)
-    spec = sweep_spec(settings, "smoke", "vllm", concurrency=gate_levels(settings))
+    model = resolve_model(settings, image, docker_client, engine=vllm)
+    spec = sweep_spec(settings, "smoke", vllm, concurrency=gate_levels(settings))
     gate = gate_settings(settings)
 
     def server(ref: str) -> ServerSpec:
-        return ServerSpec(image=ref, engine="vllm", gpu=False, model_dir=model.directory, served_name="smoke",
+        return ServerSpec(image=ref, engine=vllm, gpu=False, model_dir=model.directory, served_name="smoke",
                           args=settings.args, env=settings.env, shm_size=settings.shm_size,
                           ready_timeout=args.ready_timeout or settings.ready_timeout)
 

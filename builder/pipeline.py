@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.buildkit.runner import CellResult
-from builder.matrix.cells import Cell
+from builder.jobs.job import CellJob
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import ImageNames
 from builder.oci import dockerd
@@ -31,15 +31,20 @@ class SmokeOptions:
     report_dir: Path = Path("build/reports")
 
 
-def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cell, image: str, digest: str,
+def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: CellJob, image: str, digest: str,
                             options: SmokeOptions, progress=lambda message: None,
-                            settings: SmokeSettings | None = None) -> SmokeReport:
+                            settings: SmokeSettings | None = None,
+                            built: Mapping[str, str] | None = None) -> SmokeReport:
+    """Smoke-test one job's image, store the report, promote it when asked and every check passed.
+    `built`: images this run built, by cell id; a model helper built here is used before it is promoted."""
+    cell = job.cell
     store = RecordStore(client, names.repository)
     record = store.get_known_good(cell.id)
-    settings = settings or cell.engine.smoke_for(cell.arch.name)
+    settings = settings or job.smoke
     if options.threshold is not None:  # --threshold wins over the matrix's gate.threshold
         settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, threshold=options.threshold))
-    inputs = SmokeInputs(cell_id=cell.id, engine=cell.engine.name, arch=cell.arch.name, gpu=cell.arch.gpu,
+    helper = settings.model_helper
+    inputs = SmokeInputs(cell_id=cell.id, engine=job.engine, arch=cell.arch.name, gpu=cell.arch.gpu,
                          image=image, digest=digest, settings=settings,
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
@@ -49,7 +54,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
                          known_good_sweep=record.sweep_result() if record else None,
                          accept_inconclusive=options.accept_inconclusive or settings.gate.accept_inconclusive,
                          model_dir=options.model_dir, pull_auth=client.docker_auth(),
-                         helper_image=names.friendly(settings.model_helper) if settings.model_helper else None)
+                         helper_image=((built or {}).get(helper) or names.friendly(helper)) if helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)
     store.put_smoke_report(digest, report)
     options.report_dir.mkdir(parents=True, exist_ok=True)
@@ -61,12 +66,14 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, cell: Cel
     return report
 
 
-def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], results: list[CellResult],
+def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], results: list[CellResult],
                 workdir: Path, promote: bool, say: Callable[[str], None],
                 accept_inconclusive: bool = False) -> dict[str, str]:
-    """Smoke-test (and promote) every image the build produced; one cell after another, since
-    a smoke test needs the machine's memory (and GPU) to itself."""
-    by_id = {c.id: c for c in cells}
+    """Smoke-test (and promote) every image the build produced, in the jobs' order (a model helper
+    before the cells that need it); one cell after another, since a smoke test needs the machine's
+    memory (and GPU) to itself."""
+    by_id = {job.id: job for job in jobs}
+    built = {result.cell_id: result.image for result in results if result.ok and result.image}
     verdicts = {}
     for result in results:
         if not result.ok:
@@ -74,7 +81,7 @@ def smoke_built(names: ImageNames, client: RegistryClient, cells: list[Cell], re
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,
             SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports"),
-            progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"))
+            progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"), built=built)
         say(report.text())
         verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \
             f"FAILED (report {workdir / 'reports' / (result.cell_id + '.txt')})"

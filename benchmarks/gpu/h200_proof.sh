@@ -78,7 +78,7 @@ setup)
     exit 1
   fi
   nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv,noheader | tee -a "$OUT/setup.log"
-  T=200 builder smoke --url http://127.0.0.1:8001 --json > "$OUT/smoke_a1.json" 2> "$OUT/smoke_a1.err"
+  T=200 builder smoke --url http://127.0.0.1:8001 --engine vllm --json > "$OUT/smoke_a1.json" 2> "$OUT/smoke_a1.err"
   log "builder smoke --url A1: exit $?"
   grep -h "Using .* backend\|CUDA graph\|async" "$LOGS/a1.log" | head -5 >> "$OUT/setup.log"
   ;;
@@ -89,10 +89,10 @@ measure)
     if [ "$round" -gt 1 ] && [ $(( $(date +%s) - started )) -gt "${BUDGET_S:-250}" ]; then
       log "round $round skipped: $(( $(date +%s) - started )) s used"; break
     fi
-    T=200 builder smoke --url http://127.0.0.1:8002 --known-good-url http://127.0.0.1:8001 --json \
+    T=200 builder smoke --url http://127.0.0.1:8002 --engine vllm --known-good-url http://127.0.0.1:8001 --json \
       > "$OUT/gate_aa$round.json" 2>> "$OUT/measure.log"
     log "A/A round $round: exit $?"
-    T=200 builder smoke --url http://127.0.0.1:8003 --known-good-url http://127.0.0.1:8001 --json \
+    T=200 builder smoke --url http://127.0.0.1:8003 --engine vllm --known-good-url http://127.0.0.1:8001 --json \
       > "$OUT/gate_ab$round.json" 2>> "$OUT/measure.log"
     log "A/B round $round: exit $?"
   done

@@ -9,12 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from builder.engines import llamacpp
 from builder.smoke.checks import check_determinism
 from builder.smoke.openai import DEFAULT_PROMPTS, SmokeSpec
 
 base, name = sys.argv[1], sys.argv[2]
 res = {"name": name}
-spec = SmokeSpec(served_name="smoke", engine="llama.cpp")
+spec = SmokeSpec(served_name="smoke", engine=llamacpp)
 t0 = time.time()
 chk, _ = check_determinism(base, spec)
 res["factory_check"] = {"status": chk.status, "evidence": chk.evidence, "s": round(time.time() - t0, 2)}

@@ -24,7 +24,7 @@ from builder.smoke.openai import SmokeSpec
 def main(base_url: str, matrix: str, arch: str) -> int:
     engine = load_matrix(matrix).engines["llama.cpp"]
     settings = engine.smoke_for(arch)
-    spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=engine.name)
+    spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=engine.module)
     checks = [check_models(base_url, spec), check_completions(base_url, spec)]
     determinism, outputs = check_determinism(base_url, spec)
     checks += [determinism, check_golden(outputs, None, "tiny-llama-gguf", None), check_tool_call(base_url, spec)]

@@ -17,8 +17,9 @@ from typing import Final, Literal
 
 from builder.audit.cuobjdump import audit_directory
 from builder.audit.report import KernelAuditReport
-from builder.engines import EngineModule
+from builder.engines import ENGINES, EngineModule
 from builder.errors import InputError, ServiceError, StepFailed
+from builder.names import ENGINE_LABEL
 
 TargetKind = Literal["dir", "wheel", "image"]
 DIR: Final[TargetKind] = "dir"
@@ -49,6 +50,24 @@ def classify(target: str) -> AuditTarget:
     return AuditTarget(kind=IMAGE, ref=target)
 
 
+def engine_of_files(target: AuditTarget) -> EngineModule | None:
+    """The engine whose packages a directory or wheel holds, from the engine modules' audit_packages: a
+    directory named like one (site-packages/vllm) or holding one, a wheel of that distribution; None when
+    no engine or several claim it."""
+    path = Path(target.ref)
+    if target.kind == WHEEL:
+        names = {path.name.split("-", 1)[0].lower().replace(".", "_")}
+    else:
+        names = {path.resolve().name, *(child.name for child in path.iterdir() if child.is_dir())}
+    found = [m for m in ENGINES.values() if names & set(m.audit_packages)]
+    return found[0] if len(found) == 1 else None
+
+
+def engine_of_image(labels: dict[str, str]) -> EngineModule | None:
+    """The engine a factory-built image names in its engine label (None for other images)."""
+    return ENGINES.get(labels.get(ENGINE_LABEL, ""))
+
+
 def check_arch(arch: str, known: Iterable[str] | None) -> None:
     """`known`: the matrix's GPU archs, or None without a matrix (then any GPU arch name goes)."""
     from builder.audit.rules import parse_arch
@@ -61,16 +80,19 @@ def check_arch(arch: str, known: Iterable[str] | None) -> None:
         raise InputError(f"--arch: '{arch}' is no GPU arch (no CUDA kernels to audit)") from None
 
 
-def _audit(root: Path, arch: str, engine: EngineModule, optional: tuple[str, ...], label: str) -> KernelAuditReport:
-    report = audit_directory(root, arch, optional=optional, dispatch_only=engine.audit_dispatch_only)
+def _audit(root: Path, arch: str, engine: EngineModule | None, optional: tuple[str, ...],
+           label: str) -> KernelAuditReport:
+    """engine None: files of no known engine, audited without any engine's old-GPU-only declarations."""
+    report = audit_directory(root, arch, optional=optional,
+                             dispatch_only=engine.audit_dispatch_only if engine is not None else ())
     return dataclasses.replace(report, root=label)
 
 
-def audit_dir(root: Path, arch: str, engine: EngineModule, optional: tuple[str, ...] = ()) -> KernelAuditReport:
+def audit_dir(root: Path, arch: str, engine: EngineModule | None, optional: tuple[str, ...] = ()) -> KernelAuditReport:
     return _audit(root, arch, engine, optional, str(root))
 
 
-def audit_wheel(wheel: Path, arch: str, engine: EngineModule, optional: tuple[str, ...] = ()) -> KernelAuditReport:
+def audit_wheel(wheel: Path, arch: str, engine: EngineModule | None, optional: tuple[str, ...] = ()) -> KernelAuditReport:
     """Only the shared libraries are unzipped (a vllm wheel is mostly Python)."""
     with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp, zipfile.ZipFile(wheel) as archive:
         for member in archive.namelist():

@@ -1,7 +1,7 @@
 """Candidate commits between GOOD and BAD (side effects: git, through argv lists with timeouts).
 
     repo = GitRepo(path=Path("../vllm"))
-    cands = list_candidates(repo, "v0.20.2", "main", paths=("vllm/v1/worker/**",))
+    cands = list_candidates(repo, "v0.20.2", "main", paths=("vllm/v1/worker/**",), rules=rules)
 
 Index 0 is the good endpoint, the last index the bad endpoint; with `paths`, the commits in between
 are those that touch the paths (as `git log -- pathspec`), the endpoints always stay. Path globs follow
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .classify import DEFAULT_RULES, ClassifyRules, classify, parse_pr
+from .classify import ClassifyRules, classify, parse_pr
 from .errors import BisectInputError, GitError
 from .model import CHANGE_STATUSES, Candidate, FileChange
 
@@ -117,7 +117,7 @@ class GitRepo:
 
 
 def list_candidates(repo: GitRepo, good: str, bad: str, *, paths: Sequence[str] = (),
-                    first_parent: bool = True, rules: ClassifyRules = DEFAULT_RULES) -> tuple[Candidate, ...]:
+                    first_parent: bool = True, rules: ClassifyRules) -> tuple[Candidate, ...]:
     """GOOD, the commits after it up to BAD in order (filtered by paths), BAD; each classified."""
     good_sha, bad_sha = repo.resolve(good), repo.resolve(bad)
     if good_sha == bad_sha:

@@ -76,18 +76,17 @@ def matches_any(path: str, patterns: Iterable[str]) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifyRules:
-    """package_dir: the engine's Python package in its repository (what an overlay replaces)."""
+    """package_dir: the engine's Python package in its repository (what an overlay replaces; its engine
+    module's package_dir); None: the engine has none, so every change that is not ignored needs a build."""
 
-    package_dir: str = "vllm"
+    package_dir: str | None
     compiled: tuple[str, ...] = DEFAULT_COMPILED  # any match: the change needs a build
     ignored: tuple[str, ...] = DEFAULT_IGNORED  # outside the image: never forces a build
 
     def __post_init__(self) -> None:
-        if not self.package_dir.strip("/"):
+        if self.package_dir is not None and not self.package_dir.strip("/"):
             raise ValueError("package_dir must name a directory")
 
-
-DEFAULT_RULES: Final[ClassifyRules] = ClassifyRules()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,14 +98,15 @@ class Classified:
 
 def classify(changes: Sequence[FileChange], rules: ClassifyRules) -> Classified:
     """python-only when every change is a non-compiled file under package_dir or an ignored file."""
-    prefix = rules.package_dir.strip("/") + "/"
+    prefix = rules.package_dir.strip("/") + "/" if rules.package_dir else None
     overlay: list[FileChange] = []
     for change in changes:
         rule = matches_any(change.path, rules.compiled)
         if rule:
             return Classified(kind="needs-build", reason=f"{change.path} matches {rule}", overlay=())
-        if change.path.startswith(prefix):
+        if prefix and change.path.startswith(prefix):
             overlay.append(change)
         elif not matches_any(change.path, rules.ignored):
-            return Classified(kind="needs-build", reason=f"{change.path} is outside {prefix}", overlay=())
+            where = f"is outside {prefix}" if prefix else "changed, and the engine has no Python package to overlay"
+            return Classified(kind="needs-build", reason=f"{change.path} {where}", overlay=())
     return Classified(kind="python-only", reason="", overlay=tuple(overlay))

@@ -56,7 +56,7 @@ class BisectJob:
     endpoints: Endpoints
     diff: Diff  # GitRepo.diff
     settings: Mapping[str, Any] = field(default_factory=dict)  # benchmark settings (metric, concurrency, ...)
-    rules: ClassifyRules = field(default_factory=ClassifyRules)
+    rules: ClassifyRules  # the cell's engine's package directory and the compiled/ignored globs
     paths: tuple[str, ...] = ()
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     max_steps: int = 64

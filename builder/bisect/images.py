@@ -106,10 +106,10 @@ class ImageMaker:
     """make_image for run_bisect: python overlays through the Engine; other tiers skip with a reason."""
 
     def __init__(self, client: docker.DockerClient, repo: GitRepo, *, cell_id: str, mode: str,
-                 package_dir: str = "vllm", patches: tuple[str, ...] = (), log=lambda message: None,
+                 package_dir: str | None, patches: tuple[str, ...] = (), log=lambda message: None,
                  pull_auth: Callable[[str], dict | None] = lambda reference: None):
         self.client, self.repo, self.pull_auth = client, repo, pull_auth
-        self.cell_id, self.mode, self.package_dir = cell_id, mode, package_dir.strip("/")
+        self.cell_id, self.mode, self.package_dir = cell_id, mode, (package_dir or "").strip("/")
         self.log = log
         self.patches = patches  # the cell's patch ids the base image carries (re-applied over each overlay)
         self.timings: list[BuildTiming] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .classify import DEFAULT_RULES, ClassifyRules, classify
+from .classify import ClassifyRules, classify
 from .model import Candidate, FileChange, Tier
 
 Lookup = Callable[[Candidate], "str | None"]
@@ -47,7 +47,7 @@ def _no_image(_: Candidate) -> str | None:
 
 
 def plan_step(candidates: Sequence[Candidate], index: int, *, images: Mapping[int, str],
-              diff: Diff, rules: ClassifyRules = DEFAULT_RULES, registry: Lookup = _no_image,
+              diff: Diff, rules: ClassifyRules, registry: Lookup = _no_image,
               upstream: Lookup = _no_image, max_bases: int = 4) -> StepPlan:
     """The plan for candidates[index]. `images` maps the indices this bisect has an image for to
     their digests (the endpoints from the start, then every image made); at most max_bases of the

@@ -36,7 +36,10 @@ from typing import Any, Self
 import docker
 import requests
 
+from builder.engines import EngineModule
+from builder.jobs.job import CellJob
 from builder.errors import StepFailed
+from builder.matrix.smoke_settings import ToolRecipe
 from builder.measure.absession import interleave_servers
 from builder.measure.gate import LevelVerdict
 from builder.measure.sweep import SweepError
@@ -55,23 +58,36 @@ from .settings import SERVED, MeasureSettings
 class ServerTemplate:
     """How the cell's images are served (the smoke settings), for any image of the bisect."""
 
-    engine: str
+    engine: EngineModule
     gpu: bool
     model_dir: Path
+    model_file: str | None = None  # a GGUF model: the file in model_dir the server loads
     args: tuple[str, ...] = ()
     env: dict[str, str] | None = None
     shm_size: str = "2g"
     ready_timeout: int = 600
     tools: bool = False
-    tool_recipe: str = "plain"
+    tool_recipe: ToolRecipe = "plain"
+    tie_nats: float = 0.0  # determinism's near-tie tolerance (the cell's determinism_tie_nats)
+
+    @classmethod
+    def for_job(cls, job: CellJob, model_dir: Path, model_file: str | None = None,
+                ready_timeout: int | None = None) -> ServerTemplate:
+        """The cell's engine and smoke settings, serving the model in model_dir (pure)."""
+        settings = job.smoke
+        return cls(engine=job.engine, gpu=job.cell.arch.gpu, model_dir=model_dir, model_file=model_file,
+                   args=settings.args, env=dict(settings.env), shm_size=settings.shm_size,
+                   ready_timeout=ready_timeout or settings.ready_timeout, tools=settings.tools,
+                   tool_recipe=settings.tool_recipe, tie_nats=settings.determinism_tie_nats)
 
     def spec(self, image: str) -> ServerSpec:
         return ServerSpec(image=image, engine=self.engine, gpu=self.gpu, model_dir=self.model_dir,
-                          served_name=SERVED, args=self.args, env=dict(self.env or {}), shm_size=self.shm_size,
+                          model_file=self.model_file, served_name=SERVED, args=self.args, env=dict(self.env or {}), shm_size=self.shm_size,
                           ready_timeout=self.ready_timeout)
 
     def smoke_spec(self, settings: MeasureSettings) -> SmokeSpec:
-        spec = SmokeSpec(served_name=SERVED, tools=self.tools, tool_recipe=self.tool_recipe)  # type: ignore[arg-type]
+        spec = SmokeSpec(served_name=SERVED, engine=self.engine, tools=self.tools, tool_recipe=self.tool_recipe,
+                         tie_nats=self.tie_nats)
         return replace(spec, prompts=spec.prompts[:settings.prompts], max_tokens=min(settings.max_tokens, 32))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import docker
 
 from builder.errors import StepFailed
-from builder.matrix.cells import Cell
+from builder.jobs.job import CellJob
 from builder.names import label_patches
 from builder.oci import dockerd
 from builder.oci.credentials import docker_config_credentials
@@ -50,14 +50,14 @@ from .upstream import UpstreamImages, registry_head
 
 @dataclass(frozen=True, kw_only=True)
 class BisectRequest:
-    cell: Cell
+    job: CellJob  # the cell: its engine module (server, hooks, package directory) and smoke settings
     repo: Path
     good: str  # commits of repo
     bad: str
     image: str | None  # the good commit's image: a reference the Engine can run or pull (None: from `images`)
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     paths: tuple[str, ...] = ()
-    package_dir: str = "vllm"
+    package_dir: str | None = None  # the engine's package directory in repo (None: the engine module's)
     first_parent: bool = True
     pull_auth: dict | None = None
     model_dir: Path | None = None  # serve this model instead of the cell's smoke model
@@ -65,6 +65,7 @@ class BisectRequest:
     images: str | None = None  # tier 2: an image per engine commit, 'REGISTRY/REPO:nightly-{sha}' (upstream.py)
     registry_for: Callable[[str], Any] | None = None  # host -> RegistryClient, for tier 2 lookups and pulls
     known_images: dict[str, str] = field(default_factory=dict)  # tier 1: release commit -> known-good image
+    helper_image: str | None = None  # makes a generated GGUF smoke model (the cell's smoke.model_helper)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,28 +82,28 @@ def result_key(cell: str, good: str, bad: str, image: str, settings: dict[str, A
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cell_audit(client: docker.DockerClient, cell: Cell) -> tuple[Callable[[str], str | None], str]:
+def cell_audit(client: docker.DockerClient, job: CellJob) -> tuple[Callable[[str], str | None], str]:
     """The kernel audit for run_bisect, and the note that says when it was skipped."""
+    cell = job.cell
     if not cell.arch.gpu:
         return (lambda digest: None), "kernel audit skipped: cpu cell, no CUDA kernels"
     from builder.audit.image import kernel_audit
-    optional = cell.engine.smoke_for(cell.arch.name).audit_optional
+    optional = job.smoke.audit_optional
 
     def audit(digest: str) -> str | None:
-        result = kernel_audit(client, digest, cell.engine.module, cell.arch.name, True, optional)
+        result = kernel_audit(client, digest, job.engine, cell.arch.name, True, optional)
         return None if result.status != "fail" else result.evidence
     return audit, ""
 
 
-def server_template(client: docker.DockerClient, cell: Cell, image: str, model_dir: Path | None,
-                    ready_timeout: int | None = None) -> ServerTemplate:
+def server_template(client: docker.DockerClient, job: CellJob, image: str, model_dir: Path | None,
+                    ready_timeout: int | None = None, helper_image: str | None = None,
+                    pull_auth: dict | None = None) -> ServerTemplate:
+    """How every image of the bisect is served and checked: the cell's engine, smoke settings and model."""
     from builder.smoke.model import resolve_model
-    settings = cell.engine.smoke_for(cell.arch.name)
-    model = resolve_model(settings, image, client, override=model_dir)
-    return ServerTemplate(engine=cell.engine.name, gpu=cell.arch.gpu, model_dir=model.directory, args=settings.args,
-                          env=dict(settings.env), shm_size=settings.shm_size,
-                          ready_timeout=ready_timeout or settings.ready_timeout,
-                          tools=settings.tools, tool_recipe=settings.tool_recipe)
+    model = resolve_model(job.smoke, image, client, engine=job.engine, override=model_dir, gpu=job.cell.arch.gpu,
+                          helper_image=helper_image, pull_auth=pull_auth)
+    return ServerTemplate.for_job(job, model.directory, model.file, ready_timeout)
 
 
 def run_request(client: docker.DockerClient, request: BisectRequest, *, cache_root: Path | None = None,
@@ -122,8 +123,8 @@ def run_request(client: docker.DockerClient, request: BisectRequest, *, cache_ro
 def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_root: Path | None,
                  log: Callable[[str], None], on_step: Callable[[StepRecord], None] | None,
                  store: Callable[[str, dict[str, Any]], str] | None) -> BisectOutcome:
-    cell = request.cell
-    rules = ClassifyRules(package_dir=request.package_dir)
+    cell = request.job.cell
+    rules = ClassifyRules(package_dir=request.package_dir or request.job.engine.package_dir)
     repo = GitRepo(path=request.repo)
     candidates = list_candidates(repo, request.good, request.bad, paths=request.paths,
                                  first_parent=request.first_parent, rules=rules)
@@ -143,7 +144,7 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
         log(f"--images ignored: the good image carries patches ({', '.join(patches)}) that upstream images lack; "
             "every step is a python overlay instead")
         upstream = None
-    maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=request.package_dir,
+    maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=rules.package_dir,
                        patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, clients, ref))
     lookups: dict[str, Any] = {"upstream": upstream} if upstream else {}  # the ladder's tiers 1 and 2
     if request.known_images:
@@ -152,8 +153,9 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     settings = request.settings.to_dict()
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
-    audit, audit_note = cell_audit(client, cell)
-    template = server_template(client, cell, good_ref, request.model_dir, request.ready_timeout)
+    audit, audit_note = cell_audit(client, request.job)
+    template = server_template(client, request.job, good_ref, request.model_dir, request.ready_timeout,
+                               request.helper_image, request.pull_auth)
     root = bisect_dir(cache_root)
     with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
                   audit_note=audit_note, log=log) as measure:

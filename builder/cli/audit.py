@@ -18,8 +18,9 @@ def audit_command(
                                            "or an image (local Docker engine, or pulled from a registry)."),
     arch: str = typer.Option(..., "--arch", help="The GPU arch to audit for, e.g. sm_90 or sm_121a."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    engine: str = typer.Option("vllm", "--engine", help="The engine module: which packages of an image to read, "
-                                                        "which old-GPU-only kernels it declares."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="The engine module: which packages of an image to read, "
+                                        "which old-GPU-only kernels it declares (default: the image's engine label, "
+                                        "or the engine whose package the directory or wheel is)."),
     optional: Optional[list[str]] = typer.Option(None, "--optional", help="Glob on a library's path that may "
                                                  "lack the arch (reported, not failed); repeatable."),
     matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
@@ -34,7 +35,7 @@ def audit_command(
     from builder.audit import targets as audit
 
     try:
-        module = engine_module(engine)
+        module = engine_module(engine) if engine is not None else None
     except InputError as exc:
         raise InputError(f"--engine: {exc}") from None
     matrix_archs, matrix_registry = _matrix_facts(matrix)
@@ -42,14 +43,18 @@ def audit_command(
     registry = registry_override(registry)  # checked (and named) before Docker or a registry is asked
     found = audit.classify(target)
     globs = tuple(optional or ())
-    if found.kind == audit.DIR:
-        report = audit.audit_dir(Path(found.ref), arch, module, globs)
-    elif found.kind == audit.WHEEL:
-        report = audit.audit_wheel(Path(found.ref), arch, module, globs)
+    if found.kind in (audit.DIR, audit.WHEEL):
+        module = module or audit.engine_of_files(found)  # None: no engine's declarations apply
+        run = audit.audit_dir if found.kind == audit.DIR else audit.audit_wheel
+        report = run(Path(found.ref), arch, module, globs)
     else:
         from builder.oci import dockerd
         client = dockerd.connect()
         audit.ensure_local(client, found.ref, registry or matrix_registry)
+        module = module or audit.engine_of_image(client.images.get(found.ref).labels or {})
+        if module is None:
+            raise InputError(f"--engine: {found.ref} has no engine label the factory knows; name its engine "
+                             f"with --engine ({_known()})")
         report = audit.audit_image(client, found.ref, arch, module, globs)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -61,6 +66,11 @@ def audit_command(
             typer.echo(f"  warning {warning}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _known() -> str:
+    from builder.engines import ENGINES
+    return ", ".join(sorted(ENGINES))
 
 
 def _matrix_facts(path: Path) -> tuple[tuple[str, ...] | None, str | None]:

@@ -16,6 +16,7 @@ import typer
 from builder import grammar
 from builder.cli.options import MatrixOpt, RegistryOpt
 from builder.cli.session import Session
+from builder.engines import model_dir_problem
 from builder.errors import InputError
 
 METRICS = ("throughput", "golden", "checks")
@@ -31,7 +32,7 @@ def bisect_command(
     repo: Path | None = typer.Option(None, "--repo", help="A local git repository holding the engine's Python package."),
     image: str | None = typer.Option(None, "--image", help="The good commit's image (default: the known-good record of the cell, or of --good's version cell)."),
     images: str | None = typer.Option(None, "--images", help="An image per engine commit, e.g. 'REGISTRY/vllm/vllm-openai:nightly-{sha}' ({sha}, {short}): used for the endpoints and any candidate that has one (tier 2)."),
-    package_dir: str = typer.Option("vllm", "--package-dir", help="The engine's package directory in --repo."),
+    package_dir: str | None = typer.Option(None, "--package-dir", help="The engine's package directory in --repo (default: the engine module's, e.g. vllm)."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
     prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
     pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
@@ -74,19 +75,21 @@ def bisect_command(
                          "Python package (bisecting between two images alone is not supported yet)")
     if not repo.is_dir():
         raise InputError(f"--repo: '{repo}' is not a directory")
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", package_dir) or ".." in package_dir.split("/"):
+    if package_dir is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", package_dir)
+                                    or ".." in package_dir.split("/")):
         raise InputError(f"--package-dir: '{package_dir}' is not a relative directory")
     problem = grammar.image_reference(image) if image is not None else None
     if problem:
         raise InputError(f"--image: {problem}")
     if images is not None:
         check_template(images)
-    if model_dir is not None and not (model_dir / "config.json").is_file():
-        raise InputError(f"--model-dir: '{model_dir}' has no config.json")
     session = Session(matrix, None, None, None, None, registry)
     cells = {c.id: c for c in session.expansion.cells}
     if cell not in cells:
         raise InputError(f"--cell: '{cell}' is not a cell of the matrix (see `builder matrix`)")
+    problem = model_dir_problem(cells[cell].engine.module, model_dir) if model_dir is not None else None
+    if problem:
+        raise InputError(f"--model-dir: {problem}")
     git = GitRepo(path=repo)
     every = session.expansion.cells
     # GitError / BisectInputError (exit 2) name an unknown ref
@@ -129,9 +132,12 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
                              "the good commit's image")
     # tier 1: registry calls only for versions whose release tag the repository has
     known = version_images(cell, session.expansion.cells, git.resolve, known_good)
-    request = BisectRequest(cell=cell, repo=git.path, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
+    job = session.job(cell)
+    helper = job.smoke.model_helper
+    request = BisectRequest(job=job, repo=git.path, good=good.sha, bad=bad.sha, image=image, settings=settings, paths=globs,
                             package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
                             ready_timeout=ready_timeout, images=images, known_images=known,
+                            helper_image=session.names.friendly(helper) if helper else None,
                             registry_for=lambda host: client if host == client.host else docker_login_client(host))
 
     def put(key: str, data: dict) -> str:

@@ -16,7 +16,6 @@ from builder.cli.session import Session
 from builder.errors import InputError
 from builder.matrix.selection import select_cells, select_excluded
 from builder.oci.registry import RegistryClient
-from builder.patching.records import plan_static
 from builder.util import utc_now
 
 _OWN = {"index.html", "board.json", "cells", "recipes"}  # what a board directory holds
@@ -63,7 +62,7 @@ def board_cmd(
     target = check_out(out)
     plans = {}
     for item in cells:
-        plan = plan_static(session.patches(item.engine.name), item)
+        plan = session.job(item).static_plan
         plans[item.id] = PatchPlanView(applied=tuple((r.id, r.sha256) for r in plan.apply),
                                        skipped=tuple((s.id, s.verdict, s.reason) for s in plan.skipped))
     inputs, excluded_inputs = board_inputs(session.matrix, cells, excluded, plans)

@@ -85,7 +85,7 @@ def render_cmd(
     writable_dir(out, "--out")
     # Every cell is rendered (and, with --fetch, checked) before the first is written: a bad
     # later cell leaves no half-written output behind.
-    contexts = [session.render(item, options, fetch=fetch) for item in session.cells()]
+    contexts = [session.render(job, options, fetch=fetch) for job in session.selected_jobs()]
     for context in contexts:
         try:
             target = write_context(context, out)

@@ -13,7 +13,7 @@ import typer
 from builder.cli.options import MatrixOpt, RegistryOpt, existing_dir, path_option, writable_dir
 from builder.cli.session import Session
 from builder.errors import InputError, StepFailed
-from builder.matrix.cells import Cell
+from builder.jobs.job import CellJob
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import CELL_LABEL
 from builder.oci.registry import RegistryClient
@@ -26,7 +26,7 @@ def smoke_command(
     url: Optional[str] = typer.Option(None, "--url", help="Check a server that is already running (no Docker, no registry), e.g. http://127.0.0.1:8000."),
     known_good_url: Optional[str] = typer.Option(None, "--known-good-url", help="With --url: a running known-good server; the A/B gate interleaves samples between the two."),
     served_name: Optional[str] = typer.Option(None, "--served-name", help="With --url: the served model name (default: the one model the server lists)."),
-    engine: str = typer.Option("vllm", "--engine", help="With --url and no --cell: the engine behind the URL (its streaming request fields)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="With --url and no --cell: the engine behind the URL (its server's answers and streaming fields differ), e.g. vllm or llama.cpp."),
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
     tokens: Optional[int] = typer.Option(None, "--tokens", min=2, max=65536, help="Tokens decoded by every sweep request."),
@@ -90,21 +90,26 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
 
 
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
-                    engine: str, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
+                    engine: str | None, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
                     as_json: bool) -> None:
-    from builder.engines import engine_module
-    from builder.proof.url import smoke_url
-    if cell_id is not None:  # the cell's settings (and engine) from the matrix
+    from builder.engines import ENGINES, engine_module
+    from builder.proof.url import check_url, smoke_url
+    check_url(url, "--url")
+    if known_good_url:
+        check_url(known_good_url, "--known-good-url")
+    if cell_id is not None:  # the cell's job: its engine module and smoke settings
         session = Session(matrix, None, None, None, None, None)
-        cells = {c.id: c for c in session.expansion.cells}
-        if cell_id not in cells:
-            raise InputError(f"--cell: '{cell_id}' is not a cell of the matrix (see `builder matrix`)")
-        chosen = cells[cell_id]
-        settings, engine = chosen.engine.smoke_for(chosen.arch.name), chosen.engine.name
+        job = session.job(session.cell(cell_id))
+        if engine is not None and engine != job.cell.engine.name:
+            raise InputError(f"--engine: {engine} is not the engine of --cell {cell_id} ({job.cell.engine.name})")
+        settings, module = job.smoke, job.engine
+    elif engine is None:
+        raise InputError(f"--url: name the server's engine with --engine ({', '.join(sorted(ENGINES))}) or a cell "
+                         "with --cell; their servers answer differently")
     else:
-        engine_module(engine)  # an unknown engine is exit 2
+        module = engine_module(engine)  # an unknown engine is exit 2
         settings = SmokeSettings()
-    report = smoke_url(url, overrides.apply(settings), engine, served_name=served_name, known_good_url=known_good_url,
+    report = smoke_url(url, overrides.apply(settings), module, served_name=served_name, known_good_url=known_good_url,
                        accept_inconclusive=accept_inconclusive, progress=lambda m: typer.echo(f"smoke: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
     if not report.passed:
@@ -121,7 +126,7 @@ def _image_ref(session, image: str) -> str:
     return match.group("tag") or match.group("digest")
 
 
-def resolve_target(session, client: RegistryClient, image: str | None, cell_id: str | None) -> tuple[Cell, str, str]:
+def resolve_target(session, client: RegistryClient, image: str | None, cell_id: str | None) -> tuple[CellJob, str, str]:
     """(cell, runnable reference, digest) for `builder smoke IMAGE` or `--cell CELL`."""
     repository, repo = session.names.repository, session.names.repo
     cells = {c.id: c for c in session.expansion.cells}
@@ -132,11 +137,11 @@ def resolve_target(session, client: RegistryClient, image: str | None, cell_id: 
         cell_id = client.image_labels(repository, info.digest).get(CELL_LABEL)
         if cell_id not in cells:
             raise InputError(f"{image} is labelled cell '{cell_id}', which is not a cell of {session.matrix.path}")
-        return cells[cell_id], image, info.digest
+        return session.job(cells[cell_id]), image, info.digest
     if cell_id not in cells:
         raise InputError(f"--cell: '{cell_id}' is not a cell of the matrix (see `builder matrix`)")
     tag, digest = newest_image(client, repository, cell_id)
-    return cells[cell_id], f"{repo}:{tag}", digest
+    return session.job(cells[cell_id]), f"{repo}:{tag}", digest
 
 
 def run_smoke_command(session, image: str | None, cell_id: str | None, options,
@@ -153,9 +158,10 @@ def run_smoke_command(session, image: str | None, cell_id: str | None, options,
     writable_dir(options.report_dir, "--report-dir")
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
-    cell, reference, digest = resolve_target(session, client, image, cell_id)
-    report = smoke_and_maybe_promote(session.names, client, cell, reference, digest, options,
-                                     settings=overrides.apply(cell.engine.smoke_for(cell.arch.name)),
+    job, reference, digest = resolve_target(session, client, image, cell_id)
+    cell = job.cell
+    report = smoke_and_maybe_promote(session.names, client, job, reference, digest, options,
+                                     settings=overrides.apply(job.smoke),
                                      progress=lambda m: typer.echo(f"{cell.id}: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if options.as_json else report.text())
     if not report.passed:

@@ -44,6 +44,12 @@ class EngineModule(Protocol):
     # are counted from the chunks).
     stream_ignore_eos: bool
     stream_usage: bool
+    # Where the image keeps the converter from a Hugging Face checkpoint to the engine's own model format
+    # (the generated GGUF smoke model is made with it); None: the engine serves Hugging Face directories.
+    converter_dir: str | None
+    # The engine's Python package in its git repository, which a bisect's python overlay replaces;
+    # None: no change is Python-only (every commit needs a compiled build).
+    package_dir: str | None
 
     def server_args(self, *, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:
         """Arguments after the image's entrypoint that serve `model` as `served_name` on `port`."""
@@ -69,6 +75,20 @@ class EngineModule(Protocol):
     def tool_skip(self, recipe: str) -> str | None:
         """Why the tool-call check cannot run with this recipe on this engine; None when it can."""
         ...
+
+
+def model_dir_problem(engine: EngineModule, directory: Path) -> str | None:
+    """Why `directory` cannot be served by `engine` as a local model (None: it can): a Hugging Face
+    directory has config.json; a GGUF model is a directory holding exactly one .gguf file."""
+    if not directory.is_dir():
+        return f"'{directory}' is not a directory"
+    if "hf" in engine.model_formats and (directory / "config.json").is_file():
+        return None
+    if "gguf" in engine.model_formats and len(list(directory.glob("*.gguf"))) == 1:
+        return None
+    wanted = " or ".join({"hf": "a Hugging Face model (config.json)", "gguf": "one .gguf file"}[f]
+                         for f in engine.model_formats)
+    return f"'{directory}' holds no model {engine.name} serves ({wanted})"
 
 
 def _registry() -> dict[str, EngineModule]:

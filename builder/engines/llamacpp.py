@@ -31,6 +31,10 @@ audit_packages: tuple[str, ...] = ()  # no Python package: the server is one bin
 audit_roots = ("/opt/llama.cpp/lib",)  # libggml-cuda.so* (the CUDA kernels), libggml-base, libllama, ...
 audit_dispatch_only: tuple[DispatchOnly, ...] = ()
 requirement_files: tuple[str, ...] = ()  # no torch
+stream_ignore_eos = True  # llama-server honours ignore_eos (decodes exactly max_tokens)
+stream_usage = True  # its last streamed chunk carries usage
+converter_dir: str | None = "/opt/llama.cpp/convert"  # the tree's convert_hf_to_gguf.py (the template puts it)
+package_dir: str | None = None  # C++ throughout: every change needs a compiled build
 
 
 def server_args(*, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:

@@ -38,6 +38,8 @@ audit_dispatch_only = (
 requirement_files = ("requirements/cuda.txt", "requirements-cuda.txt")
 stream_ignore_eos = True
 stream_usage = True
+converter_dir: str | None = None  # serves Hugging Face directories as they are
+package_dir: str | None = "vllm"
 _TORCH_PIN = re.compile(r"^torch\s*==\s*([0-9][^\s;#]*)", re.MULTILINE)
 
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from builder import grammar
+from builder.engines import ENGINES
 from builder.errors import ConfigError
 from builder.matrix.model import (
     _CUDA_NAME,
@@ -161,6 +162,9 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         if not isinstance(name, str) or not grammar.ENGINE_NAME.fullmatch(name) or len(name) > 64:
             raise reader.error(name, f"engine name {str(name)[:70]!r} must be 1-64 lower-case letters, digits, "
                                      "'.', '_', '-' (it is part of cell ids, image tags and directory names)")
+        if name not in ENGINES:  # everything engine-specific lives in its module: a name without one can do nothing
+            raise reader.error(name, f"no engine module for '{name}' (the factory knows: {', '.join(sorted(ENGINES))}; "
+                                     "an engine is added as a module in builder/engines/)")
         r = MappingReader(reader.raw(name), reader.source, reader.line_of(name), f"engines.{name}")
         pypi = r.string("pypi", name, check=grammar.distribution)
         git = r.string("git", check=grammar.url)

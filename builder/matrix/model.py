@@ -14,6 +14,7 @@ from typing import Final, Literal, get_args
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from builder.engines import EngineModule, engine_module
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.util import redact
 
@@ -118,6 +119,11 @@ class Engine:
 
     def smoke_for(self, arch: str) -> SmokeSettings:
         return self.smoke_per_arch.get(arch, self.smoke)
+
+    @property
+    def module(self) -> EngineModule:
+        """Its engine module (matrix.yaml names only engines that have one: checked at load)."""
+        return engine_module(self.name)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
-from builder.engines import engine_module
+from builder.engines import EngineModule
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.measure.absession import InterleavedRun, interleave_servers
 from builder.measure.gate import GateResult, GateSettings
@@ -22,15 +22,13 @@ from builder.measure.sweepreport import SweepResult
 NO_INTERVAL = "no interval: no known-good image was measured beside it, so no regression can be resolved"
 
 
-def sweep_spec(settings: SmokeSettings, served_name: str, engine: str,
+def sweep_spec(settings: SmokeSettings, served_name: str, engine: EngineModule,
                concurrency: tuple[int, ...] | None = None) -> SweepSpec:
     """The sweep as the cell's settings and its engine's streaming fields say."""
-    module = engine_module(engine)
     sweep = settings.sweep
     return SweepSpec(model=served_name, concurrency=concurrency or sweep.concurrency, samples=sweep.samples,
                      warmup=sweep.warmup, max_tokens=sweep.tokens,
-                     include_usage=getattr(module, "stream_usage", True),
-                     ignore_eos=getattr(module, "stream_ignore_eos", True))
+                     include_usage=engine.stream_usage, ignore_eos=engine.stream_ignore_eos)
 
 
 def gate_settings(settings: SmokeSettings) -> GateSettings:

@@ -17,6 +17,7 @@ import docker
 
 from builder.audit.image import kernel_audit
 from builder.checkresult import CheckResult
+from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
@@ -33,7 +34,7 @@ from builder.util import utc_now
 @dataclass(frozen=True, kw_only=True)
 class SmokeInputs:
     cell_id: str
-    engine: str
+    engine: EngineModule
     arch: str
     gpu: bool
     image: str  # an image reference the Engine can run
@@ -54,7 +55,7 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     started = time.monotonic()
     settings = inputs.settings
     dockerd.ensure_image(client, inputs.image, inputs.pull_auth)
-    model = resolve_model(settings, inputs.image, client, override=inputs.model_dir, gpu=inputs.gpu,
+    model = resolve_model(settings, inputs.image, client, engine=inputs.engine, override=inputs.model_dir, gpu=inputs.gpu,
                           helper_image=inputs.helper_image, pull_auth=inputs.pull_auth)
     checks = [kernel_audit(client, inputs.image, inputs.engine, inputs.arch, inputs.gpu, settings.audit_optional)]
     spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=inputs.engine)
@@ -104,7 +105,8 @@ def _perf_model(inputs: SmokeInputs, client: docker.DockerClient) -> SmokeModel 
     if not sweep.model or sweep.model == inputs.settings.model or inputs.model_dir is not None:
         return None
     return resolve_model(dataclasses.replace(inputs.settings, model=sweep.model, revision=sweep.revision),
-                         inputs.image, client, gpu=inputs.gpu)
+                         inputs.image, client, engine=inputs.engine, gpu=inputs.gpu,
+                         helper_image=inputs.helper_image, pull_auth=inputs.pull_auth)
 
 
 def _performance(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, server: RunningServer,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 
+from builder.engines import EngineModule
 from builder.errors import InputError, ServiceError
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
@@ -49,7 +50,7 @@ def pick_served_name(url: str, served_name: str | None) -> str:
     return models[0]
 
 
-def smoke_url(url: str, settings: SmokeSettings, engine: str, *, served_name: str | None = None,
+def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served_name: str | None = None,
               known_good_url: str | None = None, accept_inconclusive: bool = False,
               progress=lambda message: None) -> SmokeReport:
     started = time.monotonic()
@@ -58,7 +59,7 @@ def smoke_url(url: str, settings: SmokeSettings, engine: str, *, served_name: st
     name = pick_served_name(url, served_name)
     if known_good_url:
         served_models(known_good_url)  # unreachable: exit 3 before anything is measured
-    spec = SmokeSpec.from_settings(settings, served_name=name)
+    spec = SmokeSpec.from_settings(settings, served_name=name, engine=engine)
     checks = [check_models(url, spec), check_completions(url, spec)]
     determinism, outputs = check_determinism(url, spec)
     checks += [determinism, check_tool_call(url, spec)]

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
-from builder.engines import engine_module
 from builder.smoke.openai import (
     TOOL,
     TOOL_PROMPT,
@@ -30,7 +29,7 @@ from builder.smoke.ties import explain_flip
 
 @guarded("models")
 def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
-    context_length = engine_module(spec.engine).max_model_len  # vLLM: max_model_len; llama.cpp: meta.n_ctx
+    context_length = spec.engine.max_model_len  # vLLM: max_model_len; llama.cpp: meta.n_ctx
     served = {m["id"]: context_length(m) for m in request_json(base_url, "/v1/models", spec.timeout)["data"]}
     data = {"models": served}
     if spec.served_name not in served:
@@ -127,9 +126,9 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
     so the string closes at once. It proves the image's parser and structured-output plumbing only."""
     if not spec.tools:
         return CheckResult("tool_call", SKIP, "tool calls not declared for this cell", {})
-    cannot = engine_module(spec.engine).tool_skip(spec.tool_recipe)
+    cannot = spec.engine.tool_skip(spec.tool_recipe)
     if cannot:
-        return CheckResult("tool_call", SKIP, f"recipe {spec.tool_recipe} on {spec.engine}: {cannot}",
+        return CheckResult("tool_call", SKIP, f"recipe {spec.tool_recipe} on {spec.engine.name}: {cannot}",
                            {"recipe": spec.tool_recipe})
     if spec.tool_recipe == "forced":
         resp = generate(base_url, spec, 64, messages=user_message(TOOL_PROMPT), tool_choice="required",
@@ -162,7 +161,7 @@ def check_tool_call(base_url: str, spec: SmokeSpec) -> CheckResult:
 
 def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     def ids(text: str) -> list[int]:
-        body = engine_module(spec.engine).tokenize_body(spec.served_name, text)
+        body = spec.engine.tokenize_body(spec.served_name, text)
         return request_json(base_url, "/tokenize", spec.timeout, body)["tokens"]
     bias = {str(i): -100 for probe in WHITESPACE_PROBES for i in ids(probe)}
     for text in ('"', "}", spec.eos_text):

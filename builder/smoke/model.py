@@ -15,6 +15,7 @@ import docker
 import requests
 from docker.types import DeviceRequest
 
+from builder.engines import EngineModule, model_dir_problem
 from builder.errors import InputError, StepFailed
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.names import SMOKE_LABEL
@@ -24,7 +25,6 @@ from builder.patching.sources import default_cache_dir
 
 TINYMODEL_SCRIPT = Path(__file__).resolve().parent / "tinymodel.py"
 TINY_GGUF_SCRIPT = Path(__file__).resolve().parent / "tiny_gguf.py"
-CONVERTER_DIR = "/opt/llama.cpp/convert"  # where a llama.cpp image keeps its tree's converter (the template puts it)
 GGUF_FILE = "tiny-f32.gguf"
 
 
@@ -35,16 +35,17 @@ class SmokeModel:
     file: str | None = None  # a GGUF model: the file in `directory` the server loads
 
 
-def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient,
+def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient, *, engine: EngineModule,
                   cache: Path | None = None, override: Path | None = None, gpu: bool = False,
                   helper_image: str | None = None, pull_auth: dict | None = None) -> SmokeModel:
     cache = Path(cache or default_cache_dir())
     if override is not None:
+        problem = model_dir_problem(engine, override)
+        if problem:
+            raise InputError(f"--model-dir: {problem}")
         ggufs = sorted(override.glob("*.gguf"))
         if not (override / "config.json").is_file() and len(ggufs) == 1:  # a GGUF model: one file
             return SmokeModel(override.resolve(), f"path:{ggufs[0].resolve()}", ggufs[0].name)
-        if not (override / "config.json").is_file():
-            raise InputError(f"--model-dir: '{override}' has no config.json (a Hugging Face model directory)")
         return SmokeModel(override.resolve(), f"path:{override.resolve()}")
     model = settings.model
     if not model:
@@ -55,9 +56,12 @@ def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClie
             raise InputError(f"smoke model '{model}': no config.json in {directory}")
         return SmokeModel(directory.resolve(), model)
     if model == "generated:tiny-llama-gguf":
+        if engine.converter_dir is None:
+            raise InputError(f"smoke model '{model}': the {engine.name} engine keeps no GGUF converter in its images; "
+                             "give it a Hugging Face model (engines.<engine>.smoke.model)")
         if not helper_image:
             raise InputError(f"smoke model '{model}' needs a helper image with torch (smoke.model_helper: a cell id)")
-        return _generated_gguf(model, image, helper_image, client, cache, pull_auth)
+        return _generated_gguf(model, image, engine.converter_dir, helper_image, client, cache, pull_auth)
     if model.startswith("generated:"):
         return _generated(model, image, client, cache, gpu)
     return _from_hub(model, settings.revision, cache)
@@ -133,7 +137,7 @@ def _run_maker(client: docker.DockerClient, what: str, name: str, **options) -> 
         raise StepFailed(f"{what} failed: {exc.__class__.__name__}: {exc}") from None
 
 
-def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerClient, cache: Path,
+def _generated_gguf(model: str, image: str, converter_dir: str, helper: str, client: docker.DockerClient, cache: Path,
                     pull_auth: dict | None = None) -> SmokeModel:
     """The tiny Llama as one GGUF file, made offline: tinymodel.py makes the HF model and tiny_gguf.py
     converts it with the converter of the llama.cpp tree in the image under test (copied out of it,
@@ -141,7 +145,7 @@ def _generated_gguf(model: str, image: str, helper: str, client: docker.DockerCl
     Cached by the two scripts and the converter's files: same inputs, same file."""
     with tempfile.TemporaryDirectory(prefix="llm-factory-convert-") as tmp:
         convert = Path(tmp) / "convert"
-        _copy_out(client, image, CONVERTER_DIR, convert)
+        _copy_out(client, image, converter_dir, convert)
         digest = hashlib.sha256(TINYMODEL_SCRIPT.read_bytes() + TINY_GGUF_SCRIPT.read_bytes())
         for path in sorted(p for p in convert.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             digest.update(f"{path.relative_to(convert)}\0".encode() + path.read_bytes())

@@ -1,4 +1,4 @@
-"""Smoke checks run from the host against a live OpenAI-compatible vLLM server (base_url
+"""Smoke checks run from the host against a live OpenAI-compatible server (vLLM, llama-server) (base_url
 http://127.0.0.1:PORT). Each check returns a CheckResult and never raises for server trouble:
 connection refused, HTTP errors, timeouts and malformed bodies become a "fail" with one-line evidence.
 Every request has a timeout and every loop a fixed count, so a check's run time is bounded.
@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar, cast
 import requests
 
 from builder.checkresult import FAIL, CheckResult, one_line
+from builder.engines import EngineModule
 from builder.matrix.smoke_settings import SmokeSettings, ToolRecipe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,9 +40,10 @@ WHITESPACE_PROBES = tuple(c * k for c in " \n\t" for k in (1, 2, 4, 8)) + ("\r",
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmokeSpec:
     served_name: str
+    engine: EngineModule  # whose server answers: its module's smoke hooks read /v1/models, /tokenize
     max_model_len: int | None = None
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     max_tokens: int = 32
@@ -52,11 +54,10 @@ class SmokeSpec:
     seed: int = 0
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
-    engine: str = "vllm"  # whose server answers: its module's smoke hooks read /v1/models, /tokenize
     tie_nats: float = 0.0  # determinism: the near-tie flips tolerated under concurrency (smoke/ties.py)
 
     @classmethod
-    def from_settings(cls, settings: SmokeSettings, served_name: str, engine: str = "vllm") -> SmokeSpec:
+    def from_settings(cls, settings: SmokeSettings, served_name: str, engine: EngineModule) -> SmokeSpec:
         """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
         return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe,
                    tie_nats=settings.determinism_tie_nats)

@@ -17,7 +17,7 @@ import docker
 import requests
 from docker.types import DeviceRequest
 
-from builder.engines import engine_module
+from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.names import SMOKE_LABEL
 from builder.oci.container import Container
@@ -30,7 +30,7 @@ MODEL_MOUNT = "/model"
 @dataclass(frozen=True, kw_only=True)
 class ServerSpec:
     image: str
-    engine: str  # the engine module that knows the server's command line, port and health path
+    engine: EngineModule  # knows the server's command line, port and health path
     gpu: bool
     model_dir: Path
     served_name: str
@@ -43,7 +43,7 @@ class ServerSpec:
 
 def server_args(spec: ServerSpec) -> list[str]:
     """Arguments after the image's entrypoint, as the cell's engine module writes them."""
-    engine = engine_module(spec.engine)
+    engine = spec.engine
     model = f"{MODEL_MOUNT}/{spec.model_file}" if spec.model_file else MODEL_MOUNT
     return engine.server_args(model=model, served_name=spec.served_name, port=engine.container_port,
                               extra=spec.args)
@@ -51,7 +51,7 @@ def server_args(spec: ServerSpec) -> list[str]:
 
 def run_options(spec: ServerSpec) -> dict:
     """How the container runs (its name, detach and removal belong to oci.container.Container)."""
-    port = engine_module(spec.engine).container_port
+    port = spec.engine.container_port
     options = {
         "image": spec.image,
         "command": server_args(spec),
@@ -83,7 +83,7 @@ def serve(client: docker.DockerClient, spec: ServerSpec, purpose: str) -> Iterat
     with Container(client, purpose, **run_options(spec)) as box:
         started = time.monotonic()
         box.reload()
-        port = engine_module(spec.engine).container_port
+        port = spec.engine.container_port
         bindings = (box.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
         if not bindings:  # it already exited: no port was ever published
             code = box.attrs["State"].get("ExitCode")
@@ -96,7 +96,7 @@ def serve(client: docker.DockerClient, spec: ServerSpec, purpose: str) -> Iterat
 
 def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None:
     deadline = started + spec.ready_timeout
-    health = engine_module(spec.engine).health_path
+    health = spec.engine.health_path
     while time.monotonic() < deadline:
         server.container.reload()
         if server.container.status in ("exited", "dead"):
@@ -109,5 +109,5 @@ def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise StepFailed(f"{spec.image} was not ready within {spec.ready_timeout}s (no 200 from {engine_module(spec.engine).health_path}); "
+    raise StepFailed(f"{spec.image} was not ready within {spec.ready_timeout}s (no 200 from {spec.engine.health_path}); "
                      f"last lines:\n{server.logs()}")

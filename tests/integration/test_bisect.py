@@ -42,6 +42,7 @@ from builder.matrix.load import load_matrix
 from builder.oci import dockerd
 from builder.oci.container import Container
 from builder.promotion.store import RecordStore
+from tests.unit.bisect.lab import RULES
 from tests.conftest import REPO
 from tests.integration.cpu_cell import CELL, REPOSITORY
 
@@ -183,11 +184,11 @@ def push_nightlies(docker_client, registry, repo: Path, shas: list[str], cpu_ima
     built). Returns the --images template; the local tags are removed again (the bisect pulls them)."""
     template = f"{registry.host}/upstream/vllm-cpu:nightly-{{sha}}"
     git_repo = GitRepo(path=repo)
-    cands = list_candidates(git_repo, shas[0], shas[-1])
-    maker = ImageMaker(docker_client, git_repo, cell_id=CELL, mode="wheel")
+    cands = list_candidates(git_repo, shas[0], shas[-1], rules=RULES)
+    maker = ImageMaker(docker_client, git_repo, cell_id=CELL, mode="wheel", package_dir="vllm")
     good_id = docker_client.images.get(cpu_image).id
     for i in indices:
-        digest = good_id if i == 0 else maker(plan_step(cands, i, images={0: good_id}, diff=git_repo.diff)).digest
+        digest = good_id if i == 0 else maker(plan_step(cands, i, images={0: good_id}, diff=git_repo.diff, rules=RULES)).digest
         ref = render_template(template, shas[i])
         docker_client.images.get(digest).tag(ref)
         dockerd.push(docker_client, ref, None)
@@ -267,7 +268,7 @@ def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_clie
                                              5: ("Fix the server import (#4545)", repair_boot),
                                              6: ("Use the fast argmax in the sampler (#4646)", second_best)})
     from builder.smoke.model import resolve_model
-    model = resolve_model(cell.engine.smoke_for("cpu"), cpu_image, docker_client)  # the shared model cache
+    model = resolve_model(cell.engine.smoke_for("cpu"), cpu_image, docker_client, engine=cell.engine.module)  # the shared model cache
     started = time.monotonic()
     argv = [sys.executable, "-m", "builder", "bisect", "--cell", CELL, "--repo", str(repo), "--good", shas[0],
             "--bad", shas[-1], "--image", cpu_image, "--metric", "golden", "--max-tokens", "16", "--prompts", "3",

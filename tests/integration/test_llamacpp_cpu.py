@@ -89,6 +89,7 @@ def test_near_tie_flips_are_read_from_the_real_servers_logprobs(llama_built, doc
     spell its text, and an output that takes the runner-up at a token is judged at that token."""
     from builder.matrix.cells import expand
     from builder.matrix.load import load_matrix
+    from builder.engines import llamacpp
     from builder.smoke.model import resolve_model
     from builder.smoke.openai import DEFAULT_PROMPTS, SmokeSpec, generate
     from builder.smoke.server import ServerSpec, serve
@@ -99,11 +100,11 @@ def test_near_tie_flips_are_read_from_the_real_servers_logprobs(llama_built, doc
     settings = cell.engine.smoke_for("cpu")
     image = llama_built["record"]["image"]
     helper = f"{llama_built['registry'].host}/{REPOSITORY}:{VLLM_CELL}"  # tagged by llama_built
-    model = resolve_model(settings, image, docker_client, helper_image=helper)  # the smoke run's cached GGUF
-    spec = ServerSpec(image=image, engine="llama.cpp", gpu=False, model_dir=model.directory, served_name="smoke",
+    model = resolve_model(settings, image, docker_client, engine=llamacpp, helper_image=helper)  # the smoke run's cached GGUF
+    spec = ServerSpec(image=image, engine=llamacpp, gpu=False, model_dir=model.directory, served_name="smoke",
                       model_file=model.file, args=settings.args, ready_timeout=120)
     with serve(docker_client, spec, "ties") as server:
-        response = generate(server.base_url, SmokeSpec("smoke", max_tokens=16), 16, prompt=DEFAULT_PROMPTS[0],
+        response = generate(server.base_url, SmokeSpec(served_name="smoke", engine=llamacpp, max_tokens=16), 16, prompt=DEFAULT_PROMPTS[0],
                             logprobs=2)
     text, tokens = response["choices"][0]["text"], positions(response)
     assert len(tokens) == 16 and "".join(t.text for t in tokens) == text

@@ -150,11 +150,12 @@ def test_never_healthy_image_fails_at_the_deadline(cpu_build, docker_client, tmp
 
 def test_tiny_model_is_made_offline_and_byte_identical(cpu_build, docker_client, tmp_path):
     from builder.matrix.smoke_settings import SmokeSettings
+    from builder.engines import vllm
     from builder.smoke.model import resolve_model
     from builder.smoke.tinymodel import fingerprint
     settings = SmokeSettings(model="generated:tiny-llama")
-    one = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "a")
-    two = resolve_model(settings, cpu_build["record"]["image"], docker_client, cache=tmp_path / "b")
+    one = resolve_model(settings, cpu_build["record"]["image"], docker_client, engine=vllm, cache=tmp_path / "a")
+    two = resolve_model(settings, cpu_build["record"]["image"], docker_client, engine=vllm, cache=tmp_path / "b")
     assert one.model_id == two.model_id and (one.directory / "config.json").is_file()
     assert fingerprint(one.directory) == fingerprint(two.directory)
 

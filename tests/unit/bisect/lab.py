@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.bisect.classify import DEFAULT_RULES, ClassifyRules, matches_any
+from builder.bisect.classify import ClassifyRules, matches_any
 from builder.bisect.model import MadeImage, Measurement
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
@@ -141,6 +141,9 @@ class Lab:
                            samples=4 * attempt)
 
 
-def image_part(files: dict[str, bytes], rules: ClassifyRules = DEFAULT_RULES) -> dict[str, bytes]:
+RULES = ClassifyRules(package_dir="vllm")  # the lab's histories are vLLM-shaped
+
+
+def image_part(files: dict[str, bytes], rules: ClassifyRules = RULES) -> dict[str, bytes]:
     """What of an image matters (files outside the ignored patterns)."""
     return {p: b for p, b in files.items() if not matches_any(p, rules.ignored)}

@@ -41,7 +41,7 @@ def _changes(*paths: str) -> list[FileChange]:
 
 def test_python_only_under_package_and_ignored_files() -> None:
     got = classify(_changes("vllm/v1/worker/gpu_model_runner.py", "vllm/chat_template.jinja",
-                            "docs/usage.md", "tests/test_x.py", "README.md"), ClassifyRules())
+                            "docs/usage.md", "tests/test_x.py", "README.md"), ClassifyRules(package_dir="vllm"))
     assert got.kind == "python-only" and got.reason == ""
     assert [c.path for c in got.overlay] == ["vllm/v1/worker/gpu_model_runner.py", "vllm/chat_template.jinja"]
 
@@ -55,12 +55,12 @@ def test_python_only_under_package_and_ignored_files() -> None:
     ("requirements/cuda.txt", "requirements/**"),
 ])
 def test_compiled_changes_need_a_build(path: str, rule: str) -> None:
-    got = classify(_changes("vllm/engine.py", path), ClassifyRules())
+    got = classify(_changes("vllm/engine.py", path), ClassifyRules(package_dir="vllm"))
     assert got.kind == "needs-build" and got.reason == f"{path} matches {rule}" and got.overlay == ()
 
 
 def test_a_file_outside_the_package_needs_a_build() -> None:
-    got = classify(_changes("tools/install.sh"), ClassifyRules())
+    got = classify(_changes("tools/install.sh"), ClassifyRules(package_dir="vllm"))
     assert got.kind == "needs-build" and "outside vllm/" in got.reason
 
 
@@ -68,5 +68,5 @@ def test_rules_are_configurable() -> None:
     rules = ClassifyRules(package_dir="sglang/python/sglang", compiled=("sgl-kernel/**",), ignored=())
     assert classify(_changes("sglang/python/sglang/srt/x.py"), rules).kind == "python-only"
     assert classify(_changes("sgl-kernel/csrc/x.cu"), rules).kind == "needs-build"
-    assert classify(_changes("vllm/x.cu"), ClassifyRules(compiled=())).kind == "python-only"
+    assert classify(_changes("vllm/x.cu"), ClassifyRules(package_dir="vllm", compiled=())).kind == "python-only"
     assert classify(_changes("docs/x.md"), rules).kind == "needs-build"  # nothing ignored

@@ -13,7 +13,7 @@ from builder.bisect.driver import BisectJob, Endpoints, Stages, run_bisect
 from builder.bisect.errors import BisectInterrupted
 from builder.bisect.model import MadeImage
 from builder.bisect.report import render_text, to_json
-from tests.unit.bisect.lab import Lab, image_part, make_history
+from tests.unit.bisect.lab import RULES, Lab, image_part, make_history
 
 LOG2_20 = math.ceil(math.log2(20))
 
@@ -24,12 +24,12 @@ def setup(tmp_path: Path, *, slow_at: int = 11, paths: tuple[str, ...] = (), wro
     """A 20-commit history, its candidates, a lab; broken/unaudited/noisy name commit numbers."""
     hist = make_history(tmp_path, slow_at=slow_at, wrong_at=wrong_at)
     repo = GitRepo(path=hist.repo)
-    cands = list_candidates(repo, hist.shas[0], "main", paths=paths)
+    cands = list_candidates(repo, hist.shas[0], "main", paths=paths, rules=RULES)
     lab = Lab(repo=hist.repo, broken={hist.shas[i] for i in broken},
               unaudited={hist.shas[i] for i in unaudited},
               noisy={hist.shas[i]: n for i, n in (noisy or {}).items()}, interrupt_at=interrupt_at)
     ends = Endpoints(good=lab.full_build(cands[0].sha), bad=lab.full_build(cands[-1].sha))
-    job = BisectJob(cell="vllm-0.34.0.dev0-cpu", candidates=cands, endpoints=ends, diff=repo.diff,
+    job = BisectJob(rules=RULES, cell="vllm-0.34.0.dev0-cpu", candidates=cands, endpoints=ends, diff=repo.diff,
                     settings={"metric": "throughput", "concurrency": [1, 2]}, paths=paths)
     stages = Stages(make_image=lab.make_image, audit=lab.audit, measure=lab.measure)
     return hist, job, stages, lab

@@ -16,7 +16,10 @@ from builder.bisect.driver import Endpoints
 from builder.bisect.errors import BisectError
 from builder.bisect.measure import Measurer, ServerTemplate
 from builder.bisect.settings import MeasureSettings
+from builder.engines import llamacpp, vllm
 from builder.errors import StepFailed
+from builder.jobs.workspace import Workspace
+from tests.conftest import REPO
 from builder.measure.gate import compare_level
 
 ENDPOINTS = Endpoints(good="sha256:good", bad="sha256:bad")
@@ -50,7 +53,7 @@ def fakes(monkeypatch):
 
 
 def measurer(tmp_path: Path, metric: str, endpoints: Endpoints = ENDPOINTS) -> Measurer:
-    template = ServerTemplate(engine="vllm", gpu=False, model_dir=tmp_path)
+    template = ServerTemplate(engine=vllm, gpu=False, model_dir=tmp_path)
     return Measurer(None, template, MeasureSettings(metric=metric), cell_id="c", endpoints=endpoints,  # type: ignore[arg-type]
                     cache_dir=tmp_path, audit_note="kernel audit skipped: cpu cell")
 
@@ -122,3 +125,14 @@ def test_a_boot_failure_note_is_one_line_with_the_servers_last_log_line():
     assert _boot_failure(exc) == ("img exited with code 1 before it was ready; "
                                   "last log line: ImportError: injected: this commit cannot boot")
     assert _boot_failure(Exception("img was not ready within 8s; last lines:\n")) == "img was not ready within 8s"
+
+
+def test_a_checks_bisect_of_a_llamacpp_gpu_cell_uses_its_engine_and_tie_tolerance(tmp_path):
+    """Regression: `bisect --metric checks` built its SmokeSpec without the engine and the near-tie
+    tolerance, so a llama.cpp GPU bisect ran vLLM's hooks and called near-tie flips regressions."""
+    workspace = Workspace(REPO / "matrix.yaml")
+    job = workspace.job(workspace.cell("llama.cpp-b11312-cu130-sm_90"))
+    template = ServerTemplate.for_job(job, tmp_path, "tiny-f32.gguf")
+    spec = template.smoke_spec(MeasureSettings(metric="checks"))
+    assert spec.engine is llamacpp and spec.tie_nats == 0.005 and spec.tool_recipe == job.smoke.tool_recipe
+    assert template.spec("img").engine is llamacpp and template.spec("img").model_file == "tiny-f32.gguf"

@@ -43,7 +43,7 @@ def test_audit_of_a_directory_runs_without_the_docker_package(tmp_path):
 def test_smoke_url_runs_without_the_docker_package():
     from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
     with fake_engine_for_unit_tests(token_delay_s=0.001) as engine:
-        done = _builder_without_docker("smoke", "--url", engine.url, "--concurrency", "1", "--samples", "2",
+        done = _builder_without_docker("smoke", "--url", engine.url, "--engine", "vllm", "--concurrency", "1", "--samples", "2",
                                        "--tokens", "8", "--json")
     assert "no docker package" not in done.stderr, done.stderr
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from builder.engines import vllm
+
 import json
 
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings, SweepSettings
@@ -29,10 +31,10 @@ def gate_of(baseline, candidate, c=1) -> GateResult:
 
 def test_sweep_spec_takes_the_cell_settings_and_the_engines_streaming_fields():
     settings = SmokeSettings(sweep=SweepSettings(concurrency=(1, 4), samples=3, warmup=0, tokens=32))
-    spec = sweep_spec(settings, "smoke", "vllm")
+    spec = sweep_spec(settings, "smoke", vllm)
     assert (spec.concurrency, spec.samples, spec.warmup, spec.max_tokens) == ((1, 4), 3, 0, 32)
     assert spec.ignore_eos and spec.include_usage  # vLLM takes both
-    assert sweep_spec(settings, "smoke", "vllm", concurrency=(2,)).concurrency == (2,)
+    assert sweep_spec(settings, "smoke", vllm, concurrency=(2,)).concurrency == (2,)
 
 
 def test_sweep_verdict_fails_on_errors_and_short_decodes():
@@ -66,7 +68,7 @@ def test_gate_verdicts_map_to_three_outcomes_and_state_the_resolution():
 
 def test_without_a_known_good_the_gate_skips_and_says_nothing_was_resolved():
     recorded = SweepResult(model="m", max_tokens=64, levels=(level(1, (480.0,)),))
-    result, run = check_gate(None, "http://127.0.0.1:9", sweep_spec(SmokeSettings(), "m", "vllm"), SETTINGS,
+    result, run = check_gate(None, "http://127.0.0.1:9", sweep_spec(SmokeSettings(), "m", vllm), SETTINGS,
                              recorded=recorded)
     assert run is None and result.status == "skip" and NO_INTERVAL in result.evidence
     assert "context only" in result.data["context"] and "480.0" in result.data["context"]
@@ -99,7 +101,7 @@ def test_profiles_serve_with_their_args_and_env():
     from builder.smoke.model import SmokeModel
     settings = SmokeSettings(args=("--max-model-len", "512"), env={"A": "1", "B": "2"},
                              profiles=(ServeProfile(name="eager", args=("--enforce-eager",), env={"B": "3"}),))
-    inputs = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=settings)
+    inputs = SmokeInputs(cell_id="c", engine=vllm, arch="cpu", gpu=False, image="img", digest="d", settings=settings)
     model = SmokeModel(Path("/m"), "generated:tiny-llama@x")
     plain = server_spec(inputs, model, image="img")
     eager = server_spec(inputs, model, image="img", profile=settings.profiles[0])
@@ -109,7 +111,7 @@ def test_profiles_serve_with_their_args_and_env():
 
 
 def url_smoke(*args: str):
-    return run_builder("smoke", "--concurrency", "1,2", "--samples", "2", "--tokens", "24", *args)
+    return run_builder("smoke", "--engine", "vllm", "--concurrency", "1,2", "--samples", "2", "--tokens", "24", *args)
 
 
 def test_smoke_url_runs_checks_and_sweep_without_docker():
@@ -146,3 +148,22 @@ def test_smoke_url_exit_codes():
     assert url_smoke("--url", "http://127.0.0.1:1", "--concurrency", "0").returncode == 2
     with fake_engine_for_unit_tests() as engine:
         assert url_smoke("--url", engine.url, "--known-good-url", "http://127.0.0.1:1").returncode == 3
+
+
+def test_smoke_url_with_a_llamacpp_cell_runs_that_engines_hooks():
+    """Regression: `smoke --url --cell llama.cpp-...` passed the cell's engine to the sweep but not to the checks,
+    so its forced tool recipe ran as on vLLM (a FAIL where the container path SKIPs, saying why)."""
+    with fake_engine_for_unit_tests(token_delay_s=0.001) as engine:
+        done = run_builder("smoke", "--url", engine.url, "--cell", "llama.cpp-b11312-cpu", "--concurrency", "1",
+                           "--samples", "2", "--tokens", "8", "--json")
+    report = json.loads(done.stdout)
+    tool = next(c for c in report["checks"] if c["name"] == "tool_call")
+    assert tool["status"] == "skip" and "lazy" in tool["evidence"], tool
+    assert tool["evidence"].startswith("recipe forced on llama.cpp:")
+
+
+def test_smoke_url_needs_the_engine_or_a_cell():
+    done = run_builder("smoke", "--url", "http://127.0.0.1:1")
+    assert done.returncode == 2 and "--engine" in done.stderr and "--cell" in done.stderr
+    wrong = url_smoke("--url", "http://127.0.0.1:1", "--cell", "llama.cpp-b11312-cpu")  # url_smoke says vllm
+    assert wrong.returncode == 2 and "is not the engine of --cell" in wrong.stderr

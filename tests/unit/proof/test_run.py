@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from builder.engines import vllm
+
 
 def test_inputs_name_the_known_good_image_and_keep_its_sweep_as_context():
     import dataclasses
@@ -18,7 +20,7 @@ def test_the_sweep_serves_its_own_model_only_when_one_is_set():
     from builder.matrix.smoke_settings import SmokeSettings, SweepSettings
     from builder.proof.run import SmokeInputs, _perf_model
     base = SmokeSettings(model="generated:tiny-llama")
-    inputs = SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d", settings=base)
+    inputs = SmokeInputs(cell_id="c", engine=vllm, arch="cpu", gpu=False, image="img", digest="d", settings=base)
     assert _perf_model(inputs, client=None) is None  # no sweep.model: the smoke model
     same = dataclasses.replace(base, sweep=SweepSettings(model="generated:tiny-llama"))
     assert _perf_model(dataclasses.replace(inputs, settings=same), client=None) is None
@@ -45,9 +47,9 @@ def test_each_profile_gets_its_own_determinism_and_golden_checks(monkeypatch):
         monkeypatch.setattr(run, "serve", fake_serve)
         profile = ServeProfile(name="ngram", args=("--speculative-config", "{}"))
         settings = SmokeSettings(args=("--max-model-len", "512"), profiles=(profile,))
-        inputs = run.SmokeInputs(cell_id="c", engine="vllm", arch="cpu", gpu=False, image="img", digest="d",
+        inputs = run.SmokeInputs(cell_id="c", engine=vllm, arch="cpu", gpu=False, image="img", digest="d",
                                  settings=settings, golden_profiles={})
-        spec = SmokeSpec("tiny", prompts=("alpha", "beta"), rounds=2, concurrency=4)
+        spec = SmokeSpec(served_name="tiny", engine=vllm, prompts=("alpha", "beta"), rounds=2, concurrency=4)
         checks, outputs = run._profile(None, inputs, SmokeModel(Path("/m"), "m@1"), spec, profile, lambda m: None)
         assert [(c.name, c.status) for c in checks] == [("determinism[ngram]", "pass"), ("golden[ngram]", "skip")]
         assert set(outputs) == {"alpha", "beta"}

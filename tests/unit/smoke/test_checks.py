@@ -3,6 +3,8 @@ check against a scripted fake OpenAI server on loopback (server trouble must giv
 
 from __future__ import annotations
 
+from builder.engines import vllm
+
 import json
 import socket
 import threading
@@ -94,9 +96,9 @@ def test_golden_compares_only_prompts_that_ran():
 
 
 def test_spec_takes_the_cells_validated_settings():
-    assert SmokeSpec("tiny").prompts == DEFAULT_PROMPTS and len(set(DEFAULT_PROMPTS)) == len(DEFAULT_PROMPTS)
+    assert SmokeSpec(served_name="tiny", engine=vllm).prompts == DEFAULT_PROMPTS and len(set(DEFAULT_PROMPTS)) == len(DEFAULT_PROMPTS)
     settings = SmokeSettings(tools=True, tool_recipe="forced")
-    spec = SmokeSpec.from_settings(settings, served_name="smoke")
+    spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=vllm)
     assert (spec.served_name, spec.tools, spec.tool_recipe) == ("smoke", True, "forced")
 
 
@@ -204,7 +206,7 @@ def serve():
         server.server_close()
 
 
-SPEC = SmokeSpec("tiny", max_model_len=512, prompts=("alpha", "beta", "gamma"), concurrency=5, rounds=2,
+SPEC = SmokeSpec(served_name="tiny", engine=vllm, max_model_len=512, prompts=("alpha", "beta", "gamma"), concurrency=5, rounds=2,
                  tools=True, tool_recipe="forced", timeout=2)
 
 
@@ -262,16 +264,16 @@ def test_a_hanging_server_times_out(serve):
         time.sleep(1.5)
         return healthy(server, path, body)
     started = time.monotonic()
-    result = check_models(serve(slow).url, SmokeSpec("tiny", timeout=0.3))
+    result = check_models(serve(slow).url, SmokeSpec(served_name="tiny", engine=vllm, timeout=0.3))
     assert result.status == FAIL and "no answer within 0.3 s" in result.evidence
     assert time.monotonic() - started < 1.5
 
 
 def test_models_check_names_what_is_served(serve):
     url = serve().url
-    missing = check_models(url, SmokeSpec("llama"))
+    missing = check_models(url, SmokeSpec(served_name="llama", engine=vllm))
     assert missing.status == FAIL and missing.evidence == "'llama' is not served; /v1/models lists 'tiny'"
-    wrong_len = check_models(url, SmokeSpec("tiny", max_model_len=4096))
+    wrong_len = check_models(url, SmokeSpec(served_name="tiny", engine=vllm, max_model_len=4096))
     assert wrong_len.status == FAIL and "max_model_len 512, expected 4096" in wrong_len.evidence
 
 
@@ -308,7 +310,7 @@ def test_nondeterminism_between_rounds_is_caught(serve):
 
 
 def test_tool_call_verdicts(serve):
-    assert check_tool_call("http://127.0.0.1:9", SmokeSpec("tiny")).status == SKIP  # not declared: no request
+    assert check_tool_call("http://127.0.0.1:9", SmokeSpec(served_name="tiny", engine=vllm)).status == SKIP  # not declared: no request
 
     def answering(arguments: str | None):
         def reply(server, path, body):
@@ -321,7 +323,7 @@ def test_tool_call_verdicts(serve):
                     calls["tool_calls"][0]["function"]["arguments"] = arguments
             return code, payload
         return reply
-    plain = SmokeSpec("tiny", tools=True)
+    plain = SmokeSpec(served_name="tiny", engine=vllm, tools=True)
     none = check_tool_call(serve(answering(None)).url, plain)
     assert none.status == FAIL and none.evidence == "no tool_calls (finish_reason 'length', content 'I cannot')"
     bad = check_tool_call(serve(answering('{"city": ')).url, plain)

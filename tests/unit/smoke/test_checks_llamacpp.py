@@ -3,6 +3,8 @@ engine module's hooks read it (context length under meta, /tokenize's `content`,
 
 from __future__ import annotations
 
+from builder.engines import llamacpp, vllm
+
 from builder.checkresult import PASS, SKIP
 from builder.smoke.checks import check_models, check_tool_call
 from builder.smoke.openai import SmokeSpec
@@ -23,19 +25,19 @@ def llama_server(server, path, body):
 
 def test_context_length_from_meta(serve):
     url = serve(llama_server).url
-    result = check_models(url, SmokeSpec("tiny", max_model_len=512, engine="llama.cpp"))
+    result = check_models(url, SmokeSpec(served_name="tiny", max_model_len=512, engine=llamacpp))
     assert result.status == PASS and result.evidence == "serves 'tiny' with max_model_len 512"
     # read as vLLM would, the entry has no max_model_len
-    assert check_models(url, SmokeSpec("tiny", engine="vllm")).data["models"] == {"tiny": None}
+    assert check_models(url, SmokeSpec(served_name="tiny", engine=vllm)).data["models"] == {"tiny": None}
 
 
 def test_forced_tool_recipe_is_a_skip_with_the_reason(serve):
     server = serve(llama_server)
-    result = check_tool_call(server.url, SmokeSpec("tiny", tools=True, tool_recipe="forced", engine="llama.cpp"))
+    result = check_tool_call(server.url, SmokeSpec(served_name="tiny", tools=True, tool_recipe="forced", engine=llamacpp))
     assert result.status == SKIP and "lazy" in result.evidence and result.evidence.startswith("recipe forced")
     assert server.calls == []  # nothing was asked of the server
 
 
 def test_plain_tool_recipe_runs_on_llamacpp(serve):
-    result = check_tool_call(serve(llama_server).url, SmokeSpec("tiny", tools=True, engine="llama.cpp"))
+    result = check_tool_call(serve(llama_server).url, SmokeSpec(served_name="tiny", tools=True, engine=llamacpp))
     assert result.status == PASS

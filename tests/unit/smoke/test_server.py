@@ -3,13 +3,15 @@ options handed to the Engine (the `--gpus all` DeviceRequest), not by running th
 
 from __future__ import annotations
 
+from builder.engines import vllm
+
 from pathlib import Path
 
 from builder.smoke.server import ServerSpec, run_options, server_args
 
 
 def spec(gpu: bool) -> ServerSpec:
-    return ServerSpec(image="reg/img:tag", engine="vllm", gpu=gpu, model_dir=Path("/models/tiny"), served_name="smoke",
+    return ServerSpec(image="reg/img:tag", engine=vllm, gpu=gpu, model_dir=Path("/models/tiny"), served_name="smoke",
                       args=("--max-model-len", "512"), env={"VLLM_CPU_KVCACHE_SPACE": "1"}, shm_size="1g",
                       ready_timeout=60)
 

@@ -3,6 +3,8 @@ judged at the first differing token, and check_determinism tolerating only those
 
 from __future__ import annotations
 
+from builder.engines import vllm
+
 import pytest
 
 from builder.checkresult import FAIL, PASS
@@ -79,7 +81,7 @@ def batched_flip(gap: float):
 
 def test_determinism_tolerates_near_tie_flips_only_when_the_cell_says_so(serve):
     url = serve(batched_flip(2e-4)).url
-    spec = SmokeSpec("tiny", prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
+    spec = SmokeSpec(served_name="tiny", engine=vllm, prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
                      concurrency=5)
     exact, _ = check_determinism(url, spec)
     assert exact.status == FAIL and "prompt 'beta' differs at char 6" in exact.evidence
@@ -90,7 +92,7 @@ def test_determinism_tolerates_near_tie_flips_only_when_the_cell_says_so(serve):
 
 
 def test_a_flip_where_the_model_was_decisive_still_fails(serve):
-    spec = SmokeSpec("tiny", prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
+    spec = SmokeSpec(served_name="tiny", engine=vllm, prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8, rounds=2,
                      concurrency=5, tie_nats=0.005)
     result, _ = check_determinism(serve(batched_flip(0.9)).url, spec)
     assert result.status == FAIL and "token 2: top-2 gap 0.9 nats, took the runner-up" in result.evidence
