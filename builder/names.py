@@ -60,3 +60,13 @@ class ImageNames:
 
     def immutable(self, cell_id: str, content_hash: str) -> str:
         return f"{self.repo}:{immutable_tag(cell_id, content_hash)}"
+
+    def reference_in_repo(self, image: str) -> str | None:
+        """The tag or digest of `image` when it names this repository (REPO:TAG or REPO@sha256:...), else None.
+
+        >>> ImageNames("127.0.0.1:5000", "llm-factory/images").reference_in_repo("127.0.0.1:5000/llm-factory/images:vllm-x")
+        'vllm-x'
+        """
+        match = re.fullmatch(rf"{re.escape(self.repo)}(?::(?P<tag>[\w][\w.-]{{0,127}})|@(?P<digest>sha256:[0-9a-f]{{64}}))",
+                             image)
+        return (match.group("tag") or match.group("digest")) if match else None

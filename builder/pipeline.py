@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.buildkit.runner import CellResult
+from builder.errors import InputError, StepFailed
 from builder.jobs.job import CellJob
+from builder.jobs.workspace import Workspace
 from builder.matrix.smoke_settings import SmokeSettings
-from builder.names import ImageNames
+from builder.names import CELL_LABEL, ImageNames
 from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
 from builder.promotion.promote import promote
-from builder.promotion.store import RecordStore
+from builder.promotion.store import RecordStore, newest_image
 from builder.proof.report import SmokeReport
 from builder.proof.run import SmokeInputs, run_smoke
 
@@ -64,6 +66,25 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
         result = promote(client, names.repository, cell.id, digest)
         progress(result.message)
     return report
+
+
+def smoke_target(workspace: Workspace, client: RegistryClient, image: str | None,
+                 cell_id: str | None) -> tuple[CellJob, str, str]:
+    """(job, runnable reference, digest) for `builder smoke IMAGE` (its cell from its labels) or `--cell CELL`
+    (the cell's newest image)."""
+    repository, repo = workspace.names.repository, workspace.names.repo
+    if image:
+        info = client.head_manifest(repository, workspace.names.reference_in_repo(image) or image)
+        if info is None:
+            raise StepFailed(f"{image} is not in the registry")
+        labelled = client.image_labels(repository, info.digest).get(CELL_LABEL, "")
+        cells = {c.id: c for c in workspace.expansion.cells}
+        if labelled not in cells:
+            raise InputError(f"{image} is labelled cell '{labelled}', which is not a cell of {workspace.matrix.path}")
+        return workspace.job(cells[labelled]), image, info.digest
+    cell = workspace.cell(cell_id or "")
+    tag, digest = newest_image(client, repository, cell.id)
+    return workspace.job(cell), f"{repo}:{tag}", digest
 
 
 def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], results: list[CellResult],

@@ -37,8 +37,8 @@ import docker
 import requests
 
 from builder.engines import EngineModule
-from builder.jobs.job import CellJob
 from builder.errors import StepFailed
+from builder.jobs.job import CellJob
 from builder.matrix.smoke_settings import ToolRecipe
 from builder.measure.absession import interleave_servers
 from builder.measure.gate import LevelVerdict

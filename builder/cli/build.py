@@ -70,12 +70,12 @@ def build_cmd(
     from builder.buildkit.tool import detect_build_tool
     tool = detect_build_tool()
     workdir = workdir.resolve()
-    jobs = session.selected_jobs()
-    cells = [job.cell for job in jobs]
+    cell_jobs = session.selected_jobs()
+    cells = [job.cell for job in cell_jobs]
     if dry_run:
         plans = []
         revision = _git_revision(session.root)
-        for item in jobs:
+        for item in cell_jobs:
             try:  # read-only lookups (lock, Engine, registry HEAD); the plan still prints without them
                 context = session.render(item, options, resolve=True)
             except (ServiceError, StepFailed) as exc:
@@ -89,9 +89,9 @@ def build_cmd(
     from builder.buildkit.progress import Progress
     from builder.buildkit.runner import Builder, BuildOptions, summary_rows
     from builder.oci.registry import RegistryClient
-    for item in jobs:  # patch records, templates and values of every cell, before the registry is asked
+    for item in cell_jobs:  # patch records, templates and values of every cell, before the registry is asked
         session.render(item, options)
-    by_id = {job.id: job for job in jobs}
+    by_id = {job.id: job for job in cell_jobs}
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
@@ -104,7 +104,7 @@ def build_cmd(
         typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
         raise typer.Exit(130)
     from builder.pipeline import smoke_built  # the Docker SDK only where it is used
-    smoked = smoke_built(session.names, client, jobs, results, workdir, promote,
+    smoked = smoke_built(session.names, client, cell_jobs, results, workdir, promote,
                          say=lambda m: typer.echo(m, err=True), accept_inconclusive=accept_inconclusive) if smoke else {}
     typer.echo("")
     rows = summary_rows(results)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -12,12 +11,9 @@ import typer
 
 from builder.cli.options import MatrixOpt, RegistryOpt, existing_dir, path_option, writable_dir
 from builder.cli.session import Session
-from builder.errors import InputError, StepFailed
-from builder.jobs.job import CellJob
+from builder.errors import InputError
 from builder.matrix.smoke_settings import SmokeSettings
-from builder.names import CELL_LABEL
 from builder.oci.registry import RegistryClient
-from builder.promotion.store import newest_image
 
 
 def smoke_command(
@@ -118,35 +114,17 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
 
 def _image_ref(session, image: str) -> str:
     """The tag or digest of IMAGE, which must be in the session's repository."""
-    repo = session.names.repo
-    match = re.fullmatch(rf"{re.escape(repo)}(?::(?P<tag>[\w][\w.-]{{0,127}})|@(?P<digest>sha256:[0-9a-f]{{64}}))", image)
-    if not match:
+    found = session.names.reference_in_repo(image)
+    if found is None:
+        repo = session.names.repo
         raise InputError(f"IMAGE: {image[:80]!r} is not in {repo} (e.g. {repo}:<cell>-<hash> or {repo}@sha256:...); "
                          "smoke results are recorded beside the image in its registry")
-    return match.group("tag") or match.group("digest")
-
-
-def resolve_target(session, client: RegistryClient, image: str | None, cell_id: str | None) -> tuple[CellJob, str, str]:
-    """(cell, runnable reference, digest) for `builder smoke IMAGE` or `--cell CELL`."""
-    repository, repo = session.names.repository, session.names.repo
-    cells = {c.id: c for c in session.expansion.cells}
-    if image:
-        info = client.head_manifest(repository, _image_ref(session, image))
-        if info is None:
-            raise StepFailed(f"{image} is not in the registry")
-        cell_id = client.image_labels(repository, info.digest).get(CELL_LABEL)
-        if cell_id not in cells:
-            raise InputError(f"{image} is labelled cell '{cell_id}', which is not a cell of {session.matrix.path}")
-        return session.job(cells[cell_id]), image, info.digest
-    if cell_id not in cells:
-        raise InputError(f"--cell: '{cell_id}' is not a cell of the matrix (see `builder matrix`)")
-    tag, digest = newest_image(client, repository, cell_id)
-    return session.job(cells[cell_id]), f"{repo}:{tag}", digest
+    return found
 
 
 def run_smoke_command(session, image: str | None, cell_id: str | None, options,
                       overrides: SweepOverrides = SweepOverrides()) -> None:
-    from builder.pipeline import smoke_and_maybe_promote
+    from builder.pipeline import smoke_and_maybe_promote, smoke_target
     if bool(image) == bool(cell_id):
         raise InputError("give either IMAGE or --cell CELL (one of them), or --url URL")
     # Everything the arguments say is checked before the registry is contacted.
@@ -158,7 +136,7 @@ def run_smoke_command(session, image: str | None, cell_id: str | None, options,
     writable_dir(options.report_dir, "--report-dir")
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
-    job, reference, digest = resolve_target(session, client, image, cell_id)
+    job, reference, digest = smoke_target(session, client, image, cell_id)
     cell = job.cell
     report = smoke_and_maybe_promote(session.names, client, job, reference, digest, options,
                                      settings=overrides.apply(job.smoke),

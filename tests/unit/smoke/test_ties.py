@@ -69,7 +69,7 @@ def batched_flip(gap: float):
         if path != "/v1/completions" or body["prompt"] != "beta":
             return code, payload
         text = payload["choices"][0]["text"]  # "out:ateb"
-        if server.in_flight > 1:
+        if server.batched():
             payload["choices"][0]["text"] = text[:6] + "Zb"
         if body.get("logprobs"):
             tokens = ["out:", "at", "e", "b"]
