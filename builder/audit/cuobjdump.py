@@ -55,7 +55,7 @@ def find_cuobjdump() -> str:
         if entry.name == "cuobjdump" and os.access(path, os.X_OK):
             return str(path)
     raise StepFailed("cuobjdump not found on PATH nor in the nvidia-cuda-cuobjdump wheel: "
-                     "pip install nvidia-cuda-cuobjdump")
+                     "pip install 'llm-image-factory[audit]'")
 
 
 def _cuobjdump(tool: str, flags: list[str], path: Path, parse: Callable, timeout: float):

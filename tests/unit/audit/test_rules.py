@@ -418,5 +418,19 @@ def test_find_cuobjdump_names_the_wheel_when_missing(monkeypatch):
     def missing(name):
         raise kc.importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(kc.importlib.metadata, "distribution", missing)
-    with pytest.raises(StepFailed, match="pip install nvidia-cuda-cuobjdump"):
+    with pytest.raises(StepFailed, match=r"pip install 'llm-image-factory\[audit\]'"):
         kc.find_cuobjdump()
+
+
+def test_the_audit_extra_installs_the_wheel_find_cuobjdump_reads():
+    """`pip install 'llm-image-factory[audit]'` is what the error tells a user; it must bring the wheel."""
+    import tomllib
+    from pathlib import Path
+    project = tomllib.loads((Path(kc.__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(req.startswith("nvidia-cuda-cuobjdump") for req in project["optional-dependencies"]["audit"])
+
+
+def test_find_cuobjdump_uses_the_wheel_binary_when_path_has_none(monkeypatch):
+    monkeypatch.setattr(kc.shutil, "which", lambda name: None)
+    found = kc.find_cuobjdump()  # the test extra installs the real wheel
+    assert found.endswith("/cuobjdump") and "site-packages" in found
