@@ -95,9 +95,13 @@ def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], 
     memory (and GPU) to itself."""
     by_id = {job.id: job for job in jobs}
     built = {result.cell_id: result.image for result in results if result.ok and result.image}
-    verdicts = {}
+    verdicts: dict[str, str] = {}
     for result in results:
         if not result.ok:
+            continue
+        helper = by_id[result.cell_id].smoke.model_helper
+        if helper and verdicts.get(helper, "passed").startswith("FAILED"):  # its model would come from a bad image
+            verdicts[result.cell_id] = f"FAILED (not smoked: its model helper {helper} failed)"
             continue
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -70,6 +71,7 @@ class Builder:
         self._children: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         self._docker = None
+        self._built: dict[str, str] = {}
 
     @property
     def docker(self):
@@ -77,19 +79,37 @@ class Builder:
             self._docker = dockerd.connect()
         return self._docker
 
-    def build_all(self, cells: list[Cell]) -> list[CellResult]:
+    def build_all(self, cells: list[Cell], needs: Mapping[str, str] | None = None) -> list[CellResult]:
+        """Build the cells in order (`--jobs` at once). `needs`: cell id -> the cell whose image it is
+        built FROM; such a cell starts only after that one is pushed, and not at all when it failed."""
         results: dict[str, CellResult] = {}
+        done = {cell.id: threading.Event() for cell in cells}
         failed = threading.Event()
+        needs = needs or {}
 
         def run(cell: Cell) -> None:
-            if self.cancel.is_set() or (failed.is_set() and not self.options.keep_going):
-                results[cell.id] = CellResult(cell.id, "not started", error="an earlier cell failed"
-                                              if failed.is_set() else "interrupted")
-                return
-            result = self.build_one(cell)
-            results[cell.id] = result
-            if not result.ok:
-                failed.set()
+            try:
+                base = needs.get(cell.id)
+                if base in done:
+                    while not done[base].wait(0.2) and not self.cancel.is_set():
+                        pass  # bounded by that build, which has its own limits
+                    if not results.get(base, CellResult(base, "not started")).ok:
+                        results[cell.id] = CellResult(cell.id, "not started", error=f"its base {base} was not built")
+                        failed.set()
+                        return
+                if self.cancel.is_set() or (failed.is_set() and not self.options.keep_going):
+                    results[cell.id] = CellResult(cell.id, "not started", error="an earlier cell failed"
+                                                  if failed.is_set() else "interrupted")
+                    return
+                result = self.build_one(cell)
+                results[cell.id] = result
+                if result.ok:
+                    with self._lock:
+                        self._built[cell.id] = result.digest
+                else:
+                    failed.set()
+            finally:
+                done[cell.id].set()
 
         # Ctrl-C, and SIGTERM (the CLI turns it into KeyboardInterrupt), stop the running builds.
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
@@ -103,6 +123,11 @@ class Builder:
                 self.interrupt()
                 raise
         return [results[c.id] for c in cells]
+
+    def built_digests(self) -> dict[str, str]:
+        """cell id -> digest of each image pushed (or found up to date) so far in this run."""
+        with self._lock:
+            return dict(self._built)
 
     def interrupt(self) -> None:
         """Stop every running build (its process group); nothing further is pushed."""

@@ -70,9 +70,15 @@ def build_cmd(
     from builder.buildkit.tool import detect_build_tool
     tool = detect_build_tool()
     workdir = workdir.resolve()
-    cell_jobs = session.selected_jobs()
-    cells = [job.cell for job in cell_jobs]
+    selected = session.cells()
+    # What the selection needs (a model helper for --smoke, a base that is another cell's image), in
+    # dependency order; validated and rendered with the rest before the registry says which it has.
+    cell_jobs = session.ordered_jobs(selected, smoke=smoke)
     if dry_run:
+        for item in cell_jobs:
+            if item.needed_by:
+                typer.echo(f"added {item.id}: the {item.needed_by} (a build skips it when the registry "
+                           "has its tested image)", err=True)
         plans = []
         revision = _git_revision(session.root)
         for item in cell_jobs:
@@ -91,15 +97,25 @@ def build_cmd(
     from builder.oci.registry import RegistryClient
     for item in cell_jobs:  # patch records, templates and values of every cell, before the registry is asked
         session.render(item, options)
-    by_id = {job.id: job for job in cell_jobs}
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
+    needed = session.dependency_ids(selected, smoke=smoke)
+    present = frozenset(c for c in needed if client.head_manifest(session.names.repository, c) is not None)
+    cell_jobs = session.ordered_jobs(selected, smoke=smoke, present=present)  # a tested image exists: not rebuilt
+    for item in cell_jobs:
+        if item.needed_by:
+            typer.echo(f"added {item.id}: the {item.needed_by} (the registry has no tested image of it)", err=True)
+    by_id = {job.id: job for job in cell_jobs}
+    cells = [job.cell for job in cell_jobs]
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
-    builder = Builder(tool, session.names, client, lambda c: session.render(by_id[c.id], options, fetch=True, resolve=True),
+    builder = Builder(tool, session.names, client,
+                      lambda c: session.render(by_id[c.id], options, fetch=True, resolve=True,
+                                               built=builder.built_digests()),
                       BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root), max_jobs),
                       Progress(len(cells)))
     try:
-        results = builder.build_all(cells)
+        results = builder.build_all(cells, {job.id: base for job in cell_jobs
+                                            if (base := session.base_dependency(job)) in by_id})
     except KeyboardInterrupt:
         typer.echo("interrupted: running builds stopped, nothing further pushed", err=True)
         raise typer.Exit(130)

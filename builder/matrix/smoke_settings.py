@@ -36,6 +36,7 @@ class SmokeSettings:
     # A cell whose (tested, friendly-tagged) image makes a generated model when the image under test
     # cannot: generated:tiny-llama-gguf needs torch + transformers, which a llama.cpp image lacks.
     model_helper: str | None = None
+    model_helper_line: int = 0  # where matrix.yaml names it, for the load-time check (matrix/order.py)
     # 0: concurrent greedy outputs must equal the sequential ones. Above 0: a difference is accepted
     # when it is a flip at a near-tie (top-2 logprob gap under this many nats, the runner-up taken):
     # for engines that are not batch-invariant (smoke/ties.py says what was measured).
@@ -100,7 +101,8 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         shm_size=r.string("shm_size", base.shm_size),
         audit_optional=r.strings("audit_optional", base.audit_optional),
         sweep=_sweep(r, base.sweep), gate=_gate(r, base.gate), profiles=_profiles(r, base.profiles),
-        model_helper=r.string("model_helper", base.model_helper),
+        model_helper=r.string("model_helper", base.model_helper, check=grammar.tag),
+        model_helper_line=r.line_of("model_helper") if r.has("model_helper") else base.model_helper_line,
         determinism_tie_nats=_tie_nats(r, base.determinism_tie_nats))
 
 
