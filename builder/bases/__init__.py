@@ -1,1 +1,1 @@
-"""Base images: resolved to digests, locked, mirrored (stage between patching and render)."""
+"""Stage 3, bases: base images resolved to digests, locked, mirrored."""

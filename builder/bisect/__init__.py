@@ -1,4 +1,4 @@
-"""builder bisect: find the engine commit that made an image slow or wrong.
+"""Stage 14, bisect: find the engine commit that made an image slow or wrong (`builder bisect`).
 
 Pure core: classify (compiled vs Python-only changes, PR numbers), search (the state machine),
 ladder (the cheapest image per candidate), model (records), report (text and JSON).

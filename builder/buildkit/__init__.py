@@ -1,1 +1,1 @@
-"""Stage 4, build and push: the plan of docker commands, and the runner that executes it."""
+"""Stage 6, build and push: the plan of docker commands, and the runner that executes it."""

@@ -1,1 +1,1 @@
-"""Stage 6, promote: known-good records in the registry and the friendly tag."""
+"""Stage 11, promote: known-good records in the registry and the friendly tag."""

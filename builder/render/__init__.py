@@ -1,1 +1,1 @@
-"""Stage 3, render: a cell's self-contained build context and its content hash."""
+"""Stage 4, render: a cell's self-contained build context and its content hash."""

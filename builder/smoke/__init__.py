@@ -1,1 +1,1 @@
-"""Stage 5, smoke: boot an image, check it, audit its kernels, report."""
+"""Stage 8, smoke: boot an engine image with a tiny model and check the live server's answers."""

@@ -1,1 +1,1 @@
-"""Stage 7, CI: workflows for self-hosted GitHub/Gitea runners."""
+"""Stage 12, CI: workflows for self-hosted GitHub/Gitea runners."""
