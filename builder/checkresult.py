@@ -4,7 +4,7 @@ from a closed set, one line of evidence a person reads, and JSON-able details.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 CheckStatus = Literal["pass", "fail", "skip"]
 PASS: Final[CheckStatus] = "pass"
@@ -17,7 +17,7 @@ class CheckResult:
     name: str
     status: CheckStatus
     evidence: str  # one line a person reads
-    data: dict = field(default_factory=dict)  # JSON-able details
+    data: dict[str, Any] = field(default_factory=dict)  # JSON-able details
 
 
 def one_line(text: str, limit: int = 200) -> str:

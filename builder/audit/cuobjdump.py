@@ -51,7 +51,7 @@ def find_cuobjdump() -> str:
     except importlib.metadata.PackageNotFoundError:
         dist = None
     for entry in (dist.files or []) if dist else []:
-        path = Path(dist.locate_file(entry))
+        path = Path(str(dist.locate_file(entry)))  # type: ignore[union-attr]  # dist is set where files are
         if entry.name == "cuobjdump" and os.access(path, os.X_OK):
             return str(path)
     raise StepFailed("cuobjdump not found on PATH nor in the nvidia-cuda-cuobjdump wheel: "
@@ -64,9 +64,13 @@ def _cuobjdump(tool: str, flags: list[str], path: Path, parse: Callable, timeout
     try:
         with tempfile.TemporaryFile() as err, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
                                                                text=True, errors="replace") as proc:
-            timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
+            def kill() -> None:
+                killed.set()
+                proc.kill()
+            timer = threading.Timer(timeout, kill)
             timer.start()
             try:
+                assert proc.stdout is not None  # stdout=PIPE
                 result = parse(proc.stdout)
                 proc.stdout.read()  # drain what the parser left
                 code = proc.wait()

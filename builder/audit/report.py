@@ -3,6 +3,8 @@ rules in kernels.py, and the KernelAuditReport over an audited tree. Pure."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,7 +38,7 @@ class AuditWarning:
         return (f"{self.name}: {len(self.kernels)} kernels with {', '.join(self.archs)} SASS only "
                 f"(e.g. {self.kernels[0]}); {self.evidence}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kernels": len(self.kernels), "examples": list(self.kernels[:5]),
                 "archs": list(self.archs), "evidence": self.evidence}
 
@@ -46,7 +48,9 @@ def _excuse(images: tuple[KernelImage, ...], found: dict[str, Stranding],
     """Split stranded kernels into those that fail and the engine-declared ones that warn."""
     if not declared:
         return found, ()
-    targets, failing, excused = kernel_targets(images), {}, {}
+    targets = kernel_targets(images)
+    failing: dict[str, Stranding] = {}
+    excused: dict[str, tuple[DispatchOnly, list[str]]] = {}
     for kernel, why in found.items():
         entry = dispatch_match(targets[kernel], kernel, declared) if why == OLDER_GENERATION else None
         if entry is None:
@@ -77,7 +81,7 @@ class LibraryAudit:
     def describe(self) -> str:
         return f"{self.path} {self.detail}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "verdict": self.verdict, "detail": self.detail,
                 "targets": [t.label for t in self.targets], "usable": [t.label for t in self.usable],
                 "stranded_kernels": len(self.stranded), "stranded_examples": list(self.stranded[:20]),
@@ -96,7 +100,7 @@ def judge(path: str, targets: tuple[DeviceTarget, ...], cell_arch: str,
     found, warnings = _excuse(images, stranded(images, cell_arch), dispatch_only) if images else ({}, ())
     names = tuple(found)
     reasons = tuple(dict.fromkeys(found.values()))
-    if found:
+    if found and images:
         total = len(set().union(*(i.kernels for i in images)))
         stale = _labels(i.target for i in images if i.kernels & found.keys() and
                         (_misses(i.target, cell_arch) or _older_plain(i.target, cell_arch)))
@@ -147,7 +151,7 @@ class KernelAuditReport:
                 f"{count[FAIL]} fail, {count[SKIP]} skipped{warned})")
         return head if self.ok else f"{head}: {self.failures[0]}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"cell_arch": self.cell_arch, "root": self.root, "ok": self.ok, "summary": self.summary(),
                 "failures": list(self.failures), "warnings": list(self.warnings),
                 "libraries": [lib.to_dict() for lib in self.libraries]}

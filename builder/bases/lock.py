@@ -10,6 +10,8 @@ image id, read at build time; that id differs on every machine, so none is commi
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,14 +80,14 @@ def load_lock(path: Path) -> dict[str, LockEntry]:
 
 
 def merge(old: dict[str, LockEntry], resolved: dict[str, str], today: str,
-          keep: set[str] = frozenset()) -> dict[str, LockEntry]:
+          keep: Set[str] = frozenset()) -> dict[str, LockEntry]:
     """The new lock: `resolved` (reference -> digest or LOCAL), plus the old entries named in keep
     (bases of cells outside the selection). An unmoved digest keeps its date."""
     out = {ref: old[ref] for ref in keep if ref in old}
     for reference, digest in resolved.items():
         previous = old.get(reference)
-        unmoved = previous is not None and previous.digest == digest
-        out[reference] = LockEntry(reference, digest, previous.date if unmoved else today)
+        date = previous.date if previous is not None and previous.digest == digest else today
+        out[reference] = LockEntry(reference, digest, date)
     return out
 
 

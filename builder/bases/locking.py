@@ -83,7 +83,7 @@ def mirror_bases(resolver: BaseResolver, references: list[str], lock: dict[str, 
             say(f"{reference}: local image, not in a registry: skipped (mirror it by pushing it yourself)")
             continue
         ref = parse_reference(reference)
-        digest = ref.digest or entry.digest
+        digest = ref.digest or (entry.digest if entry else "")  # unlocked means pinned (checked above)
         host, _, repo = mirror_repository(to, reference).partition("/")
         target = resolver.client(host)
         tags = (ref.tag,) if ref.tag else ()

@@ -79,6 +79,6 @@ def version_images(cell: Cell, cells: Sequence[Cell], resolve: Callable[[str], s
     for version in sibling_cells(cell, cells).values():
         sha = release_commit(version, resolve)
         image = known_good(version.id) if sha else None
-        if image:
+        if sha and image:
             found[sha] = image
     return found

@@ -51,7 +51,8 @@ def create_base(tag: str, suite: str = "bookworm", mirror: str = "http://deb.deb
         finally:
             if tar.poll() is None:
                 tar.kill()
-        tar.stdout.close()
+        if tar.stdout is not None:
+            tar.stdout.close()
         tar.wait()
         if imported.returncode != 0:
             raise StepFailed(f"docker import failed: {imported.stderr.strip()[-300:]}")

@@ -237,7 +237,7 @@ class Builder:
                                          text=True, errors="replace", start_new_session=True)
                 self._children.add(child)
             try:
-                for line in child.stdout:
+                for line in child.stdout or ():  # stdout=PIPE: always set
                     handle.write(line)
                     current = buildkit_step(line)
                     if current:

@@ -8,6 +8,8 @@ known-good (cli/promote.py); board (cli/board.py); bisect (cli/bisect.py); ci (c
 
 from __future__ import annotations
 
+from typing import Any
+
 import signal
 import sys
 
@@ -32,7 +34,7 @@ app.add_typer(bases_app, name="bases")
 
 
 # The CLI library's exception classes, wherever this typer keeps them (its own copy of click, or click).
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_EXCEPTION: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:

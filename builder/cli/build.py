@@ -75,18 +75,18 @@ def build_cmd(
     # dependency order; validated and rendered with the rest before the registry says which it has.
     cell_jobs = session.ordered_jobs(selected, smoke=smoke)
     if dry_run:
-        for item in cell_jobs:
-            if item.needed_by:
-                typer.echo(f"added {item.id}: the {item.needed_by} (a build skips it when the registry "
+        for job in cell_jobs:
+            if job.needed_by:
+                typer.echo(f"added {job.id}: the {job.needed_by} (a build skips it when the registry "
                            "has its tested image)", err=True)
         plans = []
         revision = _git_revision(session.root)
-        for item in cell_jobs:
+        for job in cell_jobs:
             try:  # read-only lookups (lock, Engine, registry HEAD); the plan still prints without them
-                context = session.render(item, options, resolve=True)
+                context = session.render(job, options, resolve=True)
             except (ServiceError, StepFailed) as exc:
-                typer.echo(f"{item.id}: base not resolved ({exc}); its hash below is provisional", err=True)
-                context = session.render(item, options)
+                typer.echo(f"{job.id}: base not resolved ({exc}); its hash below is provisional", err=True)
+                context = session.render(job, options)
             labels = build_labels(context, "<build time>", revision,
                                   context.base.digest if context.base else "<base image digest>")
             plans.append(cell_plan(tool, session.names, context, workdir, secrets, labels, max_jobs))
@@ -95,20 +95,20 @@ def build_cmd(
     from builder.buildkit.progress import Progress
     from builder.buildkit.runner import Builder, BuildOptions, summary_rows
     from builder.oci.registry import RegistryClient
-    for item in cell_jobs:  # patch records, templates and values of every cell, before the registry is asked
-        session.render(item, options)
+    for job in cell_jobs:  # patch records, templates and values of every cell, before the registry is asked
+        session.render(job, options)
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     needed = session.dependency_ids(selected, smoke=smoke)
     present = frozenset(c for c in needed if client.head_manifest(session.names.repository, c) is not None)
     cell_jobs = session.ordered_jobs(selected, smoke=smoke, present=present)  # a tested image exists: not rebuilt
-    for item in cell_jobs:
-        if item.needed_by:
-            typer.echo(f"added {item.id}: the {item.needed_by} (the registry has no tested image of it)", err=True)
+    for job in cell_jobs:
+        if job.needed_by:
+            typer.echo(f"added {job.id}: the {job.needed_by} (the registry has no tested image of it)", err=True)
     by_id = {job.id: job for job in cell_jobs}
     cells = [job.cell for job in cell_jobs]
     typer.echo(f"build tool: {tool.describe()}; registry {session.names.repo}; {len(cells)} cell(s)", err=True)
-    builder = Builder(tool, session.names, client,
+    builder: Builder = Builder(tool, session.names, client,
                       lambda c: session.render(by_id[c.id], options, fetch=True, resolve=True,
                                                built=builder.built_digests()),
                       BuildOptions(workdir, secrets, jobs, keep_going, _git_revision(session.root), max_jobs),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, overload
 
 import typer
 
@@ -37,10 +37,26 @@ def path_option(default, *names: str, **kwargs):
     return typer.Option(default, *names, parser=_nonempty_path, **kwargs)
 
 
+@overload
+def existing_dir(path: Path, option: str) -> Path: ...
+
+
+@overload
+def existing_dir(path: None, option: str) -> None: ...
+
+
 def existing_dir(path: Optional[Path], option: str) -> Optional[Path]:
     if path is not None and not path.is_dir():
         raise InputError(f"{option}: '{path}' is not a directory")
     return path
+
+
+@overload
+def existing_file(path: Path, option: str) -> Path: ...
+
+
+@overload
+def existing_file(path: None, option: str) -> None: ...
 
 
 def existing_file(path: Optional[Path], option: str) -> Optional[Path]:

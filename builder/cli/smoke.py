@@ -130,8 +130,8 @@ def run_smoke_command(session, image: str | None, cell_id: str | None, options,
     # Everything the arguments say is checked before the registry is contacted.
     if image:
         _image_ref(session, image)
-    elif cell_id not in {c.id for c in session.expansion.cells}:
-        raise InputError(f"--cell: '{cell_id[:80]}' is not a cell of the matrix (see `builder matrix`)")
+    elif (cell_id or "") not in {c.id for c in session.expansion.cells}:
+        raise InputError(f"--cell: '{(cell_id or '')[:80]}' is not a cell of the matrix (see `builder matrix`)")
     existing_dir(options.model_dir, "--model-dir")
     writable_dir(options.report_dir, "--report-dir")
     client = RegistryClient.from_environment(session.names.registry)

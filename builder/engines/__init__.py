@@ -93,7 +93,10 @@ def model_dir_problem(engine: EngineModule, directory: Path) -> str | None:
 
 def _registry() -> dict[str, EngineModule]:
     from builder.engines import llamacpp, vllm
-    return {module.name: module for module in (vllm, llamacpp)}
+    # Typed as the Protocol, so the type checker proves each module has every member with its type
+    # (tests/unit/test_types.py runs it; a missing member is an error here, not a getattr default).
+    modules: Final[tuple[EngineModule, ...]] = (vllm, llamacpp)
+    return {module.name: module for module in modules}
 
 
 ENGINES: Final[dict[str, EngineModule]] = _registry()

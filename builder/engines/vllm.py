@@ -17,11 +17,11 @@ container_port = 8000
 health_path = "/health"
 model_formats: tuple[ModelFormat, ...] = ("hf",)
 # vLLM and the kernel libraries it loads from their own wheels.
-audit_packages = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
+audit_packages: tuple[str, ...] = ("vllm", "flashinfer", "flashinfer_jit_cache", "flash_attn", "xformers")
 audit_roots: tuple[str, ...] = ()
 # Kernels with only older-generation SASS and no PTX, found by the kernel audit in the vllm 0.20.2 wheel
 # (cuobjdump --dump-elf-symbols, 2026-12-01); none of them is ever launched on a newer GPU.
-audit_dispatch_only = (
+audit_dispatch_only: tuple[DispatchOnly, ...] = (
     DispatchOnly(name="marlin-sm75", archs=("sm_75",),
                  kernels=("_ZN6marlin6Marlin*", "_ZN16marlin_moe_wna166Marlin*"),
                  evidence="Turing instantiations of the Marlin GEMMs (351 in _C, 351 in _moe_C), present in the "
@@ -35,7 +35,7 @@ audit_dispatch_only = (
                  evidence="the non-vectorised BFloat16 overload selected by _typeConvert<BFloat16>::exists being "
                           "false below sm_80 (enable_if); sm_80 and later carry the vectorised overload"),
 )
-requirement_files = ("requirements/cuda.txt", "requirements-cuda.txt")
+requirement_files: tuple[str, ...] = ("requirements/cuda.txt", "requirements-cuda.txt")
 stream_ignore_eos = True
 stream_usage = True
 converter_dir: str | None = None  # serves Hugging Face directories as they are

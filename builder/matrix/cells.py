@@ -13,7 +13,7 @@ from packaging.version import Version
 
 from builder import grammar
 from builder.errors import ConfigError
-from builder.matrix.model import Arch, CudaRelease, Engine, EngineVersion, Matrix, Mode
+from builder.matrix.model import Arch, CudaRelease, Engine, EngineVersion, ExcludeRule, Matrix, Mode
 from builder.names import HASH_LENGTH
 
 # A cell id is a tag itself (the friendly tag) and the start of its immutable tag
@@ -145,7 +145,7 @@ def _gate(matrix: Matrix, cell: Cell, base_override: str | None) -> tuple[str, i
     return None
 
 
-def _matches(rule, cell: Cell) -> bool:
+def _matches(rule: ExcludeRule, cell: Cell) -> bool:
     if rule.engine and rule.engine != cell.engine.name:
         return False
     if rule.versions is not None and not rule.versions.contains(cell.version, prereleases=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import cast
 
 from builder import grammar
 from builder.engines import ENGINES
@@ -16,6 +17,7 @@ from builder.errors import ConfigError
 from builder.matrix.model import (
     _CUDA_NAME,
     MODES,
+    Mode,
     Arch,
     BaseSettings,
     BuildLimits,
@@ -93,8 +95,7 @@ def _load_archs(reader: MappingReader) -> dict[str, Arch]:
         if not isinstance(name, str) or not grammar.ARCH_NAME.fullmatch(name):
             raise reader.error(name, f"arch name '{name}' is not of the form sm_NN[a|f] or cpu")
         r = MappingReader(value, reader.source, reader.line_of(name), f"archs.{name}")
-        mode = r.string("default_mode", required=True)
-        _check_mode(r, "default_mode", mode)
+        mode = cast(Mode, _check_mode(r, "default_mode", r.string("default_mode", required=True)))
         min_cuda = r.string("min_cuda")
         limits = r.sub("build")
         arch_list = functools.partial(_matches, grammar.ARCH_LIST, "a CUDA arch list like \"12.1a\" or \"8.0;9.0a\"")
@@ -172,12 +173,13 @@ def _load_engines(reader: MappingReader, archs: dict[str, Arch]) -> dict[str, En
         for arch in wheel_packages:
             _check_arch(r, "wheel_packages", arch, archs)
         smoke, per_arch = load_smoke(r.sub("smoke"), archs)
-        default_modes = r.string_map("default_modes")
-        for arch, mode in default_modes.items():
+        default_modes: dict[str, Mode] = {}
+        for arch, mode in r.string_map("default_modes").items():
             _check_arch(r, "default_modes", arch, archs)
             if mode not in MODES:
                 raise r.error("default_modes", f"{r.what}.default_modes.{arch}: unknown build mode '{mode}' "
                                                f"(modes: {', '.join(MODES)})")
+            default_modes[arch] = mode
         versions_reader = r.sub("versions", required=True)
         versions = {}
         for label in versions_reader.data:
@@ -237,7 +239,7 @@ _BUILD_VAR = re.compile(r"[A-Za-z0-9._+-]{1,64}")  # spliced into a template's R
 _BUILD_VAR_KEY = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 
-def _matches(pattern: re.Pattern, what: str, value: str) -> str | None:
+def _matches(pattern: re.Pattern[str], what: str, value: str) -> str | None:
     return None if pattern.fullmatch(value) else f"{value[:60]!r} is not {what}"
 
 

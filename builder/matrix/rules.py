@@ -9,6 +9,9 @@ from builder import grammar
 from builder.matrix.model import (
     MODES,
     Arch,
+    CudaRelease,
+    Engine,
+    Mode,
     ExcludeRule,
     IncludeRule,
 )
@@ -30,7 +33,8 @@ def _rule_readers(top: MappingReader, key: str, what: str, required: bool = Fals
         yield MappingReader(item, top.source, line, f"{key}[{index}]")
 
 
-def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRule, ...]:
+def _load_includes(top: MappingReader, archs: dict[str, Arch], cuda: dict[str, CudaRelease],
+                   engines: dict[str, Engine]) -> tuple[IncludeRule, ...]:
     rules = []
     for r in _rule_readers(top, "include", "a list of cell groups", required=True):
         engine_name = r.string("engine", required=True)
@@ -56,15 +60,14 @@ def _load_includes(top: MappingReader, archs, cuda, engines) -> tuple[IncludeRul
             raise r.error(None, f"{r.what}: GPU archs ({', '.join(gpu)}) need a cuda list")
         if cudas and len(gpu) < len(arch_names):
             raise r.error("cuda", f"{r.what}: cpu archs take no cuda list; put them in a group of their own")
-        mode = r.string("mode")
-        _check_mode(r, "mode", mode)
+        mode = _check_mode(r, "mode", r.string("mode"))
         base = r.string("base", check=grammar.image_reference)
         rules.append(IncludeRule(r.line, engine_name, versions, arch_names, cudas or ("",), mode, base))
         r.finish()
     return tuple(rules)
 
 
-def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...]:
+def _load_excludes(top: MappingReader, archs: dict[str, Arch], engines: dict[str, Engine]) -> tuple[ExcludeRule, ...]:
     rules = []
     for r in _rule_readers(top, "exclude", "a list of rules"):
         engine = r.string("engine")
@@ -83,6 +86,10 @@ def _load_excludes(top: MappingReader, archs, engines) -> tuple[ExcludeRule, ...
     return tuple(rules)
 
 
-def _check_mode(r: MappingReader, key: str, mode: str | None) -> None:
-    if mode is not None and mode not in MODES:
+def _check_mode(r: MappingReader, key: str, mode: str | None) -> Mode | None:
+    """The mode, checked against the vocabulary (None stays None)."""
+    if mode is None:
+        return None
+    if mode not in MODES:
         raise r.error(key, f"{r.what}.{key}: unknown build mode '{mode}' (modes: {', '.join(MODES)})")
+    return mode  # narrowed to Mode by the membership test

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -71,6 +71,19 @@ class MappingReader:
             raise self.error(key, f"{self.what}.{key} is empty; give a value or remove the key")
         return value
 
+    # A default or required=True means a string comes back: the overloads tell the type checker so.
+    @overload
+    def string(self, key: str, default: str, required: bool = False,
+               check: Callable[[str], str | None] | None = None, multiline: bool = False) -> str: ...
+
+    @overload
+    def string(self, key: str, default: None = None, *, required: Literal[True],
+               check: Callable[[str], str | None] | None = None, multiline: bool = False) -> str: ...
+
+    @overload
+    def string(self, key: str, default: str | None = None, required: bool = False,
+               check: Callable[[str], str | None] | None = None, multiline: bool = False) -> str | None: ...
+
     def string(self, key: str, default: str | None = None, required: bool = False,
                check: Callable[[str], str | None] | None = None, multiline: bool = False) -> str | None:
         """A non-empty string of one line (multiline: any text); check: a grammar from
@@ -89,6 +102,12 @@ class MappingReader:
         if problem:
             raise self.error(key, f"{self.what}.{key}: {problem}")
         return value
+
+    @overload
+    def integer(self, key: str, default: int, minimum: int = 0) -> int: ...
+
+    @overload
+    def integer(self, key: str, default: None = None, minimum: int = 0) -> int | None: ...
 
     def integer(self, key: str, default: int | None = None, minimum: int = 0) -> int | None:
         value = self.value(key, default)
@@ -146,7 +165,13 @@ class MappingReader:
             return None
         return parse_specifier(text, self.source, self.line_of(key), f"{self.what}.{key}")
 
-    def sub(self, key: str, required: bool = False) -> "MappingReader | None":
+    @overload
+    def sub(self, key: str, required: Literal[True]) -> MappingReader: ...
+
+    @overload
+    def sub(self, key: str, required: bool = False) -> MappingReader | None: ...
+
+    def sub(self, key: str, required: bool = False) -> MappingReader | None:
         value = self.value(key, None, required)
         if value is None:
             return None

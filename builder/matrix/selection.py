@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import Version
 
 from builder.errors import InputError
 from builder.matrix.cells import Cell, Excluded, Expansion
@@ -58,7 +59,7 @@ def make_selector(matrix: Matrix, arch: list[str] | None = None, cuda: list[str]
     return Selector(archs, cudas, tuple(requirements), _split(cell, "--cell"))
 
 
-def _matches(selector: Selector, cell_id: str, engine: str, version, arch: str, cuda: str | None) -> bool:
+def _matches(selector: Selector, cell_id: str, engine: str, version: Version, arch: str, cuda: str | None) -> bool:
     if selector.archs and arch not in selector.archs:
         return False
     if selector.cudas and cuda not in selector.cudas:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 from builder import grammar
 from builder.matrix.schema import MappingReader
 
 ToolRecipe = Literal["plain", "forced"]
+TOOL_RECIPES: Final[tuple[ToolRecipe, ...]] = get_args(ToolRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +91,7 @@ DEFAULT_PROFILE = "default"
 
 def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
     recipe = r.string("tool_recipe", base.tool_recipe)
-    if recipe not in get_args(ToolRecipe):
+    if recipe not in TOOL_RECIPES:
         raise r.error("tool_recipe", f"{r.what}.tool_recipe must be plain or forced, got '{recipe}'")
     tools = r.raw("tools", base.tools)
     if not isinstance(tools, bool):
@@ -200,7 +202,7 @@ def _fraction(r: MappingReader, key: str, default: float) -> float:
     return float(value)
 
 
-def load_smoke(r: MappingReader | None, archs: dict) -> tuple[SmokeSettings, dict[str, SmokeSettings]]:
+def load_smoke(r: MappingReader | None, archs: Mapping[str, object]) -> tuple[SmokeSettings, dict[str, SmokeSettings]]:
     """engines.<name>.smoke: defaults, and `archs: {<arch>: overrides}` per arch."""
     if r is None:
         return SmokeSettings(), {}

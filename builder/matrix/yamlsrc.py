@@ -17,28 +17,28 @@ from builder.errors import ConfigError
 from builder.util import MAX_FILE_BYTES, read_bounded
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping from YAML with the line of the mapping and of each key (1-based)."""
 
     line: int = 0
-    key_lines: dict
+    key_lines: dict[Any, int]
 
     def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, self.line)
+        return int(self.key_lines.get(key, self.line))
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence from YAML with the line of the sequence and of each item."""
 
     line: int = 0
-    item_lines: list
+    item_lines: list[int]
 
     def line_of(self, index: int) -> int:
         return self.item_lines[index] if index < len(self.item_lines) else self.line
 
 
 # libyaml's parser where PyYAML was built with it (about 10x faster; marks keep line numbers).
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # a class, chosen at run time
 
 MAX_BYTES = MAX_FILE_BYTES  # a matrix or a patch record larger than this is refused, not parsed
 MAX_DEPTH = 64  # nested mappings/sequences; deeper input is refused before it is composed
@@ -47,7 +47,7 @@ MAX_ALIAS_NODES = 10_000  # nodes that aliases may add beyond those written out 
 _NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 
-class _Loader(_BaseLoader):
+class _Loader(_BaseLoader):  # PyYAML's C or Python loader, chosen at import
     source_name = "<yaml>"
 
 
@@ -96,10 +96,9 @@ def _check_bounds(text: str, source_name: str) -> None:
     that would expand to more than MAX_ALIAS_NODES extra nodes (an alias bomb)."""
     bad = _NON_PRINTABLE.search(text)
     if bad:
-        line = text.count("\n", 0, bad.start()) + 1
-        raise ConfigError(source_name, line, f"control character U+{ord(bad.group()):04X} is not allowed in YAML "
+        raise ConfigError(source_name, text.count("\n", 0, bad.start()) + 1, f"control character U+{ord(bad.group()):04X} is not allowed in YAML "
                                              "(a NUL byte or a binary file?)")
-    open_sizes: list[list] = []  # per open collection: [size so far, anchor]
+    open_sizes: list[list[Any]] = []  # per open collection: [size so far, anchor]
     sizes: dict[str, int] = {}  # anchor -> expanded node count, once its node is complete
     written = expanded = 0
     for event in yaml.parse(text, Loader=_BaseLoader):

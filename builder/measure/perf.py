@@ -108,7 +108,7 @@ def gate_verdict(gate: GateResult, *, accept_inconclusive: bool = False, known_g
         return CheckResult("gate", FAIL, "no level was compared", data)
     head = (f"{gate.verdict}: c={worst.concurrency} ratio {worst.ratio:.3f} [{worst.ci_low:.3f}, {worst.ci_high:.3f}]"
             f" vs the known-good beside it, threshold {100 * worst.threshold:g}%; smallest resolvable change "
-            f"{100 * resolution:.1f}% ({len(gate.levels)} levels, {sum(lv.pairs for lv in gate.levels)} pairs)")
+            f"{100 * (resolution or 0.0):.1f}% ({len(gate.levels)} levels, {sum(lv.pairs for lv in gate.levels)} pairs)")
     if gate.verdict == "pass":
         return CheckResult("gate", PASS, head, data)
     if gate.verdict == "regressed":

@@ -97,7 +97,9 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
         if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
             return verdict(UPSTREAM, _fixed(record))
         return verdict(APPLIES, ", ".join(f"{k}={v}" for k, v in record.env.items()))
-    files = diff_files(record.content) if record.kind == "diff" else [record.target]
+    # load_patch guarantees the kind's fields (a diff's file, an overlay's target and origin sha256)
+    target, derived, diff_file = record.target or "", record.derived_from_sha256 or "", record.diff_file or ""
+    files = diff_files(record.content) if record.kind == "diff" else [target]
     missing = [f for f in files if not (tree / f).is_file()]
     if missing and len(missing) == len(files):
         return verdict(NOT_APPLICABLE, f"{missing[0]} does not exist in {record.engine} {label}")
@@ -109,14 +111,14 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
         return verdict(CONFLICT, f"{record.requires.file}: unknown source shape (no match for "
                                  f"/{record.requires.pattern}/); re-derive the patch for {label}")
     if record.kind == "overlay":
-        found = file_sha256(tree / record.target)
+        found = file_sha256(tree / target)
         if found == record.sha256:
-            return verdict(UPSTREAM, f"{record.target} is already identical to the overlay")
-        if found != record.derived_from_sha256:
-            return verdict(CONFLICT, f"{record.target}: sha256 {found[:12]} differs from the file the overlay "
-                                     f"was derived from ({record.derived_from_sha256[:12]}); re-derive it")
-        return verdict(APPLIES, f"replaces {record.target} (sha256 {found[:12]})")
-    diff_path = record.directory / record.diff_file
+            return verdict(UPSTREAM, f"{target} is already identical to the overlay")
+        if found != derived:
+            return verdict(CONFLICT, f"{target}: sha256 {found[:12]} differs from the file the overlay "
+                                     f"was derived from ({derived[:12]}); re-derive it")
+        return verdict(APPLIES, f"replaces {target} (sha256 {found[:12]})")
+    diff_path = record.directory / diff_file
     forward = _git_apply(tree, diff_path, reverse=False)
     if forward.returncode == 0:
         return verdict(APPLIES, ", ".join(files))
@@ -126,7 +128,8 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
 
 
 def _fixed(record: PatchRecord) -> str:
-    return f"{record.upstream_fix.file} already has the fix (its upstream_fix pattern matches)"
+    where = record.upstream_fix.file if record.upstream_fix else "the source"
+    return f"{where} already has the fix (its upstream_fix pattern matches)"
 
 
 def _pattern_matches(tree: Path, pattern) -> bool:
@@ -137,13 +140,15 @@ def _pattern_matches(tree: Path, pattern) -> bool:
 def plan_checked(records: list[PatchRecord], cell, tree: Path) -> tuple[PatchPlan, list[Verdict]]:
     """The patch plan of a source cell judged against its real source; conflicts are returned
     for the caller to stop the cell (nothing is built or pushed)."""
-    apply, skipped, conflicts = [], [], []
+    apply: list[PatchRecord] = []
+    skipped: list[Skip] = []
+    conflicts: list[Verdict] = []
     for record in records:
         result = check_record(record, tree, cell.version, cell.arch.name, cell.mode, cell.triton)
         if result.verdict == APPLIES:
             apply.append(record)
-        elif result.verdict == CONFLICT:
-            conflicts.append(result)
-        else:
+        elif result.verdict == "not applicable" or result.verdict == "already upstream":  # (narrows the type)
             skipped.append(Skip(record.id, result.detail, result.verdict))
+        else:
+            conflicts.append(result)
     return PatchPlan(tuple(apply), tuple(skipped), checked=True), conflicts

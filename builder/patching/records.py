@@ -11,13 +11,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from builder import grammar
 from builder.errors import ConfigError
+from builder.matrix.cells import Cell
 from builder.matrix.model import Mode
 from builder.matrix.schema import MappingReader
 from builder.matrix.yamlsrc import load_yaml_file
@@ -93,7 +94,7 @@ def load_patch(path: Path) -> PatchRecord:
     if applies_to is None:
         raise r.error(None, "patch is missing the required key 'applies_to' (a version specifier, e.g. \">=0.19,<0.21\")")
     archs = r.strings("archs", required=True, nonempty=True, check=_arch_name)
-    fields = dict(
+    fields: dict[str, Any] = dict(  # PatchRecord's keywords, by kind
         id=pid, engine=r.string("engine", required=True, check=_engine_name),
         description=r.string("description", required=True),
         upstream=r.string("upstream", required=True), applies_to=applies_to,
@@ -221,7 +222,7 @@ def static_verdict(record: PatchRecord, engine: str, version: Version, arch: str
     return None
 
 
-def plan_static(records: list[PatchRecord], cell) -> PatchPlan:
+def plan_static(records: list[PatchRecord], cell: Cell) -> PatchPlan:
     """The patch plan from metadata only (no upstream source at hand)."""
     apply, skipped = [], []
     for record in records:

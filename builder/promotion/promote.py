@@ -137,7 +137,7 @@ def _settle(client: RegistryClient, store: RecordStore, repository: str, cell_id
             store.put_known_good(record)  # a racer's record landed after ours, but the tag is ours
             continue
         winner_report = _passing_report(store, now) if now else None
-        if winner_report is None:  # tag gone or on an untested image: never leave it there
+        if now is None or winner_report is None:  # tag gone or on an untested image: never leave it there
             client.put_manifest(repository, cell_id, *manifest)
             continue
         if current and current.digest == now:

@@ -140,7 +140,10 @@ def newest_image(client: RegistryClient, repository: str, cell_id: str) -> tuple
     if not found:
         raise StepFailed(f"no image of {cell_id} in {client.host}/{repository}: run `builder build --cell {cell_id}`")
     tag = max(found)[1]
-    return tag, client.head_manifest(repository, tag).digest
+    info = client.head_manifest(repository, tag)
+    if info is None:  # deleted between the tag list and this lookup
+        raise StepFailed(f"{client.host}/{repository}:{tag} vanished while it was being read; run the command again")
+    return tag, info.digest
 
 
 def newest_tested_digest(client: RegistryClient, repository: str, cell_id: str) -> str:
@@ -153,7 +156,7 @@ def newest_tested_digest(client: RegistryClient, repository: str, cell_id: str) 
             continue
         info = client.head_manifest(repository, tag)
         report = store.get_smoke_report(info.digest) if info else None
-        if report is not None and report.passed:
+        if info is not None and report is not None and report.passed:
             candidates.append((report.finished_at, info.digest))
     if not candidates:
         raise StepFailed(f"no image of {cell_id} in {client.host}/{repository} has a passing smoke report: "

@@ -68,10 +68,10 @@ class SmokeReport:
         for item in data.get("checks") or []:
             if not isinstance(item, Mapping):
                 raise ValueError("a check is not a mapping")
-            status = item.get("status")
-            checks.append(CheckResult(str(item.get("name", "?")), status if status in get_args(CheckStatus) else "fail",
+            status: CheckStatus = item["status"] if item.get("status") in get_args(CheckStatus) else "fail"
+            checks.append(CheckResult(str(item.get("name", "?")), status,
                                       str(item.get("evidence", "")), dict(item.get("data") or {})))
-        summary = data.get("summary") if isinstance(data.get("summary"), Mapping) else {}
+        summary: Mapping[str, Any] = data["summary"] if isinstance(data.get("summary"), Mapping) else {}
         tps = data.get("throughput_tps")
         sweep, gate = data.get("sweep"), data.get("gate")
         try:

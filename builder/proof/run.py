@@ -16,10 +16,11 @@ from pathlib import Path
 import docker
 
 from builder.audit.image import kernel_audit
-from builder.checkresult import CheckResult
+from builder.checkresult import FAIL, PASS, CheckResult, CheckStatus
 from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
+from builder.measure.absession import InterleavedRun
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.measure.sweepreport import SweepResult
 from builder.oci import dockerd
@@ -61,7 +62,8 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
     spec = SmokeSpec.from_settings(settings, served_name="smoke", engine=inputs.engine)
     outputs: dict[str, str] = {}
     golden_profiles: dict[str, dict[str, str]] = {}
-    sweep = gate = None
+    sweep: SweepResult | None = None
+    gate: InterleavedRun | None = None
     perf_model = _perf_model(inputs, client)  # None: the sweep and the gate serve the smoke model
     progress(f"starting {inputs.image} with {model.model_id}")
     try:
@@ -110,7 +112,7 @@ def _perf_model(inputs: SmokeInputs, client: docker.DockerClient) -> SmokeModel 
 
 
 def _performance(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, server: RunningServer,
-                 progress) -> tuple[SweepResult | None, object, list[CheckResult]]:
+                 progress) -> tuple[SweepResult | None, InterleavedRun | None, list[CheckResult]]:
     """The sweep of the candidate, then the gate against the known-good booted beside it (same model)."""
     progress("sweep")
     sweep_check, sweep = check_sweep(server.base_url, sweep_spec(inputs.settings, "smoke", inputs.engine))
@@ -129,7 +131,7 @@ def server_spec(inputs: SmokeInputs, model: SmokeModel, *, image: str,
 
 
 def _gate(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, candidate: RunningServer,
-          progress) -> tuple[CheckResult, object]:
+          progress) -> tuple[CheckResult, InterleavedRun | None]:
     """Boot the known-good image beside the candidate (both resident) and interleave their samples."""
     settings = inputs.settings
     spec = sweep_spec(settings, "smoke", inputs.engine, concurrency=gate_levels(settings))
@@ -148,7 +150,7 @@ def _gate(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, c
                                                                   f"candidate {b:.1f} tok/s"))
     except StepFailed as exc:  # the baseline could not run: nothing was compared
         why = str(exc).splitlines()[0]
-        status = "pass" if inputs.accept_inconclusive else "fail"
+        status: CheckStatus = PASS if inputs.accept_inconclusive else FAIL
         return CheckResult("gate", status, f"inconclusive: the known-good image did not serve beside the "
                            f"candidate ({why})", {"verdict": "inconclusive", "error": str(exc)}), None
 

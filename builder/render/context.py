@@ -7,6 +7,8 @@ content hash names the immutable image tag. `write_context` is the only function
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import re
@@ -83,12 +85,12 @@ def _environment(template_roots: tuple[Path, ...]) -> jinja2.Environment:
     return env
 
 
-def _dq(value) -> str:
+def _dq(value: object) -> str:
     """A double-quoted Dockerfile string; JSON escaping is what the Dockerfile parser undoes."""
     return json.dumps(str(value))
 
 
-def _comment(value) -> str:
+def _comment(value: object) -> str:
     """Text for a `# ...` comment line: whitespace runs and line breaks become one space, so no
     value can end the comment and start an instruction (loading already refuses control characters)."""
     return " ".join(str(value).split())
@@ -97,7 +99,7 @@ def _comment(value) -> str:
 _WORD = re.compile(r"[A-Za-z0-9._:/@+=!-]+")
 
 
-def _word(value) -> str:
+def _word(value: object) -> str:
     """A value spliced bare into an instruction or a quoted shell word (an image reference, a
     version, a package name): it must be one word of safe characters, else rendering stops."""
     text = str(value)
@@ -123,9 +125,9 @@ def _template_file(template_roots: tuple[Path, ...], name: str) -> Path:
     return template_roots[-1] / name
 
 
-def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict:
+def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict[str, Any]:
     source = cell.engine_version.source
-    record = {
+    record: dict[str, Any] = {
         "cell": cell.id,
         "engine": cell.engine.name,
         "engine_version": cell.engine_version.label,
@@ -189,9 +191,10 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
         if record.kind == "diff":
             files[f"patches/{record.id}.diff"] = record.content
         elif record.kind == "overlay":
-            files[f"overlays/{record.id}/{Path(record.target).name}"] = record.content
-            overlays.append({"id": record.id, "target": record.target,
-                             "file": f"{record.id}/{Path(record.target).name}",
+            target = record.target or ""  # load_patch requires it for an overlay
+            files[f"overlays/{record.id}/{Path(target).name}"] = record.content
+            overlays.append({"id": record.id, "target": target,
+                             "file": f"{record.id}/{Path(target).name}",
                              "derived_from_sha256": record.derived_from_sha256, "sha256": record.sha256})
     if overlays:
         files["overlays/manifest.json"] = _json(overlays)
@@ -230,12 +233,12 @@ def render_cell(cell: Cell, plan: PatchPlan, options: RenderOptions = RenderOpti
     return BuildContext(cell, plan, files, external, build_args, digest, base)
 
 
-def _dockerfile(template: jinja2.Template, values: dict, base_from: str) -> bytes:
+def _dockerfile(template: jinja2.Template, values: dict[str, Any], base_from: str) -> bytes:
     text = template.render(base_from=base_from, **values)
     return re.sub(r"\n{3,}", "\n\n", text).encode()  # templates leave blank runs
 
 
-def _json(value) -> bytes:
+def _json(value: object) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 

@@ -47,7 +47,9 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
     prompt = spec.prompts[0]
     comp = generate(base_url, spec, spec.max_tokens, prompt=prompt)
     chat = generate(base_url, spec, spec.max_tokens, messages=user_message(prompt))
-    data, problems, counts = {}, [], []
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    counts: list[str] = []
     for label, resp, text in (("completions", comp, comp["choices"][0]["text"]), ("chat", chat, chat_text(chat))):
         finish, usage = resp["choices"][0].get("finish_reason"), resp.get("usage")
         data[label] = {"text": text, "finish_reason": finish, "usage": usage}
@@ -57,7 +59,7 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
         if problem:
             problems.append(f"{label}: {problem}")
         else:
-            counts.append(f"{label} {usage['completion_tokens']} tokens")
+            counts.append(f"{label} {(usage or {}).get('completion_tokens')} tokens")
     if problems:
         return CheckResult("completions", FAIL, "; ".join(problems), data)
     return CheckResult("completions", PASS, ", ".join(counts) + "; usage consistent", data)
@@ -79,7 +81,7 @@ def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict
     batch = [spec.prompts[i % len(spec.prompts)] for i in range(max(spec.concurrency, len(spec.prompts)))]
     with ThreadPoolExecutor(max_workers=len(batch)) as pool:
         texts = list(pool.map(lambda p: completion_text(base_url, spec, p), batch))
-    flips = []
+    flips: list[dict[str, Any]] = []
     for prompt, text in zip(batch, texts):
         if text != first[prompt]:
             why = divergence(prompt, first[prompt], text, f"{len(batch)} concurrent")
@@ -176,9 +178,11 @@ def usage_sane(usage: Any, max_tokens: int) -> str | None:
     """None when the usage block is consistent, else what is wrong with it."""
     if not isinstance(usage, dict):
         return f"no usage block ({usage!r})"
-    prompt, completion, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (prompt, completion, total)):
-        return f"usage counts are not integers: {prompt!r}/{completion!r}/{total!r}"
+    values = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
+    counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if len(counts) != len(values):
+        return "usage counts are not integers: " + "/".join(repr(v) for v in values)
+    prompt, completion, total = counts
     if prompt <= 0:
         return f"prompt_tokens {prompt} <= 0"
     if not 0 < completion <= max_tokens:

@@ -81,6 +81,8 @@ def _from_hub(repo_id: str, revision: str | None, cache: Path) -> SmokeModel:
 def generated_shapes() -> tuple[str, ...]:
     import importlib.util
     spec = importlib.util.spec_from_file_location("llm_factory_tinymodel", TINYMODEL_SCRIPT)
+    if spec is None or spec.loader is None:
+        raise StepFailed(f"{TINYMODEL_SCRIPT}: not a loadable Python file; reinstall the package")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # stdlib only at import time
     return tuple(module.SHAPES)

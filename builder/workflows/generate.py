@@ -16,7 +16,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from builder.errors import InputError
 from builder.matrix.cells import Cell
@@ -182,6 +182,7 @@ def _board_job(needs: list[str], labels: list[tuple[str, ...]], provider: str, o
     shared = [label for label in labels[0] if all(label in other for other in labels[1:])] if labels else []
     runs_on = list(options.board_runs_on) or shared or list(labels[0])
     out = "board"
+    keep: dict[str, Any]
     if offline:
         keep = {"name": "Keep the board (copy to a directory)",
                 "env": {"ARTIFACT_DIR": "${{ vars.FACTORY_ARTIFACT_DIR }}", "RUN_ID": "${{ github.run_id }}"},
