@@ -1,4 +1,4 @@
-"""Kernel audit: can the CUDA code in an engine image run on the cell's GPU arch?
+"""Running cuobjdump: the device code each library embeds, streamed and time-bounded; a directory's audit.
 
 cuobjdump lists the SASS cubins and PTX each shared library embeds; `runs_on` applies CUDA's
 compatibility model. The failure to catch is silent: arch-specific code (sm_120a) loads on exactly

@@ -1,4 +1,4 @@
-"""`builder ci generate` (the command; the workflows are made in ciworkflows.py)."""
+"""`builder ci generate` (the command; the workflows are made in builder/workflows/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`builder patches check` (the command; the checking lives in patchcheck.py and patchreport.py)."""
+"""`builder patches check` (the command; the checking lives in builder/patching/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The build matrix: typed model of matrix.yaml and its loader.
+"""matrix.yaml -> Matrix: the loader, which validates every field and names `file:line` on error.
 
 Everything per arch, per CUDA release and per engine version is data in matrix.yaml; the code
 has no branches on arch names. Loading validates every field and names `file:line` on error.

@@ -1,1 +1,1 @@
-"""Side effects shared by stages 4-6: the registry HTTP API, credentials, the Docker Engine."""
+"""Side effects shared by the stages: the registry HTTP API, credentials, the Docker Engine."""

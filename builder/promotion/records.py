@@ -1,4 +1,4 @@
-"""Known-good records and smoke reports, kept in the registry itself as small OCI artifacts.
+"""The known-good record, its tags and the lock file (pure): what the record store keeps.
 
 The registry is the source of truth: every runner reads it with its registry credentials alone, no
 shared disk. Layout, in the repository `<repository>-records` of the same registry:

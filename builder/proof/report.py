@@ -1,4 +1,4 @@
-"""`builder smoke`: boot an image with a tiny model, check it, audit its kernels, report.
+"""The SmokeReport: each check's result, the sweep, the gate and the golden outputs, as text and JSON.
 
 An image is known-good only if it booted, served, answered deterministically (sequentially and
 under concurrency, under each serve profile), reproduced the cell's golden outputs, was not slower than

@@ -1,4 +1,4 @@
-"""`builder smoke`: boot an image with a tiny model, check it, audit its kernels, report.
+"""One image through the kernel audit, the smoke checks and the speed measurement, into a SmokeReport.
 
 An image is known-good only if it booted, served, answered deterministically (sequentially and
 under concurrency and under each serve profile), reproduced the cell's golden outputs, was not slower

@@ -1,8 +1,9 @@
-"""Smoke checks run from the host against a live OpenAI-compatible server (vLLM, llama-server) (base_url
+"""Requests to a live OpenAI-compatible server (SmokeSpec, generate, chat text), each with a timeout.
+
+The smoke checks run from the host against such a server (vLLM, llama-server) (base_url
 http://127.0.0.1:PORT). Each check returns a CheckResult and never raises for server trouble:
 connection refused, HTTP errors, timeouts and malformed bodies become a "fail" with one-line evidence.
 Every request has a timeout and every loop a fixed count, so a check's run time is bounded.
-check_golden and the helpers below it are pure.
 """
 
 from __future__ import annotations
