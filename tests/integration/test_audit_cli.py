@@ -22,6 +22,7 @@ import pytest
 
 from builder.audit.cuobjdump import audit_directory
 from builder.buildkit.tool import detect_build_tool
+from builder.names import ENGINE_LABEL
 from tests.conftest import run_builder
 from tests.integration.cpu_cell import BASE
 from tests.integration.test_kernelaudit_cubins import KERNEL, KERNEL_B, _run
@@ -124,16 +125,28 @@ def test_cli_audit_local_image(split, docker_client, cpu_base, tmp_path):
     never started as a server: only `python3 -c` runs in it to locate site-packages."""
     (tmp_path / "_C.abi3.so").write_bytes((split["fail"] / "libsplit90.so").read_bytes())
     site = "/usr/local/lib/python3.11/dist-packages"  # the base's purelib
-    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nCOPY _C.abi3.so {site}/vllm/\n")
+    # the engine label, as the factory's images carry it: the audit reads which engine's packages to export
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nLABEL {ENGINE_LABEL}=vllm\nCOPY _C.abi3.so {site}/vllm/\n")
     tag = f"llm-factory-test/audit-cli:{uuid.uuid4().hex[:12]}"
     docker = detect_build_tool().docker  # a docker client that drives the Engine's BuildKit without buildx
     built = subprocess.run([docker, "build", "-q", "-t", tag, str(tmp_path)], capture_output=True, text=True,
                            timeout=300, env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=False)
     assert built.returncode == 0, built.stderr
+    (tmp_path / "Dockerfile.unlabelled").write_text(f"FROM {BASE}\nCOPY _C.abi3.so {site}/vllm/\n")
+    unlabelled = subprocess.run([docker, "build", "-q", "-f", str(tmp_path / "Dockerfile.unlabelled"), "-t",
+                                 f"{tag}-unlabelled", str(tmp_path)], capture_output=True, text=True,
+                                timeout=300, env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=False)
+    assert unlabelled.returncode == 0, unlabelled.stderr
     try:
         done = run_builder("audit", tag, "--arch", "sm_90", "--json")
+        # no engine label: which packages to read is the engine's to say, so the user names it
+        unknown = run_builder("audit", f"{tag}-unlabelled", "--arch", "sm_90")
+        named = run_builder("audit", f"{tag}-unlabelled", "--arch", "sm_90", "--engine", "vllm")
     finally:
         docker_client.images.remove(tag, force=True)
+        docker_client.images.remove(f"{tag}-unlabelled", force=True)
+    assert unknown.returncode == 2 and "has no engine label" in unknown.stderr and "--engine" in unknown.stderr
+    assert named.returncode == 1 and "Traceback" not in named.stderr
     assert done.returncode == 1, done.stderr
     data = json.loads(done.stdout)
     assert data["root"] == tag and data["libraries"][0]["path"] == "vllm/_C.abi3.so"

