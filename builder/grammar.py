@@ -71,7 +71,15 @@ def nonempty_line(value: str) -> str | None:
 
 
 def registry(value: str) -> str | None:
-    """host[:port]: what comes before the first '/' of an image name (no scheme, no path)."""
+    """host[:port]: what comes before the first '/' of an image name (no scheme, no path).
+
+    >>> registry("127.0.0.1:5000") is None
+    True
+    >>> print(registry("https://ghcr.io"))
+    'https://ghcr.io' has a URL scheme; give host[:port] only (e.g. 127.0.0.1:5000)
+    >>> print(registry("localhost:70000"))
+    'localhost:70000': port 70000 is out of range
+    """
     if "://" in value:
         return f"{_show(value)} has a URL scheme; give host[:port] only (e.g. 127.0.0.1:5000)"
     match = _REGISTRY.fullmatch(value)
@@ -156,7 +164,15 @@ def url(value: str) -> str | None:
 
 
 def relative_path(value: str) -> str | None:
-    """A path inside a directory: relative, no '..', no empty or control characters."""
+    """A path inside a directory: relative, no '..', no empty or control characters.
+
+    >>> relative_path("fix.diff") is None
+    True
+    >>> print(relative_path("../../etc/passwd"))
+    '../../etc/passwd' must not climb out with '..'
+    >>> print(relative_path("/etc/passwd"))
+    '/etc/passwd' must be a relative path inside the record's directory (not absolute)
+    """
     if not value or not value.strip():
         return "is empty"
     problem = one_line(value)

@@ -45,7 +45,15 @@ class Converged:
 
 def final_verdict(verdicts: Sequence[Verdict], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Verdict | None:
     """The verdict that counts for one candidate: None when never measured, "inconclusive" while
-    another attempt is due, "skip" once max_attempts measurements stayed inconclusive."""
+    another attempt is due, "skip" once max_attempts measurements stayed inconclusive.
+
+    >>> final_verdict(["inconclusive", "bad"])
+    'bad'
+    >>> final_verdict(["inconclusive", "inconclusive"])
+    'inconclusive'
+    >>> final_verdict(["inconclusive"] * 3)
+    'skip'
+    """
     if not verdicts:
         return None
     last = verdicts[-1]

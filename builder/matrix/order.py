@@ -55,7 +55,13 @@ def dependencies(cell: Cell, repository: str, registry: str, smoke: bool = True)
 
 def our_cell(image: str, repository: str, registry: str) -> str | None:
     """The cell id when `image` is `registry/repository:<tag>`: our friendly tag, which names a cell
-    (without the registry it would be a Docker Hub name, not ours)."""
+    (without the registry it would be a Docker Hub name, not ours).
+
+    >>> our_cell("127.0.0.1:5000/llm-factory/images:vllm-0.32.0-cpu", "llm-factory/images", "127.0.0.1:5000")
+    'vllm-0.32.0-cpu'
+    >>> our_cell("llm-factory/images:vllm-0.32.0-cpu", "llm-factory/images", "127.0.0.1:5000") is None
+    True
+    """
     prefix = f"{registry}/{repository}:"
     return image[len(prefix):] if image.startswith(prefix) and "@" not in image else None
 
