@@ -67,13 +67,15 @@ def build_cmd(
         find_links = wheel_dir(defaults.find_links, defaults.find_links_where)
     options = RenderOptions(find_links=find_links)
     writable_dir(workdir, "--workdir")
-    from builder.buildkit.tool import detect_build_tool
-    tool = detect_build_tool()
     workdir = workdir.resolve()
     selected = session.cells()
     # What the selection needs (a model helper for --smoke, a base that is another cell's image), in
     # dependency order; validated and rendered with the rest before the registry says which it has.
     cell_jobs = session.ordered_jobs(selected, smoke=smoke)
+    for job in cell_jobs:  # patch records, templates and values of every cell, before Docker or a registry
+        session.render(job, options)
+    from builder.buildkit.tool import detect_build_tool
+    tool = detect_build_tool()  # asks the docker CLI (and so the Engine): after every input is checked
     if dry_run:
         for job in cell_jobs:
             if job.needed_by:
@@ -95,8 +97,6 @@ def build_cmd(
     from builder.buildkit.progress import Progress
     from builder.buildkit.runner import Builder, BuildOptions, summary_rows
     from builder.oci.registry import RegistryClient
-    for job in cell_jobs:  # patch records, templates and values of every cell, before the registry is asked
-        session.render(job, options)
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
     needed = session.dependency_ids(selected, smoke=smoke)

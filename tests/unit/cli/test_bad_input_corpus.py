@@ -796,13 +796,9 @@ SUBPROCESS: dict[str, str] = {
 
 # Cases that fail in process for a known fault in builder/ (not in the harness); each must still pass
 # every other check, and fails outright (strict) once the fault is gone, so that it leaves this list.
-DOCKER_BEFORE_RECORDS = ("build runs the docker client (detect_build_tool: `docker buildx version`, then `docker "
-                         "version`, which asks the Docker Engine) before the patch records are validated")
-KNOWN_BUGS: dict[str, str] = {
-    "build-patch-diff-absolute": DOCKER_BEFORE_RECORDS,
-    "build-patch-env-name": DOCKER_BEFORE_RECORDS,
-    "build-patch-description-newline": DOCKER_BEFORE_RECORDS,
-}
+# (Empty since build checks every patch record before it runs the docker client: the in-process guard
+# found `docker buildx version` / `docker version` running first, the subprocess runs never saw it.)
+KNOWN_BUGS: dict[str, str] = {}
 ATTEMPTS = "network/Docker/process attempt(s)"
 
 
