@@ -6,31 +6,23 @@ import x`, relative imports and importlib.import_module / __import__ calls count
 from __future__ import annotations
 
 import ast
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
 import builder
+from tests.unit.layout_script import load_layout
 
 PACKAGE = Path(builder.__file__).parent
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "layout.py"
 
 
-def _load_layout():
-    if "layout_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("layout_script", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["layout_script"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["layout_script"]
 
 
 # The classification has one owner, scripts/layout.py: the README's Layout table shows the stages in
 # this order and each stage's docstring carries its number in it (tests/unit/test_layout.py), so the
 # order this test enforces and the one the README and docstrings state cannot drift apart.
-_layout = _load_layout()
+_layout = load_layout()
 STAGES = _layout.STAGES  # pipeline order; a stage may import those before it
 SHARED = _layout.SHARED  # importable from every stage; they import only each other
 TOP = _layout.TOP  # may import anything; only __main__ imports cli

@@ -3,25 +3,13 @@ has a docstring, and each stage's docstring carries its place in the pipeline or
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "layout.py"
+from tests.unit.layout_script import load_layout
 
-
-def _load_layout():
-    if "layout_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("layout_script", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["layout_script"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["layout_script"]
-
-
-layout = _load_layout()
+layout = load_layout()
 
 
 def test_readme_layout_block_is_what_the_script_renders():
