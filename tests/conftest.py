@@ -57,6 +57,21 @@ SMALL_MATRIX = textwrap.dedent("""\
     """)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (measurement-heavy scenarios kept out of CI's time budget)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Deselected, not skipped: CI's summary counts them as deselected, and benchmarks/slow_scenarios.sh runs them.
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 def small_matrix(tmp_path: Path) -> Path:
     path = tmp_path / "matrix.yaml"

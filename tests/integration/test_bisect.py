@@ -234,6 +234,8 @@ def untag(docker_client, template: str, shas: list[str]) -> None:
             pass
 
 
+# 6-8 min of measurement (pairs of boots per step): run by benchmarks/slow_scenarios.sh, not in CI's budget.
+@pytest.mark.slow
 def test_throughput_slowdown_is_found(docker_client, job, cpu_image, base_repo, cache):
     repo, shas = history(base_repo, "throughput", {5: ("Poll the engine step loop more gently (#4242)", slow_step)})
     request = BisectRequest(job=job, repo=repo, good=shas[0], bad=shas[-1], image=cpu_image,
