@@ -5,11 +5,12 @@ per platform. Adding an engine is a new module and one line in ENGINES; no gener
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
+from builder.engines.timing import ServerCounters
 from builder.errors import InputError
 
 Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
@@ -50,6 +51,19 @@ class EngineModule(Protocol):
     # The engine's Python package in its git repository, which a bisect's python overlay replaces;
     # None: no change is Python-only (every commit needs a compiled build).
     package_dir: str | None
+    # Server-side timing (engines/timing.py): a Prometheus text endpoint the sweep reads before and after
+    # each sample (None: the server has none), and whether /v1/completions takes `prompt` as a list of
+    # token ids (then prompts at depth have an exact token count).
+    metrics_path: str | None
+    prompt_token_ids: bool
+
+    def metrics_counters(self, totals: Mapping[str, float]) -> ServerCounters | None:
+        """The server's cumulative counters in a /metrics scrape (summed over labels); None: not there."""
+        ...
+
+    def chunk_counters(self, chunk: Mapping[str, Any]) -> ServerCounters | None:
+        """One request's server timing carried by a streamed chunk (JSON object); None: this chunk has none."""
+        ...
 
     def server_args(self, *, model: str, served_name: str, port: int, extra: Sequence[str]) -> list[str]:
         """Arguments after the image's entrypoint that serve `model` as `served_name` on `port`."""

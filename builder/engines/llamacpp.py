@@ -13,11 +13,12 @@ Facts measured against llama-server b11312 (the tree llama-cpp-python 0.3.36 ven
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from builder.engines import DispatchOnly, ModelFormat
+from builder.engines.timing import ServerCounters
 from builder.errors import InputError
 
 Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
@@ -110,3 +111,33 @@ TOOL_SKIP_REASON = ("llama-server's tool-call grammar is lazy (it engages only a
 def tool_skip(recipe: str) -> str | None:
     """Why a tool recipe cannot run against this engine (None: it can)."""
     return TOOL_SKIP_REASON if recipe == "forced" else None
+
+
+# -- server-side timing (engines/timing.py) -----------------------------------------------------------
+# The last streamed chunk of a /v1/completions answer carries `timings` (tools/server/server-task.cpp,
+# to_json_oaicompat; server-common.h, server_slot_stats): prompt_n tokens processed (cached ones excluded,
+# cache_n) in prompt_ms from the slot's start (queueing excluded); predicted_n tokens generated, of which
+# the first comes from the prompt's logits, in predicted_ms from the prompt's end to the last token.
+# /metrics exists only with --metrics, and its totals add nothing the per-request timings lack.
+metrics_path: str | None = None
+prompt_token_ids = True  # `prompt` may be a list of token ids (server-common.cpp, tokenize_input_prompts)
+
+
+def metrics_counters(totals: Mapping[str, float]) -> ServerCounters | None:
+    return None
+
+
+def chunk_counters(chunk: Mapping[str, Any]) -> ServerCounters | None:
+    timings = chunk.get("timings")
+    if not isinstance(timings, Mapping):
+        return None
+    values: list[float] = []
+    for key in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms"):
+        value = timings.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            return None
+        values.append(float(value))
+    prompt_n, prompt_ms, predicted_n, predicted_ms = values
+    steps = max(int(predicted_n) - 1, 0)
+    return ServerCounters(requests=1, prompt_tokens=int(prompt_n), prefill_s=prompt_ms / 1000,
+                          decode_tokens=steps, decode_s=predicted_ms / 1000, steps=steps, step_s=predicted_ms / 1000)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from builder.engines import DispatchOnly, ModelFormat
+from builder.engines.timing import ServerCounters
 
 Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
 
@@ -71,4 +72,31 @@ def tokenize_body(served_name: str, text: str) -> dict:
 
 
 def tool_skip(recipe: str) -> str | None:
+    return None
+
+
+# -- server-side timing (engines/timing.py) -----------------------------------------------------------
+# vLLM's Prometheus /metrics (V1 engine): histograms of each finished request's prefill and decode time
+# (vllm:request_prefill_time_seconds, vllm:request_decode_time_seconds: first token to last), the
+# inter-token latency (vllm:inter_token_latency_seconds; vllm:time_per_output_token_seconds before 0.11),
+# and counters of prompt and generated tokens. No per-request timing in the answer itself.
+metrics_path: str | None = "/metrics"
+prompt_token_ids = True  # `prompt` may be a list of token ids
+
+
+def metrics_counters(totals: Mapping[str, float]) -> ServerCounters | None:
+    requests = totals.get("vllm:request_decode_time_seconds_count")
+    if requests is None or "vllm:generation_tokens_total" not in totals:
+        return None
+    itl = "vllm:inter_token_latency_seconds" if "vllm:inter_token_latency_seconds_count" in totals \
+        else "vllm:time_per_output_token_seconds"
+    # Every request's first token is a generation token; the decode counts start after it.
+    return ServerCounters(requests=int(requests), prompt_tokens=int(totals.get("vllm:prompt_tokens_total", 0)),
+                          prefill_s=totals.get("vllm:request_prefill_time_seconds_sum", 0.0),
+                          decode_tokens=int(totals["vllm:generation_tokens_total"] - requests),
+                          decode_s=totals.get("vllm:request_decode_time_seconds_sum", 0.0),
+                          steps=int(totals.get(itl + "_count", 0)), step_s=totals.get(itl + "_sum", 0.0))
+
+
+def chunk_counters(chunk: Mapping[str, Any]) -> ServerCounters | None:
     return None
