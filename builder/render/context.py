@@ -126,7 +126,6 @@ def _template_file(template_roots: tuple[Path, ...], name: str) -> Path:
 
 
 def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict[str, Any]:
-    source = cell.engine_version.source
     record: dict[str, Any] = {
         "cell": cell.id,
         "engine": cell.engine.name,
@@ -144,14 +143,18 @@ def provenance(cell: Cell, plan: PatchPlan, options: RenderOptions) -> dict[str,
                             for p in plan.apply],
         "patches_skipped": [{"id": s.id, "verdict": s.verdict, "reason": s.reason} for s in plan.skipped],
     }
-    if cell.mode == "source":
-        record["source"] = {"ref": source.describe(), "sha256": options.source_sha256 or source.sha256,
-                            "commit": source.commit or None}
-    elif cell.mode == "wheel":
-        record["source"] = {"ref": f"pypi:{cell.engine.wheel_package(cell.arch.name)}=={cell.engine_version.label}"}
-    else:
-        record["source"] = {"ref": f"image:{cell.base_image}"}
+    record["source"] = source_record(cell, options.source_sha256)
     return record
+
+
+def source_record(cell: Cell, source_sha256: str | None = None) -> dict[str, Any]:
+    """The source a cell is built from, as provenance.json names it (`builder verify` compares with it)."""
+    source = cell.engine_version.source
+    if cell.mode == "source":
+        return {"ref": source.describe(), "sha256": source_sha256 or source.sha256, "commit": source.commit or None}
+    if cell.mode == "wheel":
+        return {"ref": f"pypi:{cell.engine.wheel_package(cell.arch.name)}=={cell.engine_version.label}"}
+    return {"ref": f"image:{cell.base_image}"}
 
 
 def _static_labels(cell: Cell, plan: PatchPlan) -> dict[str, str]:
