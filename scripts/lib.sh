@@ -4,8 +4,8 @@ log() { echo "[setup] $*" >&2; }
 
 install_python_deps() {
     # The package (editable, so dockerfiles/ and patches/ resolve from the clone) and test tools.
-    if ! python3 -c "import builder, pytest, mypy, typer, docker, jinja2, yaml, requests, packaging, huggingface_hub, nvidia" 2>/dev/null \
-        || ! command -v hadolint >/dev/null 2>&1 || ! command -v zizmor >/dev/null 2>&1 || ! command -v act >/dev/null 2>&1; then
+    if ! python3 -c "import builder, pytest, mypy, typer, docker, jinja2, yaml, requests, packaging, huggingface_hub, nvidia, securesystemslib, cryptography" 2>/dev/null \
+        || ! command -v syft >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 || ! command -v zizmor >/dev/null 2>&1 || ! command -v act >/dev/null 2>&1; then
         log "installing Python dependencies"
         python3 -m pip install -q -e ".[test]"
     fi

@@ -1,4 +1,4 @@
-"""Stage 14, bisect: find the engine commit that made an image slow or wrong (`builder bisect`).
+"""Stage 15, bisect: find the engine commit that made an image slow or wrong (`builder bisect`).
 
 Pure core: classify (compiled vs Python-only changes, PR numbers), search (the state machine),
 ladder (the cheapest image per candidate), model (records), report (text and JSON).

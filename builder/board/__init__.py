@@ -1,4 +1,4 @@
-"""Stage 13, board: the matrix board, a static site of every cell's state, known-good image and decode rate.
+"""Stage 14, board: the matrix board, a static site of every cell's state, known-good image and decode rate.
 
 A stage after promotion: it reads the registry (collect.py, through promotion.store) and writes
 files (render.write_site); everything between is pure.

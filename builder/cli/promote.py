@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from builder import grammar
+from builder.attest.attach import configured_attestor, for_cell
 from builder.cli.options import MatrixOpt, RegistryOpt, path_option, writable_file
 from builder.cli.session import Session
 from builder.errors import InputError, StepFailed
@@ -34,7 +35,9 @@ def promote_command(
     matrix: Path = MatrixOpt, registry: Optional[str] = RegistryOpt,
 ):
     """Point the cell's friendly tag at a tested digest (manifest copy inside the registry: no
-    rebuild, no layer moved) and record it as known-good. Untested digests are refused.
+    rebuild, no layer moved) and record it as known-good. Untested digests are refused. With a
+    signing key (BUILDER_SIGNING_KEY_FILE or BUILDER_SIGNING_KEY) the image's SBOM, provenance and
+    smoke verdict are signed and attached to its digest first.
 
     Example: builder promote vllm-0.32.0-cpu
     """
@@ -50,6 +53,7 @@ def promote_cmd(session, target: str) -> None:
         if target not in {c.id for c in session.expansion.cells}:
             raise InputError(f"TARGET: '{target[:80]}' is neither a cell of the matrix nor a sha256:<64 hex> digest "
                              "(see `builder matrix`)")
+    attestor = configured_attestor()  # a bad key is exit 2 before the registry is contacted
     client = _client(session.names)
     repository = session.names.repository
     if is_digest:
@@ -59,7 +63,10 @@ def promote_cmd(session, target: str) -> None:
             raise InputError(f"{target}: the image carries no {CELL_LABEL} label; promote it by cell id")
     else:
         cell_id, digest = target, newest_tested_digest(client, repository, target)
-    result = promote(client, repository, cell_id, digest)
+    cells = {c.id: c for c in session.expansion.cells}
+    if attestor is not None and cell_id in cells:
+        attestor = for_cell(attestor, cells[cell_id])
+    result = promote(client, repository, cell_id, digest, attestor=attestor)
     typer.echo(result.message)
 
 

@@ -1,1 +1,1 @@
-"""Stage 11, promote: known-good records in the registry and the friendly tag."""
+"""Stage 12, promote: known-good records in the registry and the friendly tag."""

@@ -4,6 +4,8 @@ The friendly tag `<repository>:<cell id>` only ever names an image whose smoke r
 moved by copying the manifest bytes (same digest; no layer is pulled or pushed). Two promotions of
 one cell on one machine are serialised by a file lock; across machines the registry decides (the
 last tag PUT wins) and every promoter re-reads the tag and makes the record agree with it.
+With a signing key (an Attestor), the tag moves only after the image's SBOM, provenance and passing
+smoke verdict are signed and attached to its digest; without one, promotion says it is unsigned.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
+from builder.attest.attach import Attestor
 from builder.errors import InputError, StepFailed
 from builder.names import (
     CELL_LABEL,
@@ -36,6 +39,8 @@ PromotionStatus = Literal["promoted", "already promoted", "lost race"]
 _SETTLE_ROUNDS = 4  # re-read rounds before giving up on agreement
 _RACE_GRACE = 1.0  # seconds a race loser leaves the winner to write its own record
 LOCK_TIMEOUT = 300.0
+UNSIGNED = ("UNSIGNED: no signing key (BUILDER_SIGNING_KEY_FILE or BUILDER_SIGNING_KEY), so no signed SBOM, "
+            "provenance or smoke attestation; `builder keys create` makes one")
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,14 @@ class PromotionResult:
     status: PromotionStatus
     record: KnownGoodRecord
     lost_race_to: str | None = None
+    attestations: str = UNSIGNED  # what the signing did, one line
 
     @property
     def message(self) -> str:
         if self.status == "lost race":
             return f"{self.friendly}: lost the race to {self.lost_race_to} (promoted by another runner; left as is)"
         was = f" (was {self.previous})" if self.previous and self.status == "promoted" else ""
-        return f"{self.friendly}: {self.status} {self.digest}{was}"
+        return f"{self.friendly}: {self.status} {self.digest}{was}; {self.attestations}"
 
 
 def lock_path(host: str, repository: str, cell_id: str, lock_dir: Path | None = None) -> Path:
@@ -86,15 +92,17 @@ def promote(client: RegistryClient, repository: str, cell_id: str, digest: str, 
             immutable_tag: str = "", content_hash: str = "", engine: str = "", engine_version: str = "",
             source: str = "", patches: Iterable[tuple[str, str]] = (), golden: dict[str, str] | None = None,
             throughput_tps: float | None = None, promoted_at: str | None = None,
-            lock_dir: Path | None = None) -> PromotionResult:
+            lock_dir: Path | None = None, attestor: Attestor | None = None) -> PromotionResult:
     """Promote digest to `<repository>:<cell_id>`. Empty record fields come from the image's labels
-    (org.llmfactory.*) and its smoke report (summary, golden, throughput_tps)."""
+    (org.llmfactory.*) and its smoke report (summary, golden, throughput_tps). With an attestor, the
+    digest's signed attestations are attached first (any failure raises before the tag moves)."""
     check_digest(digest)
     store = RecordStore(client, repository)
     report = _passing_report(store, digest)
     if report is None:
         raise StepFailed(f"{digest} has no passing smoke report: run builder smoke first")
     labels = _checked_labels(client, repository, cell_id, digest)
+    signed = attestor.ensure(client, repository, digest, report).message if attestor else UNSIGNED
     fields = {"immutable_tag": immutable_tag, "content_hash": content_hash, "engine": engine,
               "engine_version": engine_version, "source": source, "patches": tuple(patches),
               "golden": golden, "throughput_tps": throughput_tps}
@@ -114,12 +122,13 @@ def promote(client: RegistryClient, repository: str, cell_id: str, digest: str, 
                                 golden_profiles=ours.golden_profiles or previous.golden_profiles)
             if refreshed != previous:
                 store.put_known_good(refreshed)
-            return PromotionResult(cell_id, digest, was, friendly, "already promoted", refreshed)
+            return PromotionResult(cell_id, digest, was, friendly, "already promoted", refreshed, attestations=signed)
         body, media_type, _ = client.get_manifest(repository, digest)
         client.put_manifest(repository, cell_id, body, media_type)
         record = _with_history(ours, previous)
         store.put_known_good(record)
-        return _settle(client, store, repository, cell_id, record, previous, (body, media_type), friendly, before)
+        result = _settle(client, store, repository, cell_id, record, previous, (body, media_type), friendly, before)
+        return replace(result, attestations=signed)
 
 
 def _settle(client: RegistryClient, store: RecordStore, repository: str, cell_id: str, record: KnownGoodRecord,

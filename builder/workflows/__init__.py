@@ -1,1 +1,1 @@
-"""Stage 12, CI: workflows for self-hosted GitHub/Gitea runners."""
+"""Stage 13, CI: workflows for self-hosted GitHub/Gitea runners."""

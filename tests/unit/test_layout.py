@@ -70,7 +70,7 @@ def test_a_stage_docstring_with_the_wrong_number_is_reported(tmp_path):
     (package / "bisect" / "__init__.py").write_text('"""builder bisect: find the commit."""\n')
     assert layout.stage_problems(package) == [
         "builder/smoke/__init__.py says Stage 5; it is stage 8 in STAGES",
-        "builder/bisect/__init__.py: the docstring must start 'Stage N, <name>: ' (N = 14)",
+        "builder/bisect/__init__.py: the docstring must start 'Stage N, <name>: ' (N = 15)",
     ]
 
 
