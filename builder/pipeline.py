@@ -55,7 +55,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
                          known_good_image=record.image if record else None,
                          known_good_sweep=record.sweep_result() if record else None,
                          accept_inconclusive=options.accept_inconclusive or settings.gate.accept_inconclusive,
-                         model_dir=options.model_dir, pull_auth=client.docker_auth(),
+                         model_dir=options.model_dir, pull_auth=client.docker_auth(), engine_version=cell.version,
                          helper_image=((built or {}).get(helper) or names.friendly(helper)) if helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)
     store.put_smoke_report(digest, report)

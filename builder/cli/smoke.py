@@ -22,6 +22,8 @@ def smoke_command(
     url: Optional[str] = typer.Option(None, "--url", help="Check a server that is already running (no Docker, no registry), e.g. http://127.0.0.1:8000."),
     known_good_url: Optional[str] = typer.Option(None, "--known-good-url", help="With --url: a running known-good server; the A/B gate interleaves samples between the two."),
     served_name: Optional[str] = typer.Option(None, "--served-name", help="With --url: the served model name (default: the one model the server lists)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="With --url and --cell: the server runs this serve profile of the cell (its consistency rule; a speculative profile must show accepted drafts)."),
+    server_log: Optional[Path] = path_option(None, "--server-log", help="With --url: the server's log file, for the backends it chose (and the cell's expected_backends)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="With --url and no --cell: the engine behind the URL (its server's answers and streaming fields differ), e.g. vllm or llama.cpp."),
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
@@ -48,10 +50,10 @@ def smoke_command(
         if image or promote or model_dir:
             raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
         run_url_command(url, known_good_url, served_name, cell, engine, matrix, overrides, accept_inconclusive,
-                        as_json)
+                        as_json, profile, server_log)
         return
-    if known_good_url or served_name:
-        raise InputError("--known-good-url and --served-name go with --url")
+    if known_good_url or served_name or profile or server_log:
+        raise InputError("--known-good-url, --served-name, --profile and --server-log go with --url")
     from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
     session = Session(matrix, None, None, None, None, registry)
     run_smoke_command(session, image, cell, SmokeOptions(promote, as_json, accept_inconclusive, threshold,
@@ -87,8 +89,9 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
 
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
                     engine: str | None, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, profile_name: str | None = None, server_log: Path | None = None) -> None:
     from builder.engines import ENGINES, engine_module
+    from builder.proof.profiles import profile_unavailable
     from builder.proof.url import check_url, smoke_url
     check_url(url, "--url")
     if known_good_url:
@@ -105,11 +108,37 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
     else:
         module = engine_module(engine)  # an unknown engine is exit 2
         settings = SmokeSettings()
+    profile = None
+    if profile_name is not None:
+        profile = next((p for p in settings.profiles if p.name == profile_name), None)
+        if cell_id is None or profile is None:
+            known = ", ".join(p.name for p in settings.profiles) or "none"
+            raise InputError(f"--profile: {profile_name!r} is not a serve profile of "
+                             f"{'--cell ' + cell_id if cell_id else 'the settings (name a --cell)'} (its profiles: {known})")
+        unavailable = profile_unavailable(profile, module, job.cell.version)
+        if unavailable:
+            raise InputError(f"--profile {profile_name}: {unavailable}")
+    log = read_log(server_log) if server_log is not None else None
     report = smoke_url(url, overrides.apply(settings), module, served_name=served_name, known_good_url=known_good_url,
-                       accept_inconclusive=accept_inconclusive, progress=lambda m: typer.echo(f"smoke: {m}", err=True))
+                       accept_inconclusive=accept_inconclusive, profile=profile, server_log=log,
+                       progress=lambda m: typer.echo(f"smoke: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
     if not report.passed:
         raise typer.Exit(1)
+
+
+LOG_CAP = 16 << 20  # the first 16 MiB of a server log: its start-up lines are what is read
+
+
+def read_log(path: Path) -> str:
+    """--server-log: a readable regular file (its first LOG_CAP bytes); exit 2 otherwise."""
+    try:
+        with path.open("rb") as handle:
+            if not path.is_file():
+                raise InputError(f"--server-log: {path} is not a regular file")
+            return handle.read(LOG_CAP).decode(errors="replace")
+    except OSError as exc:
+        raise InputError(f"--server-log: cannot read {path} ({exc.strerror}); give the server's log file") from None
 
 
 def _image_ref(session, image: str) -> str:

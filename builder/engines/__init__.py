@@ -16,6 +16,29 @@ from builder.errors import InputError
 Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
 
 ModelFormat = Literal["hf", "gguf"]  # a Hugging Face model directory, or one GGUF file
+# What a server's start-up log says it chose: the attention kernels, the MoE kernels, the quantized GEMM
+# path, the device it placed the model on.
+BackendKind = Literal["attention", "moe", "quantization", "device"]
+BACKEND_KINDS: Final[tuple[BackendKind, ...]] = ("attention", "moe", "quantization", "device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    """One backend the engine says it chose, with the log line that says so (the evidence)."""
+
+    kind: BackendKind
+    name: str
+    line: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenScore:
+    """One output token scored by the server (teacher forcing): its own logprob and the best one there."""
+
+    token: int
+    logprob: float
+    best: float
+    text: str = ""  # the token as the server decodes it, when it says
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +111,33 @@ class EngineModule(Protocol):
 
     def tool_skip(self, recipe: str) -> str | None:
         """Why the tool-call check cannot run with this recipe on this engine; None when it can."""
+        ...
+
+    # Teacher forcing (smoke/consistency.py): the server re-reads a prompt + output as one prompt and says
+    # how likely each output token was. An engine whose server cannot score returns None from each.
+    def ids_fields(self) -> dict[str, Any]:
+        """Extra /v1/completions fields that make the answer carry the prompt's and the output's token ids."""
+        ...
+
+    def token_ids(self, response: dict) -> tuple[list[int], list[int]] | None:
+        """(prompt ids, output ids) of a completion asked with ids_fields(); None when the answer has none."""
+        ...
+
+    def score_body(self, served_name: str, token_ids: Sequence[int]) -> dict | None:
+        """A /v1/completions body whose answer scores every token of `token_ids`; None: cannot score."""
+        ...
+
+    def token_scores(self, response: dict, token_ids: Sequence[int], start: int) -> list[TokenScore]:
+        """The scores of token_ids[start:] in the answer to score_body (ValueError for any other shape)."""
+        ...
+
+    def speculation(self, metrics: str) -> tuple[int, int] | None:
+        """(draft tokens proposed, accepted) so far, from the server's Prometheus /metrics text; None: the
+        server does not report speculative decoding."""
+        ...
+
+    def backends(self, log: str) -> list[Backend]:
+        """The backends the server's start-up log says it chose, in log order."""
         ...
 
 

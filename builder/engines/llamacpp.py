@@ -13,11 +13,12 @@ Facts measured against llama-server b11312 (the tree llama-cpp-python 0.3.36 ven
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from builder.engines import DispatchOnly, ModelFormat
+from builder.engines import Backend, DispatchOnly, ModelFormat, TokenScore
 from builder.engines.timing import ServerCounters
 from builder.errors import InputError
 
@@ -111,6 +112,53 @@ TOOL_SKIP_REASON = ("llama-server's tool-call grammar is lazy (it engages only a
 def tool_skip(recipe: str) -> str | None:
     """Why a tool recipe cannot run against this engine (None: it can)."""
     return TOOL_SKIP_REASON if recipe == "forced" else None
+
+
+# -- teacher forcing, speculative decoding, backends --------------------------------------------------
+# llama-server cannot score a prompt (no prompt logprobs: llama.cpp #27174), so its cells keep the
+# first-difference near-tie rule of smoke/ties.py, followed through every flip (smoke/consistency.py).
+def ids_fields() -> dict[str, Any]:
+    return {}
+
+
+def token_ids(response: dict) -> tuple[list[int], list[int]] | None:
+    return None
+
+
+def score_body(served_name: str, token_ids: Sequence[int]) -> dict | None:
+    return None
+
+
+def token_scores(response: dict, token_ids: Sequence[int], start: int) -> list[TokenScore]:
+    raise ValueError("llama-server does not score prompts")
+
+
+def speculation(metrics: str) -> tuple[int, int] | None:
+    return None  # llama-server's /metrics (with --metrics) has no draft counters
+
+
+# "load_backend: loaded CUDA backend from .../libggml-cuda.so", "llama_model_load_from_file_impl: using device
+# CUDA0 (NVIDIA H200) ...", "llama_context: flash_attn = auto -> enabled".
+_LOADED = re.compile(r"load_backend: loaded ([A-Za-z0-9_-]+) backend")
+_DEVICE = re.compile(r"using device ([A-Za-z0-9_-]+) \(([^)]*)\)")
+_FLASH = re.compile(r"flash_attn\s*=\s*(?:\S+ -> )?([a-z]+)")
+
+
+def backends(log: str) -> list[Backend]:
+    found: list[Backend] = []
+    for line in log.splitlines():
+        text = line.strip()[-300:]
+        if match := _LOADED.search(line):
+            found.append(Backend(kind="device", name=match.group(1), line=text))
+        elif match := _DEVICE.search(line):
+            found.append(Backend(kind="device", name=f"{match.group(1)} ({match.group(2)})", line=text))
+        elif match := _FLASH.search(line):
+            found.append(Backend(kind="attention", name=f"flash_attn {match.group(1)}", line=text))
+    unique: list[Backend] = []
+    for backend in found:
+        if all((b.kind, b.name) != (backend.kind, backend.name) for b in unique):
+            unique.append(backend)
+    return unique
 
 
 # -- server-side timing (engines/timing.py) -----------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from builder.engines import DispatchOnly, ModelFormat
+from builder.engines import Backend, BackendKind, DispatchOnly, ModelFormat, TokenScore
 from builder.engines.timing import ServerCounters
 
 Cell = Any  # builder.matrix.cells.Cell; engines/ is shared and imports no stage (not even for typing)
@@ -73,6 +73,85 @@ def tokenize_body(served_name: str, text: str) -> dict:
 
 def tool_skip(recipe: str) -> str | None:
     return None
+
+
+# -- teacher forcing, speculative decoding, backends --------------------------------------------------
+# vLLM's completions take `prompt` as a list of token ids; `return_token_ids: true` puts prompt_token_ids
+# and token_ids in the choice; `prompt_logprobs: 1` gives, for every prompt token but the first, a dict
+# keyed by token id holding the token's own logprob and the top-1 (measured on 0.20.2, ../shared/GPU.md).
+def ids_fields() -> dict[str, Any]:
+    return {"return_token_ids": True}
+
+
+def _ids(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+        return value
+    return None
+
+
+def token_ids(response: dict) -> tuple[list[int], list[int]] | None:
+    choice = response["choices"][0]
+    prompt = _ids(choice.get("prompt_token_ids", response.get("prompt_token_ids")))
+    output = _ids(choice.get("token_ids"))
+    return (prompt, output) if prompt is not None and output is not None else None
+
+
+def score_body(served_name: str, token_ids: Sequence[int]) -> dict | None:
+    return {"model": served_name, "prompt": list(token_ids), "max_tokens": 1, "temperature": 0,
+            "prompt_logprobs": 1}
+
+
+def token_scores(response: dict, token_ids: Sequence[int], start: int) -> list[TokenScore]:
+    entries = response["choices"][0].get("prompt_logprobs")
+    if not isinstance(entries, list) or len(entries) != len(token_ids):
+        raise ValueError(f"prompt_logprobs has {len(entries) if isinstance(entries, list) else 'no'} entries for "
+                         f"{len(token_ids)} prompt tokens")
+    scores = []
+    for position in range(max(start, 1), len(token_ids)):
+        entry = entries[position]
+        own = entry.get(str(token_ids[position])) if isinstance(entry, dict) else None
+        if not isinstance(own, dict):
+            raise ValueError(f"prompt_logprobs[{position}] does not score token {token_ids[position]}")
+        values = [float(v["logprob"]) for v in entry.values() if isinstance(v, dict) and "logprob" in v]
+        scores.append(TokenScore(token=token_ids[position], logprob=float(own["logprob"]), best=max(values),
+                                 text=str(own.get("decoded_token") or "")))
+    return scores
+
+
+_DRAFTED = re.compile(r"^vllm:spec_decode_num_draft_tokens_total(?:\{[^}]*\})?\s+([0-9.e+]+)\s*$", re.MULTILINE)
+_ACCEPTED = re.compile(r"^vllm:spec_decode_num_accepted_tokens_total(?:\{[^}]*\})?\s+([0-9.e+]+)\s*$", re.MULTILINE)
+
+
+def speculation(metrics: str) -> tuple[int, int] | None:
+    drafted, accepted = _DRAFTED.findall(metrics), _ACCEPTED.findall(metrics)
+    if not drafted and not accepted:
+        return None
+    return int(sum(float(v) for v in drafted)), int(sum(float(v) for v in accepted))
+
+
+# Start-up lines that name a choice, e.g. "Using FLASH_ATTN attention backend out of potential backends: [...]",
+# "Using CPU_MLA backend.", "Using TritonExperts MoE backend", "Using 'FLASHINFER_CUTLASS' MxFp8 MoE backend.",
+# "Selected CutlassNvFp4... / Using MarlinLinearKernel for ...".
+_BACKEND_LINES: tuple[tuple[BackendKind, re.Pattern[str]], ...] = (
+    ("attention", re.compile(r"Using '?([A-Za-z0-9_]+)'? attention backend")),
+    ("moe", re.compile(r"Using '?([A-Za-z0-9_]+)'? (?:[A-Za-z0-9]+ )?MoE backend")),
+    ("quantization", re.compile(r"(?:Using|Selected) '?([A-Za-z0-9_]*(?:Kernel|Marlin|Cutlass|CUTLASS|Fp4|FP4|Fp8|FP8)"
+                                r"[A-Za-z0-9_]*)'? (?:for|kernel|backend|GEMM)")),
+    ("attention", re.compile(r"Using ([A-Z][A-Z0-9_]+) backend\.")),
+)
+
+
+def backends(log: str) -> list[Backend]:
+    found: list[Backend] = []
+    for line in log.splitlines():
+        for kind, pattern in _BACKEND_LINES:
+            match = pattern.search(line)
+            if match:
+                backend = Backend(kind=kind, name=match.group(1), line=line.strip()[-300:])
+                if all((b.kind, b.name) != (backend.kind, backend.name) for b in found):
+                    found.append(backend)
+                break
+    return found
 
 
 # -- server-side timing (engines/timing.py) -----------------------------------------------------------

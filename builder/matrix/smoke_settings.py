@@ -6,11 +6,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
+from packaging.specifiers import SpecifierSet
+
 from builder import grammar
+from builder.engines import BACKEND_KINDS, BackendKind
 from builder.matrix.schema import MappingReader
 
 ToolRecipe = Literal["plain", "forced"]
 TOOL_RECIPES: Final[tuple[ToolRecipe, ...]] = get_args(ToolRecipe)
+# exact: concurrent and repeated greedy outputs must equal the sequential ones (cpu cells, batch-invariant
+# servers). scored: every output is re-scored by the server (teacher forcing) and passes when no token lies
+# more than consistency_nats below the server's own argmax (GPU servers that are not batch-invariant).
+Consistency = Literal["exact", "scored"]
+CONSISTENCIES: Final[tuple[Consistency, ...]] = get_args(Consistency)
+# Measured on the H200 (vLLM 0.20.2, 8 B-shaped random model, ../shared/GPU.md): outputs that flipped under
+# concurrency or speculative decoding lay at most 0.22 nats below the argmax, the sequential output scored
+# by itself at most 0.14, shuffled (garbage) outputs at least 5.8. 1.0 sits 4.5x above the one and 5.8x below
+# the other.
+DEFAULT_CONSISTENCY_NATS: Final = 1.0
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +57,12 @@ class SmokeSettings:
     # when it is a flip at a near-tie (top-2 logprob gap under this many nats, the runner-up taken):
     # for engines that are not batch-invariant (smoke/ties.py says what was measured).
     determinism_tie_nats: float = 0.0
+    consistency: Consistency = "exact"
+    consistency_nats: float = DEFAULT_CONSISTENCY_NATS
+    # The backends the engine must report choosing (kind -> name, e.g. attention: FLASH_ATTN); a cell whose
+    # server chose another fails with the log line as evidence.
+    expected_backends: dict[BackendKind, str] = field(default_factory=dict)
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +104,11 @@ class ServeProfile:
     name: str
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    consistency: Consistency | None = None  # None: the cell's; "exact" where the profile promises it
+    versions: SpecifierSet | None = None  # engine versions that have what the profile needs (others: skipped)
+    # The profile is speculative decoding: it must report drafts proposed and accepted, or it tested nothing.
+    speculative: bool = False
+
 
 
 DEFAULT_PROFILE = "default"
@@ -105,7 +130,44 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         sweep=_sweep(r, base.sweep), gate=_gate(r, base.gate), profiles=_profiles(r, base.profiles),
         model_helper=r.string("model_helper", base.model_helper, check=grammar.tag),
         model_helper_line=r.line_of("model_helper") if r.has("model_helper") else base.model_helper_line,
-        determinism_tie_nats=_tie_nats(r, base.determinism_tie_nats))
+        determinism_tie_nats=_tie_nats(r, base.determinism_tie_nats),
+        consistency=_consistency(r, base.consistency) or base.consistency,
+        consistency_nats=_nats(r, base.consistency_nats),
+        expected_backends=_expected_backends(r, base.expected_backends))
+
+
+def _consistency(r: MappingReader, default: Consistency | None) -> Consistency | None:
+    value = r.string("consistency", default)
+    for known in CONSISTENCIES:
+        if value == known:
+            return known
+    if value is None:
+        return None
+    raise r.error("consistency", f"{r.what}.consistency must be exact or scored, got '{value}'")
+
+
+def _nats(r: MappingReader, default: float) -> float:
+    value = r.raw("consistency_nats", default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 5:
+        raise r.error("consistency_nats", f"{r.what}.consistency_nats must be a number of nats above 0, at most 5 "
+                                          f"(default {DEFAULT_CONSISTENCY_NATS:g}: flips measured up to 0.22, "
+                                          "garbage from 5.8)")
+    return float(value)
+
+
+def _expected_backends(r: MappingReader, default: dict[BackendKind, str]) -> dict[BackendKind, str]:
+    if not r.has("expected_backends"):
+        return default
+    names = r.string_map("expected_backends", check=grammar.nonempty_line)
+    out: dict[BackendKind, str] = {}
+    for key, name in names.items():
+        kind = next((k for k in BACKEND_KINDS if k == key), None)
+        if kind is None:
+            raise r.error("expected_backends", f"{r.what}.expected_backends: unknown kind '{key}' "
+                                               f"(known: {', '.join(BACKEND_KINDS)})")
+        out[kind] = name
+    return out
+
 
 
 def _tie_nats(r: MappingReader, default: float) -> float:
@@ -189,7 +251,12 @@ def _profiles(parent: MappingReader, base: tuple[ServeProfile, ...]) -> tuple[Se
             raise r.error(name, f"{r.what}: profile name {name!r} must be letters, digits, - or _ "
                                 f"(and not '{DEFAULT_PROFILE}', which is the plain smoke args)")
         sub = MappingReader(r.raw(name), r.source, r.line_of(name), f"{r.what}.{name}")
-        out.append(ServeProfile(name=name, args=sub.strings("args"), env=sub.string_map("env")))
+        speculative = sub.raw("speculative", False)
+        if not isinstance(speculative, bool):
+            raise sub.error("speculative", f"{sub.what}.speculative must be true or false")
+        out.append(ServeProfile(name=name, args=sub.strings("args"), env=sub.string_map("env"),
+                                consistency=_consistency(sub, None), versions=sub.specifier("versions"),
+                                speculative=speculative))
         sub.finish()
     r.finish()
     return tuple(out)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+from packaging.version import Version
 
 from builder.audit.image import kernel_audit
-from builder.checkresult import FAIL, PASS, CheckResult, CheckStatus
+from builder.checkresult import FAIL, PASS, SKIP, CheckResult, CheckStatus
 from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
@@ -24,10 +25,12 @@ from builder.measure.absession import InterleavedRun
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.measure.sweepreport import SweepResult
 from builder.oci import dockerd
+from builder.proof.profiles import STARTUP_LOG_LINES, profile_checks, profile_unavailable
 from builder.proof.report import SmokeReport
 from builder.smoke.checks import check_completions, check_determinism, check_golden, check_models, check_tool_call
 from builder.smoke.model import SmokeModel, resolve_model
 from builder.smoke.openai import SmokeSpec
+from builder.smoke.runtime import check_backends
 from builder.smoke.server import RunningServer, ServerSpec, serve
 from builder.util import utc_now
 
@@ -50,6 +53,7 @@ class SmokeInputs:
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
     helper_image: str | None = None  # makes the generated model when the image under test cannot (model_helper)
+    engine_version: Version | None = None  # for profiles gated on engine versions (None: every profile runs)
 
 
 def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda message: None) -> SmokeReport:
@@ -70,6 +74,7 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
         with serve(client, server_spec(inputs, model, image=inputs.image), f"smoke-{inputs.cell_id}") as server:
             ready = server.ready_seconds
             progress(f"ready after {ready:.0f}s; checking")
+            checks.append(check_backends(server.logs(STARTUP_LOG_LINES), inputs.engine, settings.expected_backends))
             checks.append(check_models(server.base_url, spec))
             checks.append(check_completions(server.base_url, spec))
             determinism, outputs = check_determinism(server.base_url, spec)
@@ -157,19 +162,22 @@ def _gate(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, c
 
 def _profile(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, spec: SmokeSpec,
              profile: ServeProfile, progress) -> tuple[list[CheckResult], dict[str, str]]:
-    """Determinism (sequential and concurrent) and golden under one more way to serve."""
-    progress(f"profile {profile.name}: starting with {' '.join(profile.args) or 'no extra args'}")
+    """Determinism (sequential and concurrent), golden, and what the server ran, under one more way to serve."""
     name = f"[{profile.name}]"
+    unavailable = profile_unavailable(profile, inputs.engine, inputs.engine_version)
+    if unavailable:
+        return [CheckResult("determinism" + name, SKIP, unavailable, {})], {}
+    progress(f"profile {profile.name}: starting with {' '.join(profile.args) or 'no extra args'}")
     try:
         with serve(client, server_spec(inputs, model, image=inputs.image, profile=profile),
                    f"smoke-{inputs.cell_id}-{profile.name}") as server:
-            determinism, outputs = check_determinism(server.base_url, spec)
+            checks, outputs = profile_checks(server.base_url, spec, profile,
+                                             server.logs(STARTUP_LOG_LINES), inputs.settings.expected_backends)
     except StepFailed as exc:
         return [CheckResult("boot" + name, "fail", str(exc).splitlines()[0], {"log": str(exc)})], {}
     golden = check_golden(outputs, inputs.golden_profiles.get(profile.name), model.model_id, inputs.golden_model)
-    checks = [dataclasses.replace(determinism, name="determinism" + name),
-              dataclasses.replace(golden, name="golden" + name)]
-    return checks, outputs if determinism.status == "pass" else {}
+    checks.append(dataclasses.replace(golden, name="golden" + name))
+    return checks, outputs if checks[0].status == "pass" else {}
 
 
 def determinism_passed(checks: list[CheckResult]) -> bool:

@@ -10,11 +10,13 @@ import urllib.parse
 
 from builder.engines import EngineModule
 from builder.errors import InputError, ServiceError
-from builder.matrix.smoke_settings import SmokeSettings
+from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
+from builder.proof.profiles import profile_checks
 from builder.proof.report import SmokeReport
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
 from builder.smoke.openai import ServerError, SmokeSpec, request_json
+from builder.smoke.runtime import check_backends
 from builder.util import utc_now
 
 
@@ -52,7 +54,10 @@ def pick_served_name(url: str, served_name: str | None) -> str:
 
 def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served_name: str | None = None,
               known_good_url: str | None = None, accept_inconclusive: bool = False,
+              profile: ServeProfile | None = None, server_log: str | None = None,
               progress=lambda message: None) -> SmokeReport:
+    """`profile`: the server runs that serve profile of the cell (its consistency, its speculation counters);
+    `server_log`: the server's start-up log, for the backends it chose."""
     started = time.monotonic()
     url = check_url(url, "--url")
     known_good_url = check_url(known_good_url, "--known-good-url") if known_good_url else None
@@ -61,8 +66,14 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
         served_models(known_good_url)  # unreachable: exit 3 before anything is measured
     spec = SmokeSpec.from_settings(settings, served_name=name, engine=engine)
     checks = [check_models(url, spec), check_completions(url, spec)]
-    determinism, outputs = check_determinism(url, spec)
-    checks += [determinism, check_tool_call(url, spec)]
+    if profile is None:
+        determinism, outputs = check_determinism(url, spec)
+        checks += [determinism, check_backends(server_log, engine, settings.expected_backends)]
+    else:
+        profile_results, outputs = profile_checks(url, spec, profile, server_log, settings.expected_backends)
+        checks += profile_results
+        determinism = profile_results[0]
+    checks.append(check_tool_call(url, spec))
     progress("sweep")
     sweep_check, sweep = check_sweep(url, sweep_spec(settings, name, engine))
     checks.append(sweep_check)

@@ -8,23 +8,24 @@ check_golden and the helpers below it are pure.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
+from builder.smoke.determinism import check_determinism, divergence, first_divergence
 from builder.smoke.openai import (
     TOOL,
     TOOL_PROMPT,
     WHITESPACE_PROBES,
     SmokeSpec,
     chat_text,
-    completion_text,
     generate,
     guarded,
     request_json,
     user_message,
 )
-from builder.smoke.ties import explain_flip
+
+__all__ = ["check_completions", "check_determinism", "check_golden", "check_models", "check_tool_call", "divergence",
+           "first_divergence", "usage_sane"]
 
 
 @guarded("models")
@@ -63,41 +64,6 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
     if problems:
         return CheckResult("completions", FAIL, "; ".join(problems), data)
     return CheckResult("completions", PASS, ", ".join(counts) + "; usage consistent", data)
-
-
-@guarded("determinism", fallback=dict)
-def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict[str, str]]:
-    """Greedy outputs must not change between rounds or under concurrency. The returned
-    prompt -> text map (first round) becomes the golden outputs when the check passes."""
-    first: dict[str, str] = {}
-    for rnd in range(1, spec.rounds + 1):
-        for prompt in spec.prompts:
-            text = completion_text(base_url, spec, prompt)
-            first.setdefault(prompt, text)
-            if text != first[prompt]:
-                return CheckResult("determinism", FAIL, divergence(prompt, first[prompt], text, f"round {rnd}"),
-                                   {"outputs": first, "prompt": prompt, "got": text}), first
-    # Repeat prompts so at least `concurrency` requests are in flight: batching bugs show up there.
-    batch = [spec.prompts[i % len(spec.prompts)] for i in range(max(spec.concurrency, len(spec.prompts)))]
-    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-        texts = list(pool.map(lambda p: completion_text(base_url, spec, p), batch))
-    flips: list[dict[str, Any]] = []
-    for prompt, text in zip(batch, texts):
-        if text != first[prompt]:
-            why = divergence(prompt, first[prompt], text, f"{len(batch)} concurrent")
-            flip = explain_flip(base_url, spec, prompt, first[prompt], text) if spec.tie_nats > 0 else None
-            if flip is None or not flip.within:
-                note = f" ({flip.describe()}; tolerated: gap < {spec.tie_nats:g} and the runner-up)" if flip else ""
-                return CheckResult("determinism", FAIL, why + note,
-                                   {"outputs": first, "prompt": prompt, "got": text}), first
-            flips.append({"prompt": prompt, "token": flip.token, "gap": flip.gap})
-    same = f"{len(spec.prompts)} prompts x {spec.rounds} rounds and {len(batch)} concurrent requests"
-    if flips:
-        widest = max(f["gap"] for f in flips)
-        return CheckResult("determinism", PASS, f"{same}: {len(batch) - len(flips)} identical, {len(flips)} flipped "
-                           f"at near-ties (top-2 gap up to {widest:.2g} nats < {spec.tie_nats:g}, the runner-up taken)",
-                           {"outputs": first, "near_tie_flips": flips}), first
-    return CheckResult("determinism", PASS, f"{same} gave identical greedy outputs", {"outputs": first}), first
 
 
 def check_golden(outputs: dict[str, str], golden: dict[str, str] | None, model_id: str,
@@ -190,18 +156,3 @@ def usage_sane(usage: Any, max_tokens: int) -> str | None:
     if total != prompt + completion:
         return f"total_tokens {total} != {prompt} + {completion}"
     return None
-
-
-def first_divergence(a: str, b: str) -> int | None:
-    """Index of the first differing character (the shorter length if one is a prefix); None if equal."""
-    if a == b:
-        return None
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
-def divergence(prompt: str, expected: str, got: str, where: str) -> str:
-    """One line naming the prompt, the first differing index, and expected/got snippets around it."""
-    i = first_divergence(expected, got) or 0
-    lo = max(0, i - 12)
-    return (f"{where}: prompt {one_line(prompt, 40)!r} differs at char {i}: expected "
-            f"{expected[lo:i + 12]!r}, got {got[lo:i + 12]!r}")

@@ -17,7 +17,7 @@ import requests
 
 from builder.checkresult import FAIL, CheckResult, one_line
 from builder.engines import EngineModule
-from builder.matrix.smoke_settings import SmokeSettings, ToolRecipe
+from builder.matrix.smoke_settings import DEFAULT_CONSISTENCY_NATS, Consistency, SmokeSettings, ToolRecipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Varied content: predictable text ("count to 200") inflates tok/s under speculative decoding and
@@ -56,12 +56,15 @@ class SmokeSpec:
     timeout: float = 60.0  # read timeout of one request, seconds
     eos_text: str = "<|im_end|>"  # forced recipe: the end-of-turn token it pushes after the call
     tie_nats: float = 0.0  # determinism: the near-tie flips tolerated under concurrency (smoke/ties.py)
+    consistency: Consistency = "exact"  # determinism: identical outputs, or scored by the server (teacher forcing)
+    consistency_nats: float = DEFAULT_CONSISTENCY_NATS
 
     @classmethod
     def from_settings(cls, settings: SmokeSettings, served_name: str, engine: EngineModule) -> SmokeSpec:
         """The checks' view of the cell's settings (validated once, when matrix.yaml was loaded)."""
         return cls(served_name=served_name, engine=engine, tools=settings.tools, tool_recipe=settings.tool_recipe,
-                   tie_nats=settings.determinism_tie_nats)
+                   tie_nats=settings.determinism_tie_nats, consistency=settings.consistency,
+                   consistency_nats=settings.consistency_nats)
 
 
 class ServerError(Exception):

@@ -27,6 +27,9 @@ _HTTP.trust_env = False  # loopback traffic must not go through a proxy from the
 MODEL_MOUNT = "/model"
 
 
+MODEL_PLACEHOLDER = "{model}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerSpec:
     image: str
@@ -45,8 +48,9 @@ def server_args(spec: ServerSpec) -> list[str]:
     """Arguments after the image's entrypoint, as the cell's engine module writes them."""
     engine = spec.engine
     model = f"{MODEL_MOUNT}/{spec.model_file}" if spec.model_file else MODEL_MOUNT
+    # "{model}" in an argument is the served model's path (a speculative profile's draft model is the model itself)
     return engine.server_args(model=model, served_name=spec.served_name, port=engine.container_port,
-                              extra=spec.args)
+                              extra=[arg.replace(MODEL_PLACEHOLDER, model) for arg in spec.args])
 
 
 def run_options(spec: ServerSpec) -> dict:

@@ -29,6 +29,16 @@ class Position:
 
     text: str
     top: tuple[tuple[str, float], ...]
+    logprob: float | None = None  # the chosen token's own logprob, when the server says
+
+    def deficit(self) -> float:
+        """How far the chosen token lies below the top-1 of this position (0: it is the top-1)."""
+        if not self.top or self.top[0][0] == self.text:
+            return 0.0
+        own = self.logprob if self.logprob is not None else dict(self.top).get(self.text)
+        if own is None:  # not among the alternatives: at least below the last of them
+            return self.top[0][1] - self.top[-1][1] if len(self.top) > 1 else float("inf")
+        return max(0.0, self.top[0][1] - own)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +61,9 @@ def positions(response: dict[str, Any]) -> list[Position]:
         for entry in logprobs["content"]:
             top = sorted(((str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs") or ()),
                          key=lambda item: -item[1])
-            out.append(Position(text=str(entry["token"]), top=tuple(top)))
+            own = entry.get("logprob")
+            out.append(Position(text=str(entry["token"]), top=tuple(top),
+                                logprob=float(own) if isinstance(own, (int, float)) else None))
         return out
     if isinstance(logprobs, dict) and isinstance(logprobs.get("tokens"), list):  # vLLM, OpenAI legacy
         tops = logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"])
@@ -81,6 +93,20 @@ def find_flip(tokens: list[Position], expected: str, got: str, tie_nats: float) 
             taken = (rest.startswith(runner) or (bool(rest) and runner.startswith(rest))) if runner else not rest
             return Flip(token=index, gap=gap, runner_up_taken=taken, within=taken and gap < tie_nats)
         start = end
+    return None
+
+
+def off_argmax(tokens: list[Position], text: str, tie_nats: float) -> tuple[int, float] | None:
+    """A concurrent output's own logprobs: the first token that is not the top-1 of its own distribution by
+    tie_nats or more (index, deficit), e.g. rows of a batch mixed up after the sampler chose. Followed past the
+    first flip, this is what keeps a garbled tail after a near-tie from passing. ValueError when the logprobs
+    do not spell `text` (then nothing can be said about it)."""
+    if "".join(p.text for p in tokens) != text:
+        raise ValueError("the logprobs do not spell the output")
+    for index, position in enumerate(tokens):
+        deficit = position.deficit()
+        if deficit >= tie_nats:
+            return index, deficit
     return None
 
 

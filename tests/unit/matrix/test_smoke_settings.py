@@ -73,7 +73,7 @@ def test_the_shipped_matrix_sets_the_cpu_cell_for_two_resident_servers():
     assert cpu.gate.threshold >= 0.1 and cpu.profiles == ()
     assert cpu.sweep.model == ""  # the tiny model: a 7 B model on a cpu runner is out of memory (seen)
     gpu = engine.smoke
-    assert gpu.gate.threshold == 0.05 and {p.name for p in gpu.profiles} == {"ngram", "eager"}
+    assert gpu.gate.threshold == 0.05 and {p.name for p in gpu.profiles} == {"batch-invariant", "speculative", "eager"}
     util = float(gpu.args[gpu.args.index("--gpu-memory-utilization") + 1])
     assert 2 * util < 0.95  # the known-good and the candidate both fit on one GPU
 
@@ -136,3 +136,37 @@ def test_the_shipped_llamacpp_gpu_cells_tolerate_near_tie_flips_and_cpu_cells_no
     for arch in ("sm_90", "sm_120", "sm_121a"):
         assert engines["llama.cpp"].smoke_for(arch).determinism_tie_nats == 0.005
         assert engines["vllm"].smoke_for(arch).determinism_tie_nats == 0
+
+
+@pytest.mark.parametrize("line, message", [
+    ("consistency: fuzzy", "consistency must be exact or scored, got 'fuzzy'"),
+    ("consistency_nats: 0", "consistency_nats must be a number of nats above 0, at most 5"),
+    ("consistency_nats: 9", "consistency_nats must be a number of nats above 0, at most 5"),
+    ("consistency_nats: yes", "consistency_nats must be a number of nats above 0, at most 5"),
+    ("expected_backends: {kernel: X}", "expected_backends: unknown kind 'kernel' (known: attention, moe, quantization, device)"),
+    ("profiles: {bi: {versions: 'not a spec'}}", "'not a spec' is not a valid version specifier"),
+    ("profiles: {bi: {consistency: loose}}", "consistency must be exact or scored, got 'loose'"),
+    ("profiles: {spec: {speculative: 1}}", "speculative must be true or false"),
+])
+def test_consistency_backends_and_profile_settings_are_checked_at_load(tmp_path, line, message):
+    path, text = matrix_with(tmp_path, f"    smoke:\n      {line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_matrix(path)
+    assert message in str(caught.value)
+    assert f"matrix.yaml:{text.splitlines().index('      ' + line) + 1}:" in str(caught.value)
+
+
+def test_the_shipped_gpu_vllm_cells_score_and_the_cpu_cells_stay_exact():
+    engines = load_matrix(REPO / "matrix.yaml").engines
+    vllm_settings = engines["vllm"]
+    assert vllm_settings.smoke_for("cpu").consistency == "exact"
+    assert engines["llama.cpp"].smoke_for("sm_90").consistency == "exact"  # llama-server cannot score
+    for arch in ("sm_90", "sm_120", "sm_121a"):
+        gpu = vllm_settings.smoke_for(arch)
+        assert gpu.consistency == "scored" and gpu.consistency_nats == 1.0
+        profiles = {p.name: p for p in gpu.profiles}
+        assert profiles["batch-invariant"].consistency == "exact"
+        assert profiles["batch-invariant"].env == {"VLLM_BATCH_INVARIANT": "1"}
+        assert not profiles["batch-invariant"].versions.contains("0.11.0")
+        assert profiles["batch-invariant"].versions.contains("0.20.2")
+        assert profiles["speculative"].speculative and "{model}" in " ".join(profiles["speculative"].args)

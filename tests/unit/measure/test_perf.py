@@ -120,7 +120,7 @@ def test_smoke_url_runs_checks_and_sweep_without_docker():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     statuses = {c["name"]: c["status"] for c in report["checks"]}
-    assert statuses == {"models": "pass", "completions": "pass", "determinism": "pass", "tool_call": "skip",
+    assert statuses == {"models": "pass", "completions": "pass", "determinism": "pass", "backends": "skip", "tool_call": "skip",
                         "sweep": "pass", "gate": "skip"}, report["checks"]
     assert [lv["concurrency"] for lv in report["sweep"]["levels"]] == [1, 2]
     streamed = [b for b in engine.bodies if b.get("stream")]

@@ -61,20 +61,34 @@ def test_an_end_of_sequence_runner_up_is_taken_when_the_output_ends_there():
     assert not find_flip(tokens, "ab", "ac", 0.005).runner_up_taken
 
 
-def batched_flip(gap: float):
+def _legacy_logprobs(tokens: list[str], tops: list[dict[str, float]]) -> dict:
+    return {"tokens": tokens, "top_logprobs": tops}
+
+
+def batched_flip(gap: float, garbled_tail: bool = False):
     """A server whose batched run of prompt 'beta' takes the runner-up at its 3rd token, where the
-    sequential top-2 gap is `gap` nats; with logprobs it spells the sequential text."""
+    sequential top-2 gap is `gap` nats; with logprobs it spells the text it answered (each token its own
+    top-1, as a correct server's are). garbled_tail: after the flip, the batched run's last token is not the
+    top-1 of its own logprobs (rows of the batch mixed up after the sampler chose)."""
     def reply(server, path, body):
         code, payload = healthy(server, path, body)
-        if path != "/v1/completions" or body["prompt"] != "beta":
+        if path != "/v1/completions":
             return code, payload
-        text = payload["choices"][0]["text"]  # "out:ateb"
-        if server.batched():
-            payload["choices"][0]["text"] = text[:6] + "Zb"
+        text = payload["choices"][0]["text"]  # "out:ateb" for beta
+        tokens = ["out:", *text[4:]]
+        tops = [{t: -1.0, "#": -3.0} for t in tokens]
+        if body["prompt"] == "beta":
+            if server.batched():
+                tokens = ["out:", "at", "Z", "b"]
+                tops = [{"out:": -1.0, "#": -3.0}, {"at": -1.0, "#": -3.0}, {"Z": -1.0, "e": -1.0 - gap},
+                        {"#": -0.5, "b": -4.0} if garbled_tail else {"b": -1.0, "#": -2.0}]
+            else:
+                tokens = ["out:", "at", "e", "b"]
+                tops = [{"out:": -1.0, "#": -3.0}, {"at": -1.0, "#": -3.0}, {"e": -1.0, "Z": -1.0 - gap},
+                        {"b": -1.0, "#": -2.0}]
+            payload["choices"][0]["text"] = "".join(tokens)
         if body.get("logprobs"):
-            tokens = ["out:", "at", "e", "b"]
-            payload["choices"][0]["logprobs"] = {"tokens": tokens, "top_logprobs": [
-                {t: -1.0, "#": -3.0} for t in tokens[:2]] + [{"e": -1.0, "Z": -1.0 - gap}, {"b": -1.0, "#": -2.0}]}
+            payload["choices"][0]["logprobs"] = _legacy_logprobs(tokens, tops)
         return code, payload
     return reply
 
@@ -96,3 +110,21 @@ def test_a_flip_where_the_model_was_decisive_still_fails(serve):
                      concurrency=5, tie_nats=0.005)
     result, _ = check_determinism(serve(batched_flip(0.9)).url, spec)
     assert result.status == FAIL and "token 2: top-2 gap 0.9 nats, took the runner-up" in result.evidence
+
+
+def test_a_garbled_tail_after_a_tolerated_flip_fails(serve):
+    """The first difference is a near-tie, then a token the batched run did not pick from its own logprobs:
+    a flip tolerated at its first token must not wave the rest through."""
+    spec = SmokeSpec(served_name="tiny", engine=vllm, prompts=("alpha", "beta", "gamma", "delta", "epsilon"), max_tokens=8,
+                     rounds=2, concurrency=5, tie_nats=0.005)
+    result, _ = check_determinism(serve(batched_flip(2e-4, garbled_tail=True)).url, spec)
+    assert result.status == FAIL
+    assert result.evidence == ("5 concurrent: prompt 'beta': token 3 lies 3.5 nats below the top-1 of its own "
+                               "logprobs (tolerated: < 0.005)")
+
+
+def test_tie_mode_fails_when_the_server_gives_no_logprobs(serve):
+    spec = SmokeSpec(served_name="tiny", engine=vllm, prompts=("alpha", "beta"), max_tokens=8, rounds=1, concurrency=2,
+                     tie_nats=0.005)
+    result, _ = check_determinism(serve().url, spec)
+    assert result.status == FAIL and "a flip cannot be told from garbage" in result.evidence
