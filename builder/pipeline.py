@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.attest.attach import Attestor, for_cell
 from builder.buildkit.runner import CellResult
 from builder.errors import InputError, StepFailed
 from builder.jobs.job import CellJob
@@ -31,6 +32,7 @@ class SmokeOptions:
     threshold: float | None = None  # None: the matrix's gate.threshold
     model_dir: Path | None = None
     report_dir: Path = Path("build/reports")
+    attestor: Attestor | None = None  # signs and attaches the attestations before the tag moves; None: unsigned
 
 
 def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: CellJob, image: str, digest: str,
@@ -63,7 +65,8 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
     (options.report_dir / f"{cell.id}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (options.report_dir / f"{cell.id}.txt").write_text(report.text() + "\n")
     if options.promote and report.passed:
-        result = promote(client, names.repository, cell.id, digest)
+        attestor = for_cell(options.attestor, cell) if options.attestor else None
+        result = promote(client, names.repository, cell.id, digest, attestor=attestor)
         progress(result.message)
     return report
 
@@ -89,7 +92,7 @@ def smoke_target(workspace: Workspace, client: RegistryClient, image: str | None
 
 def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], results: list[CellResult],
                 workdir: Path, promote: bool, say: Callable[[str], None],
-                accept_inconclusive: bool = False) -> dict[str, str]:
+                accept_inconclusive: bool = False, attestor: Attestor | None = None) -> dict[str, str]:
     """Smoke-test (and promote) every image the build produced, in the jobs' order (a model helper
     before the cells that need it); one cell after another, since a smoke test needs the machine's
     memory (and GPU) to itself."""
@@ -105,7 +108,8 @@ def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], 
             continue
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,
-            SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports"),
+            SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports",
+                         attestor=attestor),
             progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"), built=built)
         say(report.text())
         verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \

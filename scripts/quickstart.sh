@@ -29,6 +29,14 @@ fi
 extra=()
 [ -f /etc/ssl/certs/ca-certificates.crt ] && extra+=(--ca-bundle /etc/ssl/certs/ca-certificates.crt)
 [ -d /opt/wheels ] && extra+=(--find-links /opt/wheels)
+# Promotion signs each image's SBOM, provenance and smoke verdict with this key (made once, mode 0600,
+# kept in build/, which git ignores); `builder verify` below checks them with the public half.
+key=${BUILDER_SIGNING_KEY_FILE:-build/keys/signing.key}
+if [ -z "${BUILDER_SIGNING_KEY:-}" ] && [ ! -f "$key" ]; then
+    mkdir -p "$(dirname "$key")"
+    builder keys create --out "$key"
+fi
+export BUILDER_SIGNING_KEY_FILE=$key
 echo
 echo "== build, push, smoke-test and promote the cpu cell =="
 builder build --arch cpu --engine vllm "${extra[@]}" --smoke --promote
@@ -39,3 +47,10 @@ echo "== build, push, smoke-test and promote the llama.cpp cpu cell =="
 builder build --arch cpu --engine llama.cpp --smoke --promote
 echo
 builder known-good list
+if [ -z "${BUILDER_SIGNING_KEY:-}" ]; then
+    echo
+    echo "== verify each known-good image: signatures, smoke verdict, source, SBOM =="
+    for image in $(builder known-good list --json | python3 -c "import json, sys; print(*(r['image'] for r in json.load(sys.stdin)))"); do
+        builder verify "$image" --key "${key%.key}.pub"
+    done
+fi

@@ -15,6 +15,7 @@ import shlex
 from typing import Any, Final
 
 from builder.board.model import CELL_STATES, Board, BoardCell, SweepLevel
+from builder.oci.referrers import referrers_tag
 from builder.yamlout import emit
 
 SCHEMA: Final = 1
@@ -51,12 +52,25 @@ def recipe(cell: BoardCell) -> dict[str, Any] | None:
             "source": kg.source, "patches": [p.id for p in cell.patches_applied],
             "measured": {"digest": kg.digest, "smoke_model": model or None,
                          "decode_tps": [_level(lv) for lv in levels]},
+            "attestations": attestations(kg.image, kg.digest),
         },
         "defaults": {"port": cell.port, "served_name": model or "model"},
         "command": command,
         "args": list(cell.serve_command),
     })
     return out
+
+
+def attestations(image: str, digest: str) -> dict[str, str]:
+    """Where a known-good image's signed SBOM, provenance and smoke verdict are, and the command that checks them.
+
+    >>> found = attestations("127.0.0.1:5000/llm-factory/images@sha256:" + "ab" * 32, "sha256:" + "ab" * 32)
+    >>> found["referrers_tag"] == "127.0.0.1:5000/llm-factory/images:sha256-" + "ab" * 32
+    True
+    """
+    repo = image.split("@", 1)[0]
+    return {"referrers_tag": f"{repo}:{referrers_tag(digest)}",  # registries without the referrers API
+            "verify": f"builder verify {image} --key <the factory's signing .pub>"}
 
 
 def _level(lv: SweepLevel) -> dict[str, Any]:

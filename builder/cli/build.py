@@ -23,6 +23,7 @@ from builder.cli.options import (
     wheel_dir,
     writable_dir,
 )
+from builder.attest.attach import configured_attestor
 from builder.cli.session import Session
 from builder.errors import InputError, ServiceError, StepFailed
 from builder.render.context import RenderOptions
@@ -52,6 +53,7 @@ def build_cmd(
     Example: builder build --arch cpu --ca-bundle /etc/ssl/certs/ca-certificates.crt --find-links /opt/wheels
     """
     session = Session(matrix, arch, cuda, engine, cell, registry)
+    attestor = configured_attestor() if smoke and promote else None  # a bad key is exit 2 before any build
     defaults = session.matrix.pip
     if ca_bundle is not None:
         existing_file(ca_bundle, "--ca-bundle")
@@ -121,7 +123,8 @@ def build_cmd(
         raise typer.Exit(130)
     from builder.pipeline import smoke_built  # the Docker SDK only where it is used
     smoked = smoke_built(session.names, client, cell_jobs, results, workdir, promote,
-                         say=lambda m: typer.echo(m, err=True), accept_inconclusive=accept_inconclusive) if smoke else {}
+                         say=lambda m: typer.echo(m, err=True), accept_inconclusive=accept_inconclusive,
+                         attestor=attestor) if smoke else {}
     typer.echo("")
     rows = summary_rows(results)
     if smoke:

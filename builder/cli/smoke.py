@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from builder.cli.options import MatrixOpt, RegistryOpt, existing_dir, path_option, writable_dir
+from builder.attest.attach import configured_attestor
 from builder.cli.session import Session
 from builder.errors import InputError
 from builder.matrix.smoke_settings import SmokeSettings
@@ -56,8 +57,9 @@ def smoke_command(
         raise InputError("--known-good-url, --served-name, --profile and --server-log go with --url")
     from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
     session = Session(matrix, None, None, None, None, registry)
+    attestor = configured_attestor() if promote else None  # a bad key is exit 2 before anything runs
     run_smoke_command(session, image, cell, SmokeOptions(promote, as_json, accept_inconclusive, threshold,
-                                                         model_dir, report_dir), overrides)
+                                                         model_dir, report_dir, attestor), overrides)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -276,3 +276,18 @@ def test_a_registry_that_rejects_artifact_manifests_promotes_nothing(plain_regis
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_referrers_fall_back_to_the_tag_schema_on_distribution_2_8(plain_registry):
+    """The small version of the cpu test's check, fast enough to run on every change of referrers.py."""
+    from builder.oci.referrers import list_referrers
+    client, repo = plain_registry.client(), f"referrers-{uuid.uuid4().hex[:6]}/images"
+    digest = push_image(client, repo, "one", {}, content=b"subject")
+    info = client.head_manifest(repo, digest)
+    first = attach(client, repo, info, ENVELOPE_TYPE, b'{"a": 1}', {PREDICATE_ANNOTATION: "x"}, "a.json")
+    second = attach(client, repo, info, ENVELOPE_TYPE, b'{"b": 2}', {PREDICATE_ANNOTATION: "y"}, "b.json")
+    again = attach(client, repo, info, ENVELOPE_TYPE, b'{"a": 1}', {PREDICATE_ANNOTATION: "x"}, "a.json")
+    assert again == first  # the same artifact is listed once
+    assert [r.digest for r in list_referrers(client, repo, digest)] == [first, second]
+    assert sorted(client.tags(repo)) == ["one", referrers_tag(digest)]
+    assert list_referrers(client, repo, push_image(client, repo, "two", {}, content=b"other")) == []

@@ -52,3 +52,30 @@ def test_corrupted_and_unsigned_envelopes():
     assert envelope.check(json.dumps({**raw, "signatures": []}).encode(), signer.public_key).status == "unsigned"
     bad_sig = {**raw, "signatures": [{**raw["signatures"][0], "sig": base64.b64encode(b"x" * 70).decode()}]}
     assert envelope.check(json.dumps(bad_sig).encode(), signer.public_key).status == "tampered"
+
+
+def test_openssl_alone_verifies_a_signature_over_the_specs_pae(tmp_path):
+    """Interoperability: another implementation (openssl) accepts the signature over PAE bytes made by hand
+    from the spec, so any DSSE verifier with the public key can check our envelopes."""
+    import shutil
+    import subprocess
+
+    from builder.attest import keys
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        import pytest
+        pytest.skip("openssl is not installed")
+    pair = keys.create(tmp_path / "signing.key")
+    raw = json.loads(envelope.sign(_statement(), keys.signer_from_file(pair.private, "test")))
+    payload = base64.b64decode(raw["payload"])
+    kind = raw["payloadType"].encode()
+    pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+    (tmp_path / "pae.bin").write_bytes(pae)
+    (tmp_path / "sig.der").write_bytes(base64.b64decode(raw["signatures"][0]["sig"]))
+    argv = [openssl, "dgst", "-sha256", "-verify", str(pair.public), "-signature", str(tmp_path / "sig.der")]
+    done = subprocess.run(argv + [str(tmp_path / "pae.bin")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "Verified OK" in done.stdout, done.stdout + done.stderr
+    (tmp_path / "pae.bin").write_bytes(pae.replace(b"DSSEv1", b"DSSEv2"))
+    done = subprocess.run(argv + [str(tmp_path / "pae.bin")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
