@@ -73,6 +73,9 @@ class SweepSettings:
     samples: int = 5  # measured bursts per level
     warmup: int = 1  # bursts per level before measuring
     tokens: int = 128  # decoded by every request
+    # Prompt depths: each level runs at each depth, a prompt of exactly that many tokens (0: the short prose
+    # prompts); depth + tokens must fit the served context, which the sweep checks against the server.
+    depths: tuple[int, ...] = (0,)
     # The model the sweep and the gate serve, when not the smoke model (same forms: Hub id, path:DIR,
     # generated:<shape>). GPU cells: a random model sized so that decode is GPU-bound, while the checks
     # keep a model with decisive logits (random bf16 weights flip greedy outputs between batch shapes).
@@ -193,6 +196,21 @@ def _levels(r: MappingReader, key: str, default: tuple[int, ...], allow_empty: b
     return tuple(value)
 
 
+MAX_DEPTH: Final = 1 << 20
+
+
+def _depths(r: MappingReader, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = r.raw("depths", None)
+    if value is None:
+        return default
+    ok = isinstance(value, list) and value and len(value) <= 16 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_DEPTH for v in value)
+    if not ok or len(set(value)) != len(value) or list(value) != sorted(value):
+        raise r.error("depths", f"{r.what}.depths must be a list of up to 16 distinct prompt depths in tokens, "
+                                f"ascending, 0..{MAX_DEPTH} (e.g. [0, 4096, 16384]; 0: the short prompts)")
+    return tuple(value)
+
+
 def _bounded(r: MappingReader, key: str, default: int, low: int, high: int) -> int:
     value = r.integer(key, default, minimum=low)
     if value > high:
@@ -207,7 +225,7 @@ def _sweep(parent: MappingReader, base: SweepSettings) -> SweepSettings:
     out = SweepSettings(concurrency=_levels(r, "concurrency", base.concurrency),
                         samples=_bounded(r, "samples", base.samples, 1, 100),
                         warmup=_bounded(r, "warmup", base.warmup, 0, 100),
-                        tokens=_bounded(r, "tokens", base.tokens, 2, 65536),
+                        tokens=_bounded(r, "tokens", base.tokens, 2, 65536), depths=_depths(r, base.depths),
                         model=r.string("model", base.model), revision=r.string("revision", base.revision))
     r.finish()
     return out

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .gate import DEFAULT_GATE, GateResult, GateSettings, LevelVerdict, compare_level
-from .sse import RequestResult
+from .serverside import Sample
 from .sweep import SweepSpec, measure_sample, warm_up
 from .sweepreport import SweepResult, summarize_level
 
@@ -94,13 +94,13 @@ def interleave_servers(baseline_url: str, candidate_url: str, spec: SweepSpec,
     vLLM's sleep mode (offload one while the other runs) keeps the same alternation at the cost of a
     wake-up per switch. A failed sample raises SweepError: a server that errors is not a slow server.
     """
-    samples: dict[tuple[str, int], list[tuple[RequestResult, ...]]] = {}
+    samples: dict[tuple[str, int], list[Sample]] = {}
 
     def measurer(role: str, url: str) -> Measure:  # keyed by role: an A/A may name one server twice
         def measure(concurrency: int) -> float:
             bucket = samples.setdefault((role, concurrency), [])
-            rate, requests = measure_sample(url, spec, concurrency, len(bucket))
-            bucket.append(requests)
+            rate, sample = measure_sample(url, spec, concurrency, len(bucket))
+            bucket.append(sample)
             return rate
         return measure
 
@@ -115,7 +115,7 @@ def interleave_servers(baseline_url: str, candidate_url: str, spec: SweepSpec,
 
     def sweep_of(role: str) -> SweepResult:
         return SweepResult(model=spec.model, max_tokens=spec.max_tokens, levels=tuple(
-            summarize_level(c, samples.get((role, c), [])) for c in spec.concurrency))
+            summarize_level(c, samples.get((role, c), []), bounds=spec.bounds) for c in spec.concurrency))
 
     return InterleavedRun(gate=GateResult.of(levels, settings), baseline=sweep_of("baseline"),
                           candidate=sweep_of("candidate"))

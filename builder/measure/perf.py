@@ -17,7 +17,7 @@ from builder.matrix.smoke_settings import SmokeSettings
 from builder.measure.absession import InterleavedRun, interleave_servers
 from builder.measure.gate import GateResult, GateSettings
 from builder.measure.sweep import SweepError, SweepSpec, run_sweep
-from builder.measure.sweepreport import SweepResult
+from builder.measure.sweepreport import LevelResult, SweepResult
 
 NO_INTERVAL = "no interval: no known-good image was measured beside it, so no regression can be resolved"
 
@@ -27,8 +27,8 @@ def sweep_spec(settings: SmokeSettings, served_name: str, engine: EngineModule,
     """The sweep as the cell's settings and its engine's streaming fields say."""
     sweep = settings.sweep
     return SweepSpec(model=served_name, concurrency=concurrency or sweep.concurrency, samples=sweep.samples,
-                     warmup=sweep.warmup, max_tokens=sweep.tokens,
-                     include_usage=engine.stream_usage, ignore_eos=engine.stream_ignore_eos)
+                     warmup=sweep.warmup, max_tokens=sweep.tokens, depths=(0,) if concurrency else sweep.depths,
+                     include_usage=engine.stream_usage, ignore_eos=engine.stream_ignore_eos, engine=engine)
 
 
 def gate_settings(settings: SmokeSettings) -> GateSettings:
@@ -53,18 +53,30 @@ def check_sweep(base_url: str, spec: SweepSpec) -> tuple[CheckResult, SweepResul
 
 def sweep_verdict(result: SweepResult) -> CheckResult:
     data = result.to_dict()
-    bad = [lv for lv in result.levels if lv.errors or not lv.sample_tps]
+    bad = [lv for lv in result.levels if lv.errors or (not lv.sample_tps and not lv.unmeasured)]
     if bad:
         lv = bad[0]
         return CheckResult("sweep", FAIL, f"c={lv.concurrency}: {lv.errors}/{lv.requests} requests failed: "
                            f"{one_line(lv.first_error, 120)}", data)
-    short = [lv for lv in result.levels if lv.tokens_min < result.max_tokens]
+    short = [lv for lv in result.levels if lv.requests and lv.tokens_min < result.max_tokens]
     if short:
         return CheckResult("sweep", FAIL, f"c={short[0].concurrency}: a request decoded {short[0].tokens_min} < "
                            f"{result.max_tokens} tokens (ignore_eos not honoured?)", data)
-    parts = [f"c={lv.concurrency} {lv.tps_p50:.1f}" for lv in result.levels if lv.tps_p50 is not None]
-    return CheckResult("sweep", PASS, f"decode tok/s (p50 of {len(result.levels[0].sample_tps)}, "
-                       f"{result.max_tokens} tokens): " + ", ".join(parts), data)
+    measured = [lv for lv in result.levels if lv.measured]
+    parts = [f"{_at(lv)}c={lv.concurrency} {lv.tps_p50:.1f}" for lv in measured if lv.tps_p50 is not None]
+    unmeasured = [lv for lv in result.levels if lv.unmeasured]
+    if unmeasured:  # the plumbing worked; the figure is withheld, never recorded (serverside.py)
+        parts.append(f"{_at(unmeasured[0])}c={unmeasured[0].concurrency} {unmeasured[0].unmeasured}"
+                     + (f" (and {len(unmeasured) - 1} more levels)" if len(unmeasured) > 1 else ""))
+    if not measured:
+        return CheckResult("sweep", SKIP, "no level measured: " + "; ".join(parts), data)
+    sources = sorted({lv.source for lv in measured})
+    return CheckResult("sweep", PASS, f"decode tok/s by the {'/'.join(sources)}'s clock (p50 of "
+                       f"{len(measured[0].sample_tps)}, {result.max_tokens} tokens): " + ", ".join(parts), data)
+
+
+def _at(level: LevelResult) -> str:
+    return f"depth {level.depth} " if level.depth else ""
 
 
 def context_line(recorded: SweepResult | None) -> str:

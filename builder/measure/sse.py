@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from builder.engines.timing import ServerCounters
 
 EventKind = Literal["token", "usage", "done"]
 RequestStatus = Literal["ok", "error"]
@@ -32,6 +34,8 @@ class StreamEvent:
     text: str = ""
     finish_reason: str | None = None
     completion_tokens: int | None = None  # from a usage block, on any chunk that has one
+    prompt_tokens: int | None = None
+    server: ServerCounters | None = None  # the request's server-side timing, when this chunk carries it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +51,8 @@ class RequestResult:
     t_first: float | None = None
     t_last: float | None = None
     itls_s: tuple[float, ...] = ()  # gaps between consecutive token chunks
+    prompt_tokens: int | None = None  # from usage, when the server sent it
+    server: ServerCounters | None = None  # what the server timed for this request (engines/timing.py)
 
     @property
     def decode_tokens(self) -> int:
@@ -68,8 +74,12 @@ class RequestResult:
         return self.decode_tokens / self.decode_s
 
 
-def parse_sse_line(line: str) -> StreamEvent | None:
-    """One line of the stream (with or without its line end); None for lines that carry no event."""
+ChunkTiming = Callable[[Mapping[str, Any]], ServerCounters | None]  # the engine's reader of a chunk's timing
+
+
+def parse_sse_line(line: str, timing: ChunkTiming | None = None) -> StreamEvent | None:
+    """One line of the stream (with or without its line end); None for lines that carry no event.
+    `timing` reads the server's own timing from a chunk, for engines that stream it."""
     line = line.rstrip("\r\n")
     if not line or line.startswith(":"):
         return None
@@ -93,13 +103,16 @@ def parse_sse_line(line: str) -> StreamEvent | None:
     completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
     if completion is not None and (not isinstance(completion, int) or isinstance(completion, bool)):
         raise SSEError(f"usage.completion_tokens is not an integer: {completion!r}")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    prompt = prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else None
+    server = timing(obj) if timing is not None else None
     choices = obj.get("choices")
     if not isinstance(choices, list):
         raise SSEError(f"chunk without a choices list: {_short(value)!r}")
     if not choices:
         if completion is None:
             raise SSEError(f"chunk with neither choices nor usage: {_short(value)!r}")
-        return StreamEvent(kind="usage", completion_tokens=completion)
+        return StreamEvent(kind="usage", completion_tokens=completion, prompt_tokens=prompt, server=server)
     choice = choices[0]
     if not isinstance(choice, dict):
         raise SSEError(f"choice is not an object: {_short(value)!r}")
@@ -107,7 +120,8 @@ def parse_sse_line(line: str) -> StreamEvent | None:
     if text is None and isinstance(choice.get("delta"), dict):  # a chat chunk, for completeness
         text = choice["delta"].get("content")
     return StreamEvent(kind="token", text=text if isinstance(text, str) else "",
-                       finish_reason=choice.get("finish_reason"), completion_tokens=completion)
+                       finish_reason=choice.get("finish_reason"), completion_tokens=completion,
+                       prompt_tokens=prompt, server=server)
 
 
 def is_token(event: StreamEvent) -> bool:
@@ -125,9 +139,12 @@ def summarize_stream(events: Sequence[tuple[float, StreamEvent]], *, t_sent: flo
     source: TokenSource = "usage" if usage else "chunks"
     tokens = usage[-1] if usage else len(token_times)
     itls = tuple(b - a for a, b in itertools.pairwise(token_times))
+    prompts = [ev.prompt_tokens for _, ev in events if ev.prompt_tokens is not None]
+    servers = [ev.server for _, ev in events if ev.server is not None]
     return RequestResult(status="ok", tokens=tokens, token_source=source, chunks=len(token_times),
                          ttft_s=token_times[0] - t_sent, t_first=token_times[0], t_last=token_times[-1],
-                         itls_s=itls)
+                         itls_s=itls, prompt_tokens=prompts[-1] if prompts else None,
+                         server=servers[-1] if servers else None)
 
 
 def failed(error: str) -> RequestResult:

@@ -7,6 +7,10 @@ stalls, or trickles keep-alive comments forever, costs at most `request_deadline
 (lines per stream, samples per level, levels per sweep). Server trouble never raises out of
 `stream_completion` or `run_sweep`: it is a failed request with a one-line reason.
 
+Around each burst the sweep reads the server's own timing where its engine module says the server has
+it (a Prometheus /metrics endpoint read before and after, or timing carried by the stream), and levels run
+at each prompt depth of the spec (prompts of exact token length, prompts.py).
+
 The stream is read with http.client rather than requests: `readline()` hands each SSE line over as soon
 as it arrives whether the body is chunked or close-delimited (requests' iter_content(None) on a
 close-delimited body waits for the end), the receipt time of each line is what the rates are made of,
@@ -15,6 +19,7 @@ and the socket is reachable for the watchdog. No proxy variables apply, as with 
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
@@ -25,8 +30,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from builder.engines import EngineModule
+from builder.engines.timing import ServerCounters, prometheus_totals
+from builder.smoke.openai import ServerError, request_json
+
+from .prompts import MAX_DEPTH, depth_prompt, token_pool
+from .serverside import NOT_MEASURED, BusyBounds, Sample, client_evidence, server_decode_tps
 from .sse import RequestResult, SSEError, StreamEvent, failed, parse_sse_line, summarize_stream
-from .sweepreport import SweepResult, aggregate_decode_tps, summarize_level
+from .sweepreport import LevelResult, SweepResult, aggregate_decode_tps, summarize_level
 
 # Varied prose: predictable text ("count to 200") is what n-gram speculative decoding accelerates, and a
 # cache-friendly repeat is what prefix caching accelerates; neither is the decode rate users get.
@@ -64,6 +75,9 @@ class SweepSpec:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0  # longest silence: the header wait includes queueing and prefill
     request_deadline_s: float = 300.0  # one whole request, header to [DONE]
+    depths: tuple[int, ...] = (0,)  # prompt tokens of context per level (0: the short prose prompts)
+    engine: EngineModule | None = None  # whose server: where its own timing is, whether it takes token ids
+    bounds: BusyBounds = BusyBounds()  # where the client's reading stops being a measurement
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,6 +94,9 @@ class SweepSpec:
             problems.append("max_tokens must be 2..65536 (a decode rate needs a token after the first)")
         if not self.prompts:
             problems.append("no prompts")
+        if not 0 < len(self.depths) <= MAX_LEVELS or len(set(self.depths)) != len(self.depths) or \
+                any(not 0 <= d <= MAX_DEPTH for d in self.depths):
+            problems.append(f"depths must be 0..{MAX_DEPTH}, distinct, at most {MAX_LEVELS} of them")
         if min(self.connect_timeout_s, self.read_timeout_s, self.request_deadline_s) <= 0:
             problems.append("timeouts must be positive")
         if problems:
@@ -92,7 +109,10 @@ class SweepSpec:
         return 4 * self.max_tokens + 256
 
 
-def request_body(spec: SweepSpec, prompt: str) -> dict[str, object]:
+Prompt = str | list[int]  # text, or token ids (prompts at depth)
+
+
+def request_body(spec: SweepSpec, prompt: Prompt) -> dict[str, object]:
     body: dict[str, object] = {"model": spec.model, "prompt": prompt, "max_tokens": spec.max_tokens,
                                "temperature": 0, "seed": spec.seed, "stream": True}
     if spec.ignore_eos:
@@ -102,7 +122,7 @@ def request_body(spec: SweepSpec, prompt: str) -> dict[str, object]:
     return body
 
 
-def stream_completion(base_url: str, spec: SweepSpec, prompt: str) -> RequestResult:
+def stream_completion(base_url: str, spec: SweepSpec, prompt: Prompt) -> RequestResult:
     """One streamed completion, timed per SSE line. Never raises for server trouble."""
     url = urllib.parse.urlsplit(base_url)
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -115,6 +135,7 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: str) -> RequestRes
     watchdog.daemon = True
     events: list[tuple[float, StreamEvent]] = []
     where = f"POST {path}"
+    timing = spec.engine.chunk_counters if spec.engine is not None else None
     try:
         watchdog.start()
         t_sent = time.perf_counter()
@@ -132,7 +153,7 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: str) -> RequestRes
                 raise TimeoutError("request deadline")
             if not raw:
                 return failed(f"{where}: stream ended before data: [DONE] after {len(events)} events")
-            event = parse_sse_line(raw.decode("utf-8", "replace"))
+            event = parse_sse_line(raw.decode("utf-8", "replace"), timing)
             if event is None:
                 continue
             if event.kind == "done":
@@ -164,49 +185,127 @@ def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
             pass  # already closed by the reader
 
 
-def run_burst(base_url: str, spec: SweepSpec, concurrency: int, burst: int) -> tuple[RequestResult, ...]:
-    """`concurrency` requests started together (a barrier releases them), each with its own prompt."""
+def prompt_key(depth: int, concurrency: int, burst: int, index: int) -> int:
+    """A key unique to one request of a sweep (warm-up bursts have negative numbers): its prompt's first tokens."""
+    return int.from_bytes(hashlib.sha256(f"{depth}/{concurrency}/{burst}/{index}".encode()).digest()[:5], "big")
+
+
+def run_burst(base_url: str, spec: SweepSpec, concurrency: int, burst: int, depth: int = 0,
+              pool: Sequence[int] = ()) -> tuple[RequestResult, ...]:
+    """`concurrency` requests started together (a barrier releases them), each with its own prompt: at depth 0
+    one of the prose prompts, else `depth` token ids from the pool."""
     start = threading.Barrier(concurrency)
     first = burst * concurrency
 
     def one(i: int) -> RequestResult:
+        prompt: Prompt = depth_prompt(pool, depth, prompt_key(depth, concurrency, burst, i)) if depth \
+            else spec.prompts[(first + i) % len(spec.prompts)]
         try:
             start.wait(timeout=spec.connect_timeout_s + 5.0)
         except threading.BrokenBarrierError:
             pass  # a sibling failed to start: run anyway, the window will show it
-        return stream_completion(base_url, spec, spec.prompts[(first + i) % len(spec.prompts)])
+        return stream_completion(base_url, spec, prompt)
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sweep-c{concurrency}") as pool:
-        return tuple(pool.map(one, range(concurrency)))
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sweep-c{concurrency}") as pool_:
+        return tuple(pool_.map(one, range(concurrency)))
 
 
-def measure_sample(base_url: str, spec: SweepSpec, concurrency: int,
-                   burst: int) -> tuple[float, tuple[RequestResult, ...]]:
-    """One sample's aggregate decode tok/s and its requests; SweepError when it could not be measured
-    (what the A/B driver needs: a failed sample is not a slow one)."""
-    requests = run_burst(base_url, spec, concurrency, burst)
-    rate = aggregate_decode_tps(requests)
+def read_counters(base_url: str, spec: SweepSpec) -> ServerCounters | None:
+    """The server's cumulative counters from its metrics endpoint; None when it has none or did not answer."""
+    engine = spec.engine
+    if engine is None or engine.metrics_path is None:
+        return None
+    url = urllib.parse.urlsplit(base_url)
+    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(url.hostname or "", url.port, timeout=spec.connect_timeout_s)
+    try:
+        conn.request("GET", url.path.rstrip("/") + engine.metrics_path)
+        resp = conn.getresponse()
+        text = resp.read(8 << 20).decode("utf-8", "replace")
+        return engine.metrics_counters(prometheus_totals(text)) if resp.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def sample_burst(base_url: str, spec: SweepSpec, concurrency: int, burst: int, depth: int = 0,
+                 pool: Sequence[int] = ()) -> Sample:
+    """One burst with the server's counters read before and after it (their difference is the burst's)."""
+    before = read_counters(base_url, spec)
+    requests = run_burst(base_url, spec, concurrency, burst, depth, pool)
+    after = read_counters(base_url, spec) if before is not None else None
+    return Sample(requests=requests, server=after - before if before is not None and after is not None else None)
+
+
+def measure_sample(base_url: str, spec: SweepSpec, concurrency: int, burst: int) -> tuple[float, Sample]:
+    """One sample's aggregate decode tok/s (the server's, where it timed its work) and the sample; SweepError
+    when it could not be measured (what the A/B driver needs: a failed sample is not a slow one, and a
+    client-side figure the client could not measure is not a figure)."""
+    sample = sample_burst(base_url, spec, concurrency, burst)
+    server = server_decode_tps(sample)
+    if server is not None:
+        return server, sample
+    rate = aggregate_decode_tps(sample.requests)
     if rate is None:
-        bad = next((r.error for r in requests if r.status != "ok"), "no decode window")
+        bad = next((r.error for r in sample.requests if r.status != "ok"), "no decode window")
         raise SweepError(f"{base_url} c={concurrency}: {bad}")
-    return rate, requests
+    evidence = client_evidence([sample], rate, None, spec.bounds)
+    if evidence:
+        raise SweepError(f"{base_url} c={concurrency}: {NOT_MEASURED} ({evidence})")
+    return rate, sample
 
 
-def warm_up(base_url: str, spec: SweepSpec, concurrency: int) -> None:
+def warm_up(base_url: str, spec: SweepSpec, concurrency: int, depth: int = 0, pool: Sequence[int] = ()) -> None:
     for burst in range(spec.warmup):
-        run_burst(base_url, spec, concurrency, -1 - burst)  # results dropped; failures show when measured
+        run_burst(base_url, spec, concurrency, -1 - burst, depth, pool)  # results dropped; failures show when measured
+
+
+def served_context(base_url: str, spec: SweepSpec) -> int | None:
+    """The served model's context length as its engine reads /v1/models; None when unknown."""
+    if spec.engine is None:
+        return None
+    try:
+        models = request_json(base_url, "/v1/models", spec.read_timeout_s).get("data") or []
+    except (ServerError, ValueError):
+        return None
+    entry = next((m for m in models if isinstance(m, dict) and m.get("id") == spec.model), None)
+    return spec.engine.max_model_len(entry) if entry is not None else None
+
+
+def depth_problem(base_url: str, spec: SweepSpec) -> tuple[tuple[int, ...], str]:
+    """The token pool for prompts at depth, or why there are none ("" when no depth needs them)."""
+    if not any(spec.depths):
+        return (), ""
+    if spec.engine is None or not spec.engine.prompt_token_ids:
+        return (), "prompts at depth need a server that takes token ids (the engine module says it does not)"
+    context = served_context(base_url, spec)
+    if context is not None and max(spec.depths) + spec.max_tokens > context:
+        return (), f"depth {max(spec.depths)} + {spec.max_tokens} tokens exceed the served context of {context}"
+    try:
+        return token_pool(base_url, spec.model, spec.engine, spec.prompts, spec.read_timeout_s), ""
+    except (ServerError, ValueError) as exc:
+        return (), f"no token pool for prompts at depth: {exc}"
 
 
 def run_sweep(base_url: str, spec: SweepSpec) -> SweepResult:
-    """The whole sweep, level by level. Server trouble shows as failed requests in the result; a level
-    whose first measured burst failed entirely is not sampled further (a dead server costs one burst)."""
+    """The whole sweep, depth by depth and level by level. Server trouble shows as failed requests in the
+    result; a level whose first measured burst failed entirely is not sampled further (a dead server costs
+    one burst); levels at a depth that cannot be served say why, unmeasured."""
+    pool, problem = depth_problem(base_url, spec)
     levels = []
-    for concurrency in spec.concurrency:
-        warm_up(base_url, spec, concurrency)
-        samples: list[Sequence[RequestResult]] = []
-        for burst in range(spec.samples):
-            samples.append(run_burst(base_url, spec, concurrency, burst))
-            if burst == 0 and all(r.status != "ok" for r in samples[0]):
-                break
-        levels.append(summarize_level(concurrency, samples))
+    for depth in spec.depths:
+        for concurrency in spec.concurrency:
+            if depth and problem:
+                levels.append(LevelResult(concurrency=concurrency, sample_tps=(), stream_tps_p50=None,
+                                          ttft_p50_s=None, itl_p50_s=None, itl_p90_s=None, requests=0, errors=0,
+                                          depth=depth, unmeasured=f"not measured: {problem}"))
+                continue
+            warm_up(base_url, spec, concurrency, depth, pool)
+            samples: list[Sample] = []
+            for burst in range(spec.samples):
+                samples.append(sample_burst(base_url, spec, concurrency, burst, depth, pool))
+                if burst == 0 and all(r.status != "ok" for r in samples[0].requests):
+                    break
+            levels.append(summarize_level(concurrency, samples, depth=depth, bounds=spec.bounds))
     return SweepResult(model=spec.model, max_tokens=spec.max_tokens, levels=tuple(levels))

@@ -40,7 +40,8 @@ def test_sweep_spec_takes_the_cell_settings_and_the_engines_streaming_fields():
 def test_sweep_verdict_fails_on_errors_and_short_decodes():
     ok = SweepResult(model="m", max_tokens=64, levels=(level(1, (100.0, 102.0)), level(2, (190.0, 195.0))))
     result = sweep_verdict(ok)
-    assert result.status == "pass" and result.evidence.startswith("decode tok/s (p50 of 2, 64 tokens): c=1 101.0")
+    assert result.status == "pass" and result.evidence.startswith(
+        "decode tok/s by the client's clock (p50 of 2, 64 tokens): c=1 101.0")
     assert result.data == ok.to_dict()
     short = SweepResult(model="m", max_tokens=64, levels=(level(1, (100.0,), tokens_min=12),))
     assert sweep_verdict(short).status == "fail" and "12 < 64 tokens" in sweep_verdict(short).evidence

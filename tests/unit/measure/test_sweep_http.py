@@ -83,7 +83,7 @@ def test_sweep_scales_with_concurrency_and_varies_prompts():
     assert all(b["stream"] and b["ignore_eos"] and b["max_tokens"] == 20 and b["temperature"] == 0
                for b in engine.bodies)
     table = render_table(result).splitlines()
-    assert len(table) == 4 and table[0].split()[:2] == ["c", "tok/s(p50)"]
+    assert len(table) == 4 and table[0].split()[:3] == ["depth", "c", "tok/s(p50)"]
 
 
 def test_a_one_slot_server_does_not_look_like_scaling():

@@ -61,6 +61,7 @@ def test_table_has_the_columns_and_flags_short_streams():
     short = summarize_level(4, [[_req(0, 0.02, 0.52, 51)] * 4] * 3)
     table = render_table(SweepResult(model="tiny", max_tokens=101, levels=(good, short)))
     head, row1, row4 = table.splitlines()
-    assert head.split()[:3] == ["c", "tok/s(p50)", "spread"] and "TTFT p50" in head and "ITL p50" in head
-    assert row1.split()[:3] == ["1", "100.0", "0.0%"] and "20.0 ms" in row1
-    assert row4.split()[0] == "4" and "decoded 51 < 101 tokens" in row4
+    assert head.split()[:6] == ["depth", "c", "tok/s(p50)", "by", "client", "server"] and "TTFT p50" in head \
+        and "ITL p50" in head and "prefill t/s" in head and "spread" in head
+    assert row1.split()[:5] == ["0", "1", "100.0", "client", "100.0"] and "0.0%" in row1 and "20.0 ms" in row1
+    assert row4.split()[1] == "4" and "decoded 51 < 101 tokens" in row4

@@ -31,6 +31,12 @@ class FakeEngineConfig:
     serialize: bool = False  # one request at a time
     served_name: str = "tiny"  # what /v1/models lists
     chunked: bool = True  # False: a close-delimited body (no Content-Length, no chunking), as HTTP/1.0 servers do
+    # The burst control: decode at the same pace but hold every chunk and write them all at once at the end,
+    # which is what a client starved of CPU sees (the chunks pile up in its socket and are read together).
+    hold: bool = False
+    timings: bool = False  # llama-server's `timings` on the last chunk, by this server's own clock
+    metrics: bool = False  # vLLM-named Prometheus counters at /metrics, by this server's own clock
+    prompt_delay_per_token_s: float = 0.0  # "prefill" time per prompt token, on top of first_token_delay_s
 
 
 @dataclass
@@ -40,6 +46,8 @@ class FakeEngine:
     requests: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
     sent: list[list[float]] = field(default_factory=list)  # per stream: perf_counter as each token is written
+    counters: dict[str, float] = field(default_factory=dict)  # what /metrics exposes (vLLM's names)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Server(ThreadingHTTPServer):
@@ -76,6 +84,16 @@ class _Handler(BaseHTTPRequestHandler):
                                                          "object": "model", "max_model_len": 512}]})
         elif self.path == "/health":
             self._json(200, {})
+        elif self.path == "/metrics" and self.server.engine.config.metrics:
+            with self.server.engine.lock:
+                text = "".join(f'{name}{{model_name="fake"}} {value}\n'
+                               for name, value in self.server.engine.counters.items())
+            payload = ("# HELP fake counters\n" + text).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
         else:
             self._json(404, {"error": {"message": f"fake engine: no {self.path} here"}})
 
@@ -97,6 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         engine.requests += 1
         engine.bodies.append(body)
+        if self.path == "/tokenize":  # one id per word, from either engine's field name
+            text = str(body.get("prompt", body.get("content", "")))
+            self._json(200, {"tokens": [sum(map(ord, word)) % 1000 for word in text.split()]})
+            return
         if cfg.status == 200 and self.path in ("/v1/completions", "/v1/chat/completions") and not body.get("stream"):
             self._plain(body)
             return
@@ -118,7 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, text: str) -> None:
         data = text.encode()
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.server.engine.config.chunked else data)
+        data = b"%x\r\n%s\r\n" % (len(data), data) if self.server.engine.config.chunked else data
+        if getattr(self, "held", None) is not None:
+            self.held.append(data)  # the burst control: written together at the end
+            return
+        self.wfile.write(data)
         self.wfile.flush()
 
     def _event(self, obj: dict[str, Any]) -> None:
@@ -137,7 +163,11 @@ class _Handler(BaseHTTPRequestHandler):
         stop = self.server.stop
         sent: list[float] = []
         self.server.engine.sent.append(sent)
-        time.sleep(cfg.first_token_delay_s)
+        prompt = body.get("prompt")
+        prompt_n = len(prompt) if isinstance(prompt, list) else 9
+        self.held: list[bytes] | None = [] if cfg.hold else None
+        t_start = time.perf_counter()
+        time.sleep(cfg.first_token_delay_s + prompt_n * cfg.prompt_delay_per_token_s)
         for i in range(n):
             if cfg.stall_after is not None and i >= cfg.stall_after:
                 while not stop.wait(0.05 if cfg.trickle else 60):
@@ -152,11 +182,24 @@ class _Handler(BaseHTTPRequestHandler):
                          "choices": [{"index": 0, "text": f" w{i}", "finish_reason": "length" if last else None}]})
             if cfg.keepalive_every and (i + 1) % cfg.keepalive_every == 0:
                 self._chunk(": keep-alive\n\n")
+        timings = {"prompt_n": prompt_n, "prompt_ms": 1000 * (sent[0] - t_start), "predicted_n": n,
+                   "predicted_ms": 1000 * (sent[-1] - sent[0])}
+        if cfg.metrics:
+            with self.server.engine.lock:
+                add = {"vllm:request_decode_time_seconds_count": 1, "vllm:generation_tokens_total": n,
+                       "vllm:request_decode_time_seconds_sum": sent[-1] - sent[0], "vllm:prompt_tokens_total": prompt_n,
+                       "vllm:request_prefill_time_seconds_sum": sent[0] - t_start}
+                for name, value in add.items():
+                    self.server.engine.counters[name] = self.server.engine.counters.get(name, 0) + value
         if cfg.closing_chunk:
             self._event({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]})
         if cfg.usage and (body.get("stream_options") or {}).get("include_usage"):
-            self._event({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": n,
-                                                  "total_tokens": 9 + n}})
+            self._event({"choices": [], "usage": {"prompt_tokens": prompt_n, "completion_tokens": n,
+                                                  "total_tokens": prompt_n + n},
+                         **({"timings": timings} if cfg.timings else {})})
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.wfile.write(b"".join(held))
         if cfg.send_done:
             self._chunk("data: [DONE]\n\n")
         if cfg.chunked:
