@@ -49,6 +49,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 
 def _find_repo() -> Path:
@@ -618,6 +620,13 @@ for cid, argv, where, mutation in [
 
 # ==== 8. CLI arguments ===========================================================================
 AFILE = write("a-file", "x\n")
+# A real P-256 key pair for the signing and verify cases (made once per run, never a secret).
+_SIGNING = ec.generate_private_key(ec.SECP256R1())
+PRIVATE_PEM = _SIGNING.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+PUBLIC_PEM = _SIGNING.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+VERIFY = ("verify", f"127.0.0.1:{PORT}/llm-factory/images:vllm-0.32.0-cpu")
 for cid, argv, where, files in [
     ("arg-arch-empty", ("matrix", "--arch", ""), "--arch", None),
     ("arg-arch-comma", ("matrix", "--arch", ","), "--arch", None),
@@ -663,6 +672,18 @@ for cid, argv, where, files in [
     ("arg-promote-empty", ("promote", ""), "TARGET", None),
     ("arg-show-bad-cell", ("known-good", "show", "bad/cell"), "bad/cell", None),
     ("arg-show-empty", ("known-good", "show", ""), "CELL", None),
+    ("arg-verify-no-key", VERIFY, "--key", None),
+    ("arg-verify-key-missing", VERIFY + ("--key", "missing.pub"), "--key", None),
+    ("arg-verify-key-not-pem", VERIFY + ("--key", "a-file"), "--key", AFILE),
+    ("arg-verify-key-is-private", VERIFY + ("--key", "k.key"), "--key", write("k.key", PRIVATE_PEM)),
+    ("arg-verify-bad-image", ("verify", f"127.0.0.1:{PORT}/Bad Repo:x", "--key", "k.pub"), "IMAGE",
+     write("k.pub", PUBLIC_PEM)),
+    ("arg-verify-bad-digest", ("verify", f"127.0.0.1:{PORT}/r@sha256:xyz", "--key", "k.pub"), "IMAGE",
+     write("k.pub", PUBLIC_PEM)),
+    ("arg-verify-matrix-missing", VERIFY + ("--key", "k.pub", "--matrix", "nope.yaml"), "--matrix",
+     write("k.pub", PUBLIC_PEM)),
+    ("arg-keys-create-no-parent", ("keys", "create", "--out", "no/such/dir/k.key"), "--out", None),
+    ("arg-keys-create-exists", ("keys", "create", "--out", "a-file"), "a-file", AFILE),
     ("arg-show-too-long", ("known-good", "show", "c" * 200), "ccccc", None),
     ("arg-show-digest", ("known-good", "show", "sha256:xyz"), "sha256:xyz", None),
     ("arg-smoke-bad-image", ("smoke", "not an image"), "IMAGE", None),
@@ -738,6 +759,15 @@ for cid, argv, where, files, env, extra in [
     ("env-registry-path", MATRIX, "BUILDER_REGISTRY", None, {"BUILDER_REGISTRY": "127.0.0.1:5000/x"}, {}),
     ("env-registry-scheme-list", ("known-good", "list"), "BUILDER_REGISTRY", None, {"BUILDER_REGISTRY": "https://x y"}, {}),
     ("env-registry-scheme-promote", ("promote", "vllm-0.32.0-cpu"), "BUILDER_REGISTRY", None, {"BUILDER_REGISTRY": "http://h:1"}, {}),
+    ("env-signing-key-file-missing", ("promote", "vllm-0.32.0-cpu"), "BUILDER_SIGNING_KEY_FILE", None,
+     {"BUILDER_SIGNING_KEY_FILE": "{work}/missing.key"}, {}),
+    ("env-signing-key-garbage", ("promote", "vllm-0.32.0-cpu"), "BUILDER_SIGNING_KEY", None,
+     {"BUILDER_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"}, {}),
+    ("env-signing-key-loose-mode", ("smoke", "--cell", "vllm-0.32.0-cpu", "--promote"), "chmod 600",
+     write("k.key", PRIVATE_PEM), {"BUILDER_SIGNING_KEY_FILE": "{work}/k.key"}, {}),
+    ("env-signing-key-public", ("build", "--arch", "cpu", "--smoke", "--promote"), "BUILDER_SIGNING_KEY", None,
+     {"BUILDER_SIGNING_KEY": PUBLIC_PEM}, {}),
+    ("env-verify-key-missing", VERIFY, "BUILDER_VERIFY_KEY", None, {"BUILDER_VERIFY_KEY": "{work}/none.pub"}, {}),
     ("env-matrix-missing", MATRIX, "nope.yaml", None, {"BUILDER_MATRIX": "nope.yaml"}, {}),
     ("env-matrix-fifo", MATRIX, "fifo.yaml", fifo("fifo.yaml"), {"BUILDER_MATRIX": "fifo.yaml"}, {}),
     ("env-password-file-missing", ("known-good", "list"), "BUILDER_REGISTRY_PASSWORD_FILE", None,
