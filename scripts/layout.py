@@ -30,7 +30,7 @@ README = ROOT / "README.md"
 STAGES = ("matrix", "patching", "bases", "render", "jobs", "buildkit", "audit", "smoke", "measure", "proof", "attest", "promotion",
           "workflows", "board", "bisect")
 # Shared low-level modules and packages: importable from every stage; they import only each other.
-SHARED = ("errors", "names", "grammar", "util", "hashing", "yamlout", "table", "checkresult", "shipped", "engines", "oci")
+SHARED = ("errors", "names", "grammar", "util", "hashing", "yamlout", "table", "checkresult", "safetext", "net", "shipped", "engines", "oci")
 # May import anything; only __main__ imports cli.
 TOP = ("cli", "pipeline", "__main__", "__init__")
 

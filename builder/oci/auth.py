@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 import requests
 
 from builder.errors import ServiceError
+from builder.net import client as net
+from builder.safetext import shown
 
-TOKEN_TIMEOUT = (10, 60)  # (connect, read) seconds
+TOKEN_LIMITS = net.Limits(connect_s=10, read_s=60, total_s=120, max_body=1 << 20)  # a token answer is small
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]{1,16384}")  # what a Bearer header may carry (RFC 6750 b64token)
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,17 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
+def basic(user: str, password: str) -> str:
+    """A Basic authorisation value, UTF-8 encoded (RFC 7617's charset; requests' latin-1 raises on
+    a password outside it)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8", "surrogatepass")).decode()
+
+
 def is_loopback(host: str) -> bool:
-    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:  # an unclosed IPv6 bracket
+        return False
     if name == "localhost":
         return True
     try:
@@ -95,8 +107,7 @@ class RegistryAuth:
 
     def header(self, scope: str) -> dict[str, str]:
         if self.kind == "basic" and self._password is not None:
-            raw = f"{self.username}:{self._password.reveal()}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+            return {"Authorization": basic(self.username or "", self._password.reveal())}
         if self.kind == "bearer":
             token = self._tokens.get(scope)
             if token and token[1] > time.monotonic():
@@ -117,33 +128,38 @@ class RegistryAuth:
 
     def _fetch_token(self, session: requests.Session, challenge: Challenge, scope: str) -> None:
         realm = challenge.params.get("realm", "")
-        where = urlsplit(realm)
-        if where.scheme not in ("http", "https"):
+        try:
+            where = urlsplit(realm)
+            where.port  # noqa: B018 (a bad port raises here)
+        except ValueError:
+            where = urlsplit("")
+        if where.scheme not in ("http", "https") or not where.hostname:
             raise ServiceError(f"registry {self.host} asked for a Bearer token without a usable realm")
         params = {k: v for k, v in (("service", challenge.params.get("service")),
                                     ("scope", challenge.params.get("scope") or scope)) if v}
-        auth = None
+        headers = {}
         if self._password is not None:
             if where.scheme != "https" and not is_loopback(where.netloc):
                 raise ServiceError(f"registry {self.host}: token service {where.netloc} is not https; "
                                    "refusing to send credentials to it")
-            auth = (self.username or "", self._password.reveal())
+            headers["Authorization"] = basic(self.username or "", self._password.reveal())
         try:
-            reply = session.get(realm, params=params, auth=auth, timeout=TOKEN_TIMEOUT)
+            reply = net.send(session, "GET", realm, params=params, headers=headers, limits=TOKEN_LIMITS)
         except requests.RequestException as exc:
-            raise ServiceError(f"token service {where.netloc} of registry {self.host} unreachable: "
+            raise ServiceError(f"token service {shown(where.netloc)} of registry {self.host} unreachable: "
                                f"{reason(exc)}") from None
         if reply.status_code in (401, 403):
             raise ServiceError(self.refused())
         try:
             data = reply.json() if reply.status_code == 200 else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
-        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-        if not token:
-            raise ServiceError(f"token service {where.netloc} of registry {self.host} gave no token "
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        if not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token):
+            raise ServiceError(f"token service {shown(where.netloc)} of registry {self.host} gave no usable token "
                                f"(HTTP {reply.status_code})")
-        ttl = float(data.get("expires_in") or 60)  # the spec's default lifetime
+        expires = data.get("expires_in")
+        ttl = float(expires) if isinstance(expires, (int, float)) and 0 < expires < 1e9 else 60.0  # spec default
         self._tokens[scope] = (Secret(token), time.monotonic() + max(ttl - 10, 5))
 
     def refused(self) -> str:
@@ -154,12 +170,5 @@ class RegistryAuth:
 
 
 def reason(exc: Exception) -> str:
-    text = str(exc)
-    for needle, short in (("refused", "connection refused"), ("Name or service not known", "unknown host"),
-                          ("name resolution", "unknown host"), ("No route", "no route to host"),
-                          ("reset by peer", "connection reset"), ("timed out", "timed out")):
-        if needle in text:
-            return short
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return "TLS handshake failed" if isinstance(exc, requests.exceptions.SSLError) else exc.__class__.__name__
+    """The short cause of a failed request (the network layer's wording, credentials redacted)."""
+    return net.reason(exc)

@@ -20,7 +20,9 @@ from urllib.parse import urljoin
 import requests
 
 from builder.errors import InputError, ServiceError, StepFailed
+from builder.net import client as net
 from builder.oci.auth import RegistryAuth, is_loopback, reason
+from builder.safetext import shown
 from builder.oci.credentials import credentials_for
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -33,6 +35,14 @@ DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")  # where Docker itself looks for 
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 _TIMEOUT = (10, 60)  # (connect, read) seconds
 _UPLOAD_TIMEOUT = (10, 600)
+# Whole-request deadlines and body caps (decoded bytes) of what the registry sends back: a stalled or
+# flooding registry costs at most this much time and memory.
+DEADLINE_S = 120.0
+UPLOAD_DEADLINE_S = 900.0
+MAX_MANIFEST = 4 << 20  # Distribution's own limit on a manifest
+MAX_PAGE = 16 << 20  # one page of a tag list or the catalog
+MAX_BLOB = 64 << 20  # a config, record or report blob read whole
+MAX_TAGS = 100_000  # tags (or repositories) of one listing
 _MAX_PAGES = 1000  # tag list pages followed at most
 _READ_RETRIES = 4
 
@@ -59,8 +69,7 @@ class RegistryClient:
         self.username = username
         self.auth = RegistryAuth(host, username, password)
         self._scheme: str | None = None  # decided by the first request that reaches the host
-        self.session = requests.Session()
-        self.session.trust_env = False
+        self.session = net.session()  # no proxy/CA variables; deadlines reach its sockets
         trust = self._ca(ca_bundle)
         self.session.verify = str(trust) if isinstance(trust, Path) else trust
         certs = DOCKER_CERTS_DIR / host
@@ -114,12 +123,12 @@ class RegistryClient:
         if not digest:  # not every registry sends it on HEAD: the GET body tells
             body, media_type, digest = self.get_manifest(repo, ref)
             return ManifestInfo(digest, media_type, len(body))
-        return ManifestInfo(digest, reply.headers.get("Content-Type", ""),
-                            int(reply.headers.get("Content-Length") or 0))
+        length = reply.headers.get("Content-Length") or "0"
+        return ManifestInfo(digest, reply.headers.get("Content-Type", ""), int(length) if length.isdigit() else 0)
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
         reply = self._request("GET", f"/v2/{repo}/manifests/{ref}", repo=repo, what=f"manifest {repo}:{ref}",
-                              headers={"Accept": ACCEPT})
+                              headers={"Accept": ACCEPT}, limit=MAX_MANIFEST)
         body = reply.content
         digest = sha256_digest(body)
         if ref.startswith("sha256:") and digest != ref:
@@ -150,10 +159,12 @@ class RegistryClient:
         for _ in range(_MAX_PAGES):
             if path is None:
                 return list(dict.fromkeys(found))
-            reply = self._request("GET", path, repo=repo, what=what, missing_ok=True)
+            reply = self._request("GET", path, repo=repo, what=what, missing_ok=True, limit=MAX_PAGE)
             if reply.status_code == 404:
                 return found
-            found += reply.json().get(key) or []
+            found += _names(reply, key, f"registry {self.host}: {what}")
+            if len(found) > MAX_TAGS:
+                raise StepFailed(f"registry {self.host}: more than {MAX_TAGS} entries in {what}")
             nxt = reply.links.get("next", {}).get("url")
             path = (nxt if nxt.startswith("/") else urljoin(self._url(path), nxt)) if nxt else None
         raise StepFailed(f"registry {self.host}: more than {_MAX_PAGES} pages of {what}")
@@ -179,26 +190,30 @@ class RegistryClient:
 
     def get_blob(self, repo: str, digest: str) -> bytes:
         reply = self._request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, what=f"blob {repo}@{digest}",
-                              timeout=_UPLOAD_TIMEOUT)
+                              timeout=_UPLOAD_TIMEOUT, limit=MAX_BLOB)
         if sha256_digest(reply.content) != digest:
             raise StepFailed(f"registry {self.host} returned blob {repo}@{digest} with another sha256")
         return reply.content
 
     def image_labels(self, repo: str, ref: str) -> dict[str, str]:
         body, media_type, _ = self.get_manifest(repo, ref)
-        manifest = json.loads(body)
+        manifest = _json_object(body, f"registry {self.host}: manifest {repo}:{ref}")
         if manifest.get("mediaType", media_type) in INDEX_TYPES or "manifests" in manifest:
-            entries = manifest.get("manifests") or []
+            entries = [m for m in manifest.get("manifests") or [] if isinstance(m, dict)]
             if not entries:
                 raise StepFailed(f"{repo}:{ref} is an empty image index")
-            pick = next((m for m in entries if (m.get("platform") or {}).get("os") == "linux"
-                         and (m.get("platform") or {}).get("architecture") == "amd64"), entries[0])
-            manifest = json.loads(self.get_manifest(repo, pick["digest"])[0])
-        config = (manifest.get("config") or {}).get("digest")
-        if not config:
+            pick = next((m for m in entries if _dict(m.get("platform")).get("os") == "linux"
+                         and _dict(m.get("platform")).get("architecture") == "amd64"), entries[0])
+            digest = pick.get("digest")
+            if not isinstance(digest, str) or not digest.startswith("sha256:"):
+                raise StepFailed(f"registry {self.host}: index {repo}:{ref} names no usable digest")
+            manifest = _json_object(self.get_manifest(repo, digest)[0], f"registry {self.host}: manifest {repo}@{digest}")
+        config = _dict(manifest.get("config")).get("digest")
+        if not isinstance(config, str) or not config.startswith("sha256:"):
             return {}
-        data = json.loads(self.get_blob(repo, config) or b"{}")
-        return dict((data.get("config") or {}).get("Labels") or {})
+        data = _json_object(self.get_blob(repo, config) or b"{}", f"registry {self.host}: config of {repo}:{ref}")
+        labels = _dict(data.get("config")).get("Labels") or {}
+        return {str(k): str(v) for k, v in _dict(labels).items()}
 
     # -- transport, scheme and auth ------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -212,19 +227,31 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, *, what: str, repo: str | None = None, push: bool = False,
                  headers: dict | None = None, missing_ok: bool = False, timeout=_TIMEOUT,
-                 **kwargs) -> requests.Response:
+                 limit: int = MAX_BLOB, **kwargs) -> requests.Response:
         scope = f"repository:{repo}:{'pull,push' if push else 'pull'}" if repo else ""
         for attempt in range(2):  # the second try carries what the 401 asked for
             auth = self.auth.header(scope)
-            reply = self._send(method, path, headers={**(headers or {}), **auth}, timeout=timeout, **kwargs)
+            reply = self._send(method, path, headers={**(headers or {}), **auth}, timeout=timeout, limit=limit,
+                               **kwargs)
             if reply.status_code != 401 or attempt or not self.auth.answer(self.session, reply, scope, sent=bool(auth)):
                 break
         return self._check(reply, method, what, push, missing_ok)
 
+    def _do(self, method: str, url: str, *, timeout=_TIMEOUT, limit: int = MAX_BLOB,
+            stream: bool = False, **kwargs) -> requests.Response:
+        """One request through the network layer: the whole-request deadline and the body cap apply,
+        except for a streamed blob transfer (oci/copy.py reads that body itself, piece by piece)."""
+        if stream:
+            return self.session.request(method, url, stream=True, timeout=timeout, **kwargs)
+        connect, read = timeout
+        limits = net.Limits(connect_s=connect, read_s=read, max_body=limit,
+                            total_s=UPLOAD_DEADLINE_S if read > _TIMEOUT[1] else DEADLINE_S)
+        return net.send(self.session, method, url, limits=limits, **kwargs)
+
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         if self._scheme is None and not path.startswith(("http://", "https://")):
             try:
-                reply = self.session.request(method, f"https://{self.host}{path}", **kwargs)
+                reply = self._do(method, f"https://{self.host}{path}", **kwargs)
                 self._scheme = "https"
                 return reply
             except requests.exceptions.SSLError as exc:
@@ -238,7 +265,7 @@ class RegistryClient:
                 if not is_loopback(self.host) or not isinstance(exc, requests.ConnectionError):
                     raise ServiceError(f"registry {self.host} unreachable: {reason(exc)} (https)") from None
             try:  # Docker treats loopback registries as insecure: plain HTTP is allowed there
-                reply = self.session.request(method, f"http://{self.host}{path}", **kwargs)
+                reply = self._do(method, f"http://{self.host}{path}", **kwargs)
             except requests.RequestException as exc:
                 raise ServiceError(f"registry {self.host} unreachable: {reason(exc)} "
                                    "(tried https, then http)") from None
@@ -249,7 +276,7 @@ class RegistryClient:
         attempts = _READ_RETRIES if method in ("GET", "HEAD") else 1
         for attempt in range(attempts):
             try:
-                reply = self.session.request(method, self._url(path), **kwargs)
+                reply = self._do(method, self._url(path), **kwargs)
             except requests.RequestException as exc:
                 raise ServiceError(f"registry {self.host} unreachable: {reason(exc)} ({self._scheme})") from None
             if reply.status_code < 500 or attempt == attempts - 1:
@@ -282,8 +309,38 @@ def _errors(reply: requests.Response) -> str:
     try:
         errors = reply.json().get("errors") or []
         text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return ""
-    return f": {text[:200]}" if text else ""
+    return f": {shown(text[:200])}" if text else ""
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    """A registry document that must be a JSON object: StepFailed naming it otherwise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise StepFailed(f"{what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise StepFailed(f"{what} is not a JSON object")
+    return data
+
+
+def _names(reply: requests.Response, key: str, what: str) -> list[str]:
+    """The `key` list of a tag list or catalog page: strings only, else StepFailed naming it."""
+    try:
+        data = reply.json()
+    except (ValueError, RecursionError):
+        raise StepFailed(f"{what}: the answer is not JSON") from None
+    names = data.get(key) if isinstance(data, dict) else None
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isprintable() and len(n) <= 256
+                                              for n in names):
+        raise StepFailed(f"{what}: '{key}' is not a list of names")
+    return names
 
 

@@ -17,29 +17,44 @@ from builder.proof.report import SmokeReport
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
 from builder.smoke.openai import ServerError, SmokeSpec, request_json
 from builder.smoke.runtime import check_backends
+from builder.safetext import redact, shown
 from builder.util import utc_now
+
+MAX_MODELS = 1000  # entries of a /v1/models list
 
 
 def check_url(url: str, option: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise InputError(f"{option}: {url!r} is not a server's base URL (e.g. http://127.0.0.1:8000)")
+    """The server's base URL, or exit 2 naming the option (before anything is contacted). Credentials
+    in it (user:password@) are used, never shown: every message names redact(url)."""
     try:
-        parts.port
-    except ValueError:
-        raise InputError(f"{option}: {url!r} has a bad port") from None
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError as exc:
+        raise InputError(f"{option}: {shown(url)!r} is not a usable URL ({exc}); e.g. http://127.0.0.1:8000") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise InputError(f"{option}: {shown(url)!r} is not a server's base URL (e.g. http://127.0.0.1:8000)")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise InputError(f"{option}: {shown(url)!r} holds control characters or spaces")
     return url.rstrip("/").removesuffix("/v1")
 
 
 def served_models(url: str, timeout: float = 10.0) -> list[str]:
-    """The served model names; ServiceError (exit 3) when the server cannot be reached."""
+    """The served model names; ServiceError (exit 3) when the server cannot be reached or does not answer
+    within `timeout` s, or answers something that is not an OpenAI model list."""
     try:
         data = request_json(url, "/v1/models", timeout)
-        return [str(m["id"]) for m in data["data"]]
+        entries = data["data"]
+        if not isinstance(entries, list) or len(entries) > MAX_MODELS:
+            raise TypeError("data is not a list of models")
+        models = [m["id"] for m in entries]
     except ServerError as exc:
-        raise ServiceError(f"{url} is unreachable: {exc}") from None
+        raise ServiceError(f"{redact(url)} is unreachable: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise ServiceError(f"{url}/v1/models is not an OpenAI model list ({type(exc).__name__})") from None
+        raise ServiceError(f"{redact(url)}/v1/models is not an OpenAI model list ({type(exc).__name__})") from None
+    bad = next((m for m in models if not isinstance(m, str) or not m or len(m) > 512), None)
+    if bad is not None:
+        raise ServiceError(f"{redact(url)}/v1/models lists a model id that is not a name: {shown(repr(bad))[:80]}")
+    return models
 
 
 def pick_served_name(url: str, served_name: str | None) -> str:
@@ -47,7 +62,7 @@ def pick_served_name(url: str, served_name: str | None) -> str:
     if served_name is not None:
         return served_name  # the models check says whether it is served
     if len(models) != 1:
-        raise InputError(f"{url} serves {len(models)} models ({', '.join(models) or 'none'}): name one with "
+        raise InputError(f"{redact(url)} serves {len(models)} models ({shown(', '.join(models[:10])) or 'none'}): name one with "
                          "--served-name")
     return models[0]
 
@@ -89,7 +104,7 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
     else:
         checks.append(check_gate(None, url, sweep_spec(settings, name, engine), gate_settings(settings))[0])
     c1 = sweep.levels[0].tps_p50 if sweep and sweep.levels else None
-    return SmokeReport(cell="(url)", image=url, digest="", model_id=name, checks=tuple(checks), ready_seconds=0.0,
+    return SmokeReport(cell="(url)", image=redact(url), digest="", model_id=name, checks=tuple(checks), ready_seconds=0.0,
                        total_seconds=time.monotonic() - started, throughput_tps=round(c1, 1) if c1 else None,
                        golden=outputs if determinism.status == "pass" else {}, finished_at=utc_now(),
                        throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate)

@@ -9,7 +9,6 @@ Every request has a timeout and every loop a fixed count, so a check's run time 
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar, cast
 
@@ -18,6 +17,9 @@ import requests
 from builder.checkresult import FAIL, CheckResult, one_line
 from builder.engines import EngineModule
 from builder.matrix.smoke_settings import DEFAULT_CONSISTENCY_NATS, Consistency, SmokeSettings, ToolRecipe
+from builder.net import client as net
+from builder.net.client import Limits
+from builder.safetext import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Varied content: predictable text ("count to 200") inflates tok/s under speculative decoding and
@@ -31,6 +33,7 @@ DEFAULT_PROMPTS: tuple[str, ...] = (
     "Décris brièvement le cycle de l'eau à un enfant de huit ans.",
 )
 CONNECT_TIMEOUT = 5.0
+MAX_ANSWER = 16 << 20  # decoded bytes of one JSON answer (a 32-token completion is a few KiB)
 TOOL = {"name": "get_weather", "description": "Current weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
                        "required": ["city"], "additionalProperties": False}}
@@ -72,16 +75,20 @@ class ServerError(Exception):
 
 
 def request_json(base_url: str, path: str, timeout: float, body: dict | None = None) -> dict:
+    """One JSON request through the network layer: `timeout` is the whole request's deadline (and the
+    longest silence); the answer is capped at MAX_ANSWER bytes, decoded."""
     method, url = ("POST" if body is not None else "GET"), base_url.rstrip("/") + path
+    where = f"{method} {redact(url)}"
+    limits = Limits(connect_s=CONNECT_TIMEOUT, read_s=timeout, total_s=timeout, max_body=MAX_ANSWER)
     try:
-        with requests.Session() as session:  # one per call: Session is not thread-safe
-            session.trust_env = False  # loopback: proxy variables must not reroute it
-            resp = session.request(method, url, json=body, timeout=(CONNECT_TIMEOUT, timeout))
-    except requests.Timeout:
-        raise ServerError(f"{method} {url}: no answer within {timeout:g} s") from None
+        with net.session() as session:  # one per call: Session is not thread-safe
+            resp = net.send(session, method, url, json=body, limits=limits)
+    except requests.Timeout:  # silent, or trickling past the deadline
+        raise ServerError(f"{where}: no answer within {timeout:g} s") from None
     except requests.RequestException as exc:
-        reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-        raise ServerError(f"{method} {url}: {reason.group(1) if reason else type(exc).__name__}") from None
+        raise ServerError(f"{where}: {net.reason(exc)}") from None
+    except ValueError as exc:  # a URL requests cannot use (an unclosed IPv6 bracket), a body it cannot encode
+        raise ServerError(f"{where}: {one_line(str(exc), 120)}") from None
     if resp.status_code != 200:
         try:
             err = resp.json()

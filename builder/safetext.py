@@ -1,0 +1,69 @@
+"""What reaches a terminal, a log, a page or a report: credentials masked, control characters escaped.
+
+Two functions, used wherever a string from a peer, a record or an argument is shown:
+
+- `redact(text)` masks every credential form the factory meets: the user part of a URL
+  (`https://user:pw@host`, `https://TOKEN@host`), a bare `user:pw@host` registry (BUILDER_REGISTRY),
+  and `Bearer`/`Basic` authorisation values. What is left says where, never with what.
+- `printable(text)` escapes control characters (ESC, BEL, CR, NUL, C1, bidi overrides) and lone
+  surrogates as `\\xNN`/`\\uNNNN`, so a model id or a lock file cannot move the cursor, retitle the
+  terminal or hide text. Newlines and tabs are escaped too: a message stays one line.
+
+>>> redact("GET https://bob:s3cret@registry.example/v2/ failed")
+'GET https://***@registry.example/v2/ failed'
+>>> redact("registry bob:s3cret@127.0.0.1:5000 unreachable")
+'registry ***@127.0.0.1:5000 unreachable'
+>>> redact("Authorization: Bearer eyJhbGciOi.abc")
+'Authorization: Bearer ***'
+>>> printable("model\\x1b]0;pwned\\x07")
+'model\\\\x1b]0;pwned\\\\x07'
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MASK = "***"
+# scheme://userinfo@ : everything between // and the last @ before the host's end is a credential
+_URL_USER = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s@]*@)")
+# a bare user:pw@host (no scheme), as BUILDER_REGISTRY or a docker-style reference may carry it
+# (not a digest reference: name:tag@sha256:...)
+_BARE_USER = re.compile(r"(?<![\w/@:.-])(?P<user>[^\s/@:'\"=]+:[^\s/@'\"]*@)(?=[A-Za-z0-9\[])"
+                        r"(?![a-z0-9]+:[0-9a-f]{32})")
+_AUTH_SCHEME = re.compile(r"\b(?P<kind>Bearer|Basic)(?P<sep>\s+)(?P<value>[A-Za-z0-9._~+/=-]{6,})")
+_AUTH_FIELD = re.compile(r"(?P<kind>\b(?:access_token|token|password|passwd|secret)\b)(?P<sep>\"?\s*[=:]\s*\"?)"
+                         r"(?P<value>[^\s,;\"'&}]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every URL user part, bare `user:pw@` and Bearer/Basic/token value masked."""
+    text = _URL_USER.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _BARE_USER.sub(MASK + "@", text)
+    for pattern in (_AUTH_SCHEME, _AUTH_FIELD):
+        text = pattern.sub(lambda m: m.group("kind") + m.group("sep") + MASK, text)
+    return text
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _unsafe(char: str) -> bool:
+    category = unicodedata.category(char)
+    # Cc: C0/C1 controls (ESC, BEL, CR, NUL, CSI); Cs: lone surrogates (unencodable, crash print);
+    # Cf: format characters (bidi overrides, zero-width) that make shown text differ from the bytes
+    return category in ("Cc", "Cs", "Cf")
+
+
+def printable(text: str) -> str:
+    """`text` with control, format and surrogate characters escaped (one line, terminal-safe)."""
+    if text.isprintable():  # the common case, without a per-character walk
+        return text
+    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
+def shown(text: object) -> str:
+    """Both: what any message built from outside strings goes through before it is shown."""
+    return printable(redact(str(text)))
