@@ -29,6 +29,7 @@ def smoke_command(
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
     tokens: Optional[int] = typer.Option(None, "--tokens", min=2, max=65536, help="Tokens decoded by every sweep request."),
+    depths: Optional[str] = typer.Option(None, "--depths", help="Prompt depths in tokens, each level swept at each, e.g. 0,4096,16384 (0: the short prompts; default: the matrix's sweep.depths)."),
     promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=0.99, help="Allowed decode slowdown against the known-good measured beside it (0.05 = 5%; default: the matrix's gate.threshold)."),
@@ -46,7 +47,7 @@ def smoke_command(
     Examples: builder smoke --cell vllm-0.32.0-cpu --promote;
     builder smoke --url http://127.0.0.1:8000 --known-good-url http://127.0.0.1:8001
     """
-    overrides = SweepOverrides(_levels(concurrency), samples, tokens, threshold)
+    overrides = SweepOverrides(_levels(concurrency), samples, tokens, threshold, _depths(depths))
     if url is not None:
         if image or promote or model_dir:
             raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
@@ -68,11 +69,13 @@ class SweepOverrides:
     samples: int | None = None
     tokens: int | None = None
     threshold: float | None = None
+    depths: tuple[int, ...] | None = None
 
     def apply(self, settings: SmokeSettings) -> SmokeSettings:
         sweep = settings.sweep
         sweep = dataclasses.replace(sweep, concurrency=self.concurrency or sweep.concurrency,
-                                    samples=self.samples or sweep.samples, tokens=self.tokens or sweep.tokens)
+                                    samples=self.samples or sweep.samples, tokens=self.tokens or sweep.tokens,
+                                    depths=self.depths or sweep.depths)
         gate = settings.gate if self.threshold is None else dataclasses.replace(settings.gate, threshold=self.threshold)
         return dataclasses.replace(settings, sweep=sweep, gate=gate)
 
@@ -87,6 +90,21 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
     if not levels or any(not 0 < c <= 512 for c in levels) or len(set(levels)) != len(levels):
         raise InputError(f"--concurrency: {text!r} is not a list of distinct levels 1..512 (e.g. 1,2,4,8)")
     return levels
+
+
+def _depths(text: str | None) -> tuple[int, ...] | None:
+    from builder.matrix.smoke_settings import MAX_DEPTH
+    if text is None:
+        return None
+    try:
+        depths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        depths = ()
+    if not depths or len(depths) > 16 or any(not 0 <= d <= MAX_DEPTH for d in depths) or \
+            list(depths) != sorted(set(depths)):
+        raise InputError(f"--depths: {text!r} is not a list of distinct ascending prompt depths 0..{MAX_DEPTH} "
+                         "(e.g. 0,4096,16384)")
+    return depths
 
 
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,

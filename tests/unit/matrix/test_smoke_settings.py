@@ -51,6 +51,10 @@ def test_sweep_gate_and_profiles_load_with_per_arch_overrides(tmp_path):
     ("      sweep: {tokens: 1}", "tokens", "must be an integer >= 2"),
     ("      sweep: {samples: 1000}", "samples", "must be an integer 1..100"),
     ("      sweep: {rate: 3}", "rate", "unknown key 'rate'"),
+    ("      sweep: {depths: [128, 0]}", "depths", "distinct prompt depths in tokens, ascending"),
+    ("      sweep: {depths: [0, 0]}", "depths", "distinct prompt depths in tokens, ascending"),
+    ("      sweep: {depths: [-1]}", "depths", "0..1048576"),
+    ("      sweep: {depths: 4096}", "depths", "must be a list"),
     ("      gate: {threshold: 5}", "threshold", "from 0 up to (not including) 1"),
     ("      gate: {initial_pairs: 8, max_pairs: 6}", "max_pairs", "must be >= initial_pairs (8)"),
     ("      gate: {initial_pairs: 2}", "initial_pairs", "integer >= 3"),
@@ -170,3 +174,12 @@ def test_the_shipped_gpu_vllm_cells_score_and_the_cpu_cells_stay_exact():
         assert not profiles["batch-invariant"].versions.contains("0.11.0")
         assert profiles["batch-invariant"].versions.contains("0.20.2")
         assert profiles["speculative"].speculative and "{model}" in " ".join(profiles["speculative"].args)
+
+
+def test_the_shipped_cpu_cells_sweep_two_depths_within_the_tiny_models_context():
+    from builder.smoke.tinymodel import SERVED
+    matrix = load_matrix(REPO / "matrix.yaml")
+    for engine in ("vllm", "llama.cpp"):
+        sweep = matrix.engines[engine].smoke_for("cpu").sweep
+        assert sweep.depths == (0, 128), engine
+        assert max(sweep.depths) + sweep.tokens <= SERVED["max_model_len"]  # 512: the tiny model's context

@@ -105,3 +105,46 @@ def test_spread_beyond_the_bound_is_not_measured():
     assert summarize_level(1, steady).measured
     level = summarize_level(1, wild)
     assert not level.measured and "spread" in level.unmeasured and level.client_tps
+
+
+def test_depth_axis_sends_prompts_of_exact_token_length_and_reports_prefill():
+    with fake_engine_for_unit_tests(token_delay_s=DELAY, timings=True, prompt_delay_per_token_s=0.0005) as server:
+        result = run_sweep(server.url, _spec(engine=LLAMA, concurrency=(1, 2), samples=2, depths=(0, 96)))
+    table = render_table(result)
+    assert [(lv.depth, lv.concurrency) for lv in result.levels] == [(0, 1), (0, 2), (96, 1), (96, 2)], table
+    streamed = [b for b in server.bodies if b.get("stream")]
+    deep = [b["prompt"] for b in streamed if isinstance(b["prompt"], list)]
+    assert len(deep) == (1 + 2) * (1 + 2) and all(len(p) == 96 for p in deep)  # warm-up + samples, c=1 and 2
+    assert len({tuple(p[:3]) for p in deep}) == len(deep)  # every prompt starts its own way: no cache hit
+    assert sum(isinstance(b["prompt"], str) for b in streamed) == len(streamed) - len(deep)  # depth 0: prose
+    shallow, at_depth = result.level(1, depth=0), result.level(1, depth=96)
+    assert at_depth.prompt_tokens == 96 and at_depth.measured and at_depth.source == "server", table
+    # the fake prefills at 2000 tok/s by its own clock (0.5 ms per token, plus 2 ms)
+    assert 1000 < at_depth.prefill_tps < 2100 and at_depth.ttft_p50_s > shallow.ttft_p50_s + 0.03, table
+    again = SweepResult.from_dict(result.to_dict())
+    assert again.level(1, depth=96).prefill_tps == pytest.approx(at_depth.prefill_tps, rel=1e-3)
+
+
+def test_depth_beyond_the_served_context_or_without_token_ids_is_not_measured():
+    with fake_engine_for_unit_tests(token_delay_s=0.002, metrics=True) as server:  # it serves 512 tokens
+        result = run_sweep(server.url, _spec(engine=VLLM, concurrency=(1,), samples=2, depths=(0, 500)))
+        plain = run_sweep(server.url, _spec(concurrency=(1,), samples=2, depths=(0, 64)))  # no engine: text only
+    assert result.level(1, depth=0).measured
+    deep = result.level(1, depth=500)
+    assert not deep.measured and "500 + 30 tokens exceed the served context of 512" in deep.unmeasured
+    assert "token ids" in plain.level(1, depth=64).unmeasured
+    assert sweep_verdict(result).status == "pass"
+
+
+def test_smoke_url_takes_depths_and_reports_both_clocks():
+    """`builder smoke --url` (a user's deployment): the depths option, the server's figures beside the client's."""
+    from tests.conftest import run_builder
+    with fake_engine_for_unit_tests(token_delay_s=0.004, metrics=True) as server:
+        done = run_builder("smoke", "--engine", "vllm", "--url", server.url, "--concurrency", "1", "--samples", "2",
+                           "--tokens", "24", "--depths", "0,64")
+        bad = run_builder("smoke", "--engine", "vllm", "--url", server.url, "--depths", "64,0")
+    assert done.returncode == 0, done.stderr
+    assert "depth" in done.stdout and " server " in done.stdout and "by the server's clock" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.split()[:2] in (["0", "1"], ["64", "1"])]
+    assert len(rows) == 2 and rows[0][3] == "server" and rows[1][3] == "server", done.stdout
+    assert bad.returncode == 2 and "--depths: '64,0'" in bad.stderr and "Traceback" not in bad.stderr
