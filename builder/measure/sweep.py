@@ -30,8 +30,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import requests
+
 from builder.engines import EngineModule
 from builder.engines.timing import ServerCounters, prometheus_totals
+from builder.net import client as net
+from builder.net.client import Limits
+from builder.safetext import shown
 from builder.smoke.openai import ServerError, request_json
 
 from .prompts import MAX_DEPTH, depth_prompt, token_pool
@@ -55,6 +60,12 @@ MAX_LEVELS = 16
 MAX_CONCURRENCY = 512
 MAX_SAMPLES = 100
 MAX_LINE_BYTES = 1 << 20
+# Lines that carry no event (keep-alive comments, blank lines, unknown fields) in a row, and bytes of one
+# stream: a stream of only keep-alives, or of ever-growing chunks, ends on these, not on the deadline.
+MAX_IDLE_LINES = 64
+METRICS_CAP = 8 << 20  # a Prometheus page
+METRICS_DEADLINE_S = 10.0
+MAX_STREAM_BYTES_PER_TOKEN = 16 << 10
 
 
 class SweepError(Exception):
@@ -108,6 +119,11 @@ class SweepSpec:
         keep-alives and a usage chunk."""
         return 4 * self.max_tokens + 256
 
+    @property
+    def max_stream_bytes(self) -> int:
+        """Cap on the bytes of one stream (a chunk with usage and timings is well under 2 KiB)."""
+        return MAX_STREAM_BYTES_PER_TOKEN * self.max_tokens + (1 << 20)
+
 
 Prompt = str | list[int]  # text, or token ids (prompts at depth)
 
@@ -126,7 +142,7 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: Prompt) -> Request
     """One streamed completion, timed per SSE line. Never raises for server trouble."""
     url = urllib.parse.urlsplit(base_url)
     if url.scheme not in ("http", "https") or not url.hostname:
-        return failed(f"not an http(s) URL: {base_url!r}")
+        return failed(f"not an http(s) URL: {shown(base_url)!r}")
     conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(url.hostname, url.port, timeout=spec.connect_timeout_s)
     path = url.path.rstrip("/") + "/v1/completions"
@@ -145,7 +161,8 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: Prompt) -> Request
             conn.sock.settimeout(spec.read_timeout_s)
         resp = conn.getresponse()
         if resp.status != 200:
-            return failed(f"{where}: HTTP {resp.status}: {resp.read(400).decode('utf-8', 'replace')}")
+            return failed(f"{where}: HTTP {resp.status}: {shown(resp.read(400).decode('utf-8', 'replace'))}")
+        idle, received_bytes, last_event = 0, 0, time.perf_counter()
         for _ in range(spec.max_lines):
             raw = resp.readline(MAX_LINE_BYTES)
             received = time.perf_counter()
@@ -153,22 +170,31 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: Prompt) -> Request
                 raise TimeoutError("request deadline")
             if not raw:
                 return failed(f"{where}: stream ended before data: [DONE] after {len(events)} events")
+            received_bytes += len(raw)
+            if received_bytes > spec.max_stream_bytes:
+                return failed(f"{where}: stream larger than {spec.max_stream_bytes >> 20} MiB after "
+                              f"{len(events)} events")
             event = parse_sse_line(raw.decode("utf-8", "replace"), timing)
-            if event is None:
+            if event is None:  # keep-alives are not progress: they spend their own budget, and the silence's
+                idle += 1
+                if idle > MAX_IDLE_LINES or received - last_event > spec.read_timeout_s:
+                    return failed(f"{where}: {idle} lines without an event (keep-alives only) for "
+                                  f"{received - last_event:.1f} s after {len(events)} events")
                 continue
+            idle, last_event = 0, received
             if event.kind == "done":
                 return summarize_stream(events, t_sent=t_sent)
             events.append((received, event))
         return failed(f"{where}: no data: [DONE] within {spec.max_lines} lines")
     except SSEError as exc:
         return failed(f"{where}: {exc}")
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except (OSError, http.client.HTTPException, ValueError, OverflowError) as exc:
         if expired.is_set():
             return failed(f"{where}: unfinished after the {spec.request_deadline_s:g} s request deadline "
                           f"({len(events)} events)")
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return failed(f"{where}: silent for {spec.read_timeout_s:g} s after {len(events)} events")
-        return failed(f"{where}: {type(exc).__name__}: {exc}")
+        return failed(f"{where}: {type(exc).__name__}: {shown(str(exc))}")
     finally:
         watchdog.cancel()
         conn.close()
@@ -215,18 +241,16 @@ def read_counters(base_url: str, spec: SweepSpec) -> ServerCounters | None:
     engine = spec.engine
     if engine is None or engine.metrics_path is None:
         return None
-    url = urllib.parse.urlsplit(base_url)
-    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(url.hostname or "", url.port, timeout=spec.connect_timeout_s)
+    limits = Limits(connect_s=spec.connect_timeout_s, read_s=METRICS_DEADLINE_S, total_s=METRICS_DEADLINE_S,
+                    max_body=METRICS_CAP)
     try:
-        conn.request("GET", url.path.rstrip("/") + engine.metrics_path)
-        resp = conn.getresponse()
-        text = resp.read(8 << 20).decode("utf-8", "replace")
-        return engine.metrics_counters(prometheus_totals(text)) if resp.status == 200 else None
-    except (OSError, http.client.HTTPException):
+        with net.session() as session:
+            resp = net.send(session, "GET", base_url.rstrip("/") + engine.metrics_path, limits=limits)
+    except (requests.RequestException, ValueError):
         return None
-    finally:
-        conn.close()
+    if resp.status_code != 200:
+        return None
+    return engine.metrics_counters(prometheus_totals(resp.content.decode("utf-8", "replace")))
 
 
 def sample_burst(base_url: str, spec: SweepSpec, concurrency: int, burst: int, depth: int = 0,
@@ -256,9 +280,15 @@ def measure_sample(base_url: str, spec: SweepSpec, concurrency: int, burst: int)
     return rate, sample
 
 
-def warm_up(base_url: str, spec: SweepSpec, concurrency: int, depth: int = 0, pool: Sequence[int] = ()) -> None:
+def warm_up(base_url: str, spec: SweepSpec, concurrency: int, depth: int = 0,
+            pool: Sequence[int] = ()) -> tuple[RequestResult, ...]:
+    """The warm-up bursts; the requests of the first one that failed entirely (the level ends there:
+    a server that cannot warm up is not measured), else ()."""
     for burst in range(spec.warmup):
-        run_burst(base_url, spec, concurrency, -1 - burst, depth, pool)  # results dropped; failures show when measured
+        results = run_burst(base_url, spec, concurrency, -1 - burst, depth, pool)
+        if all(r.status != "ok" for r in results):
+            return results
+    return ()
 
 
 def served_context(base_url: str, spec: SweepSpec) -> int | None:
@@ -290,22 +320,28 @@ def depth_problem(base_url: str, spec: SweepSpec) -> tuple[tuple[int, ...], str]
 
 def run_sweep(base_url: str, spec: SweepSpec) -> SweepResult:
     """The whole sweep, depth by depth and level by level. Server trouble shows as failed requests in the
-    result; a level whose first measured burst failed entirely is not sampled further (a dead server costs
-    one burst); levels at a depth that cannot be served say why, unmeasured."""
+    result; a level whose warm-up or first measured burst failed entirely is not sampled further, and the
+    levels after it are not run (a dead or keep-alive-only server costs one burst); levels at a depth that
+    cannot be served say why, unmeasured."""
     pool, problem = depth_problem(base_url, spec)
     levels = []
+    dead = ""  # set when a level failed entirely: the levels after it are not run (a dead server costs one burst)
     for depth in spec.depths:
         for concurrency in spec.concurrency:
-            if depth and problem:
+            if (depth and problem) or dead:
                 levels.append(LevelResult(concurrency=concurrency, sample_tps=(), stream_tps_p50=None,
                                           ttft_p50_s=None, itl_p50_s=None, itl_p90_s=None, requests=0, errors=0,
-                                          depth=depth, unmeasured=f"not measured: {problem}"))
+                                          depth=depth, unmeasured=f"not measured: {dead or problem}"))
                 continue
-            warm_up(base_url, spec, concurrency, depth, pool)
             samples: list[Sample] = []
-            for burst in range(spec.samples):
+            warm_failed = warm_up(base_url, spec, concurrency, depth, pool)
+            if warm_failed:
+                samples.append(Sample(requests=warm_failed, server=None))
+            for burst in range(0 if warm_failed else spec.samples):
                 samples.append(sample_burst(base_url, spec, concurrency, burst, depth, pool))
                 if burst == 0 and all(r.status != "ok" for r in samples[0].requests):
                     break
+            if all(r.status != "ok" for s in samples for r in s.requests):
+                dead = f"every request of c={concurrency} failed ({samples[0].requests[0].error})"
             levels.append(summarize_level(concurrency, samples, depth=depth, bounds=spec.bounds))
     return SweepResult(model=spec.model, max_tokens=spec.max_tokens, levels=tuple(levels))

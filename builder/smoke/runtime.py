@@ -16,6 +16,8 @@ import requests
 
 from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
 from builder.engines import BackendKind, EngineModule
+from builder.net import client as net
+from builder.net.client import Limits
 
 METRICS_CAP = 8 << 20  # bytes of /metrics read at most (vLLM's is ~100 KiB)
 
@@ -51,17 +53,15 @@ def _shown(expected: Mapping[BackendKind, str]) -> str:
 
 def read_metrics(base_url: str, timeout: float = 10.0) -> str | None:
     """The server's Prometheus text (GET /metrics), at most METRICS_CAP bytes; None when it has none."""
+    limits = Limits(connect_s=5.0, read_s=timeout, total_s=timeout, max_body=METRICS_CAP)
     try:
-        with requests.Session() as session:
-            session.trust_env = False
-            with session.get(base_url.rstrip("/") + "/metrics", timeout=(5.0, timeout), stream=True) as resp:
-                if resp.status_code != 200:
-                    return None
-                body = resp.raw.read(METRICS_CAP + 1, decode_content=True)
-    except requests.RequestException:
+        with net.session() as session:
+            resp = net.send(session, "GET", base_url.rstrip("/") + "/metrics", limits=limits)
+    except (requests.RequestException, ValueError):  # unreachable, too slow, too large: no counters
         return None
-    if len(body) > METRICS_CAP:
+    if resp.status_code != 200:
         return None
+    body = resp.content
     return body.decode(errors="replace")
 
 

@@ -20,10 +20,12 @@ from docker.types import DeviceRequest
 from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.names import SMOKE_LABEL
+from builder.net import client as net
+from builder.net.client import Limits
 from builder.oci.container import Container
 
-_HTTP = requests.Session()
-_HTTP.trust_env = False  # loopback traffic must not go through a proxy from the environment
+_HTTP = net.session()  # loopback traffic must not go through a proxy from the environment
+_HEALTH = Limits(connect_s=5.0, read_s=5.0, total_s=5.0, max_body=1 << 20)  # one readiness probe
 MODEL_MOUNT = "/model"
 
 
@@ -108,9 +110,9 @@ def _wait_ready(server: RunningServer, spec: ServerSpec, started: float) -> None
             raise StepFailed(f"{spec.image} exited with code {code} before it was ready; last lines:\n"
                              f"{server.logs()}")
         try:
-            if _HTTP.get(f"{server.base_url}{health}", timeout=5).status_code == 200:
+            if net.send(_HTTP, "GET", f"{server.base_url}{health}", limits=_HEALTH).status_code == 200:
                 return
-        except requests.RequestException:
+        except (requests.RequestException, ValueError):
             pass
         time.sleep(1)
     raise StepFailed(f"{spec.image} was not ready within {spec.ready_timeout}s (no 200 from {spec.engine.health_path}); "

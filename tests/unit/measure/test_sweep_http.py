@@ -3,6 +3,8 @@ import time
 
 import pytest
 
+from tests.hostile import hostile_server
+
 from builder.measure.absession import interleave_servers
 from builder.measure.gate import GateSettings
 from builder.measure.sweep import SweepError, SweepSpec, measure_sample, request_body, run_sweep, stream_completion
@@ -126,13 +128,37 @@ def test_refused_connection_and_bad_url():
     assert "not an http(s) URL" in stream_completion("ftp://x", _spec(), "p").error
 
 
-def test_dead_server_costs_one_burst_per_level_and_measure_raises():
+def test_dead_server_costs_one_burst_and_measure_raises():
+    # the warm-up of c=1 failed entirely: that level ends there and the levels after it are not run
     with fake_engine_for_unit_tests(status=503) as engine:
         result = run_sweep(engine.url, _spec(concurrency=(1, 2), samples=5))
-        assert engine.requests == (1 + 1) * 1 + (1 + 1) * 2  # warmup + the one failed burst
+        assert engine.requests == 1
         with pytest.raises(SweepError, match="HTTP 503"):
             measure_sample(engine.url, _spec(), 2, 0)
-    assert not result.ok and result.level(2).errors == 2 and "HTTP 503" in render_table(result)
+    assert not result.ok and result.level(1).errors == 1 and "HTTP 503" in render_table(result)
+    assert result.level(2).requests == 0 and "not measured: every request of c=1 failed" in result.level(2).unmeasured
+
+
+def test_a_keepalive_only_stream_ends_on_its_own_budget_not_the_deadline():
+    # ten keep-alive comments a second, for ever: well inside the read timeout and the 300 s deadline
+    with hostile_server() as peer:
+        peer.mode = "keepalive"
+        start = time.monotonic()
+        r = stream_completion(peer.url, _spec(read_timeout_s=60.0, request_deadline_s=300.0), "hello")
+        took = time.monotonic() - start
+        assert r.status == "error" and "keep-alives only" in r.error and took < 10
+        start = time.monotonic()
+        result = run_sweep(peer.url, _spec(concurrency=(1, 2, 4), samples=5, warmup=2))
+        took = time.monotonic() - start
+    assert not result.ok and took < 10  # one warm-up burst of one request, then nothing
+    assert [lv.requests for lv in result.levels] == [1, 0, 0]
+
+
+def test_a_stream_that_floods_is_cut_at_its_byte_cap():
+    with hostile_server() as peer:
+        peer.mode = "flood-chunked"  # 1 MiB lines of spaces: each one read capped, the stream capped
+        r = stream_completion(peer.url, _spec(), "hello")
+    assert r.status == "error" and "stream larger than" in r.error, r.error
 
 
 # Sleep-based delays on a shared 2-core machine jitter by several percent per sample (8.4% sd of the log
