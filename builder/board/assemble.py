@@ -121,7 +121,7 @@ def smoke_run(report: Mapping[str, Any]) -> SmokeRun:
                              evidence=str(ch.get("evidence", ""))) for ch in report.get("checks") or [])
     return SmokeRun(digest=str(report.get("digest", "")), passed=report.get("passed") is True,
                     finished_at=str(report.get("finished_at", "")), model=str(report.get("model", "")),
-                    checks=checks, sweep=read_sweep(report))
+                    checks=checks, sweep=read_sweep(report, depth=None, with_unmeasured=True))
 
 
 def history(record: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]],

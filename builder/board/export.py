@@ -74,8 +74,13 @@ def attestations(image: str, digest: str) -> dict[str, str]:
 
 
 def _level(lv: SweepLevel) -> dict[str, Any]:
-    return {"concurrency": lv.concurrency, "decode_tps_p50": lv.decode_tps, "decode_tps_spread": lv.spread,
-            "ttft_ms_p50": lv.ttft_ms, "measure": lv.measure}
+    out = {"concurrency": lv.concurrency, "decode_tps_p50": lv.decode_tps, "decode_tps_spread": lv.spread,
+           "ttft_ms_p50": lv.ttft_ms, "measure": lv.measure}
+    if lv.depth:
+        out.update(depth=lv.depth, prefill_tps=lv.prefill_tps)
+    if lv.source == "server":
+        out["clock"] = "server"
+    return out
 
 
 def cell_json(cell: BoardCell) -> dict[str, Any]:

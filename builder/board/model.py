@@ -109,6 +109,10 @@ class SweepLevel:
     ttft_ms: float | None = None  # time to first token, p50
     measure: Measure = "sweep"
     errors: int = 0  # failed requests at this level (the sweep's own count)
+    depth: int = 0  # prompt tokens of context (0: the short prompts)
+    prefill_tps: float | None = None  # prompt tokens per second of prefill (at depth > 0)
+    source: str = "client"  # whose clock the figure is by: "server" or "client"
+    unmeasured: str = ""  # the runner could not measure it: decode_tps is 0 and never shown or charted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,7 +216,7 @@ class BoardCell:
         if kg is None:
             return ()
         if self.last_smoke and self.last_smoke.digest == kg.digest and self.last_smoke.sweep:
-            return self.last_smoke.sweep
+            return tuple(lv for lv in self.last_smoke.sweep if not lv.unmeasured)
         point = next((p for p in reversed(self.history) if p.digest == kg.digest), None)
         return point.levels if point else ()
 

@@ -14,6 +14,10 @@ Keys read per level (issue 15's LevelResult.to_dict(); older names of the board'
   spread         | decode_tps_spread               (max - min) / median of the samples, relative
   ttft_p50_s (seconds) | ttft_ms_p50 (ms)          time to first token, p50
   errors, requests                                 a level with errors is shown, never charted as good
+  depth, prefill_tps, source                       prompt depth (absent: 0), prefill tok/s, whose clock
+  unmeasured                                       "not measured: ..." (issue 20): no figure, only the reason
+Only depth-0 levels by default (what the chart and the regressions compare); depth=None reads every depth,
+and with_unmeasured keeps the levels the runner could not measure (decode_tps 0, never charted).
 Without a sweep, the old single `throughput_tps` (tokens / request wall time) is one c=1 level of
 measure "legacy", which is never compared with a sweep level.
 """
@@ -28,8 +32,9 @@ from builder.board.model import SweepLevel
 SWEEP_CHECK = "sweep"
 
 
-def read_sweep(source: Mapping[str, Any]) -> tuple[SweepLevel, ...]:
-    """The sweep levels of a report, record or history entry, by concurrency; an old single number
+def read_sweep(source: Mapping[str, Any], depth: int | None = 0,
+               with_unmeasured: bool = False) -> tuple[SweepLevel, ...]:
+    """The sweep levels of a report, record or history entry, by depth and concurrency; an old single number
     as c=1 (legacy); () when there is neither."""
     raw: Any = source.get("sweep")
     if raw is None:
@@ -41,9 +46,10 @@ def read_sweep(source: Mapping[str, Any]) -> tuple[SweepLevel, ...]:
     if isinstance(raw, Mapping):
         raw = raw.get("levels")
     if isinstance(raw, list) and raw:
-        levels = [lv for lv in (_level(item) for item in raw if isinstance(item, Mapping)) if lv is not None]
-        if levels:
-            return tuple(sorted(levels, key=lambda lv: lv.concurrency))
+        levels = [lv for lv in (_level(item) for item in raw if isinstance(item, Mapping)) if lv is not None
+                  and (depth is None or lv.depth == depth) and (with_unmeasured or not lv.unmeasured)]
+        if levels or any(isinstance(item, Mapping) and item.get("unmeasured") for item in raw):
+            return tuple(sorted(levels, key=lambda lv: (lv.depth, lv.concurrency)))
     tps = _number(source.get("throughput_tps"))
     if tps is not None and tps > 0:
         return (SweepLevel(concurrency=1, decode_tps=tps, measure="legacy"),)
@@ -53,14 +59,20 @@ def read_sweep(source: Mapping[str, Any]) -> tuple[SweepLevel, ...]:
 def _level(item: Mapping[str, Any]) -> SweepLevel | None:
     c = item.get("concurrency")
     tps = _first(item, "tps_p50", "decode_tps_p50", "decode_tps")
+    unmeasured = str(item.get("unmeasured") or "")
+    if unmeasured:
+        tps = 0.0  # the runner could not measure it: whatever the client saw is no figure
     if not isinstance(c, int) or isinstance(c, bool) or c < 1 or tps is None:
         return None
+    depth = item.get("depth", 0)
+    depth = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0 else 0
     ttft_s = _number(item.get("ttft_p50_s"))
     ttft_ms = ttft_s * 1000 if ttft_s is not None else _number(item.get("ttft_ms_p50"))
     errors = item.get("errors")
-    return SweepLevel(concurrency=c, decode_tps=tps, spread=_first(item, "spread", "decode_tps_spread"),
+    return SweepLevel(concurrency=c, decode_tps=tps, spread=None if unmeasured else _first(item, "spread", "decode_tps_spread"),
                       ttft_ms=ttft_ms, errors=errors if isinstance(errors, int) and not isinstance(errors, bool)
-                      else 0)
+                      else 0, depth=depth, prefill_tps=_number(item.get("prefill_tps")) if depth else None,
+                      source="server" if item.get("source") == "server" else "client", unmeasured=unmeasured[:300])
 
 
 def _first(item: Mapping[str, Any], *keys: str) -> float | None:

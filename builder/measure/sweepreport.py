@@ -111,10 +111,10 @@ class LevelResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sample_tps"] = [round(v, 3) for v in self.sample_tps]
-        for key in ("client_tps", "server_tps"):
-            data[key] = [round(v, 3) for v in data[key]]
+        for key in ("client_tps", "server_tps"):  # an unmeasured level keeps no figure, only its evidence text
+            data[key] = [] if self.unmeasured else [round(v, 3) for v in data[key]]
         data.update(tps_p50=_round(self.tps_p50), spread=_round(self.spread, 5), cv=_round(self.cv, 5),
-                    client_tps_p50=_round(p50(self.client_tps)), server_tps_p50=_round(p50(self.server_tps)),
+                    client_tps_p50=_round(p50(data["client_tps"])), server_tps_p50=_round(p50(data["server_tps"])),
                     server_step_s=_round(self.server_step_s, 7), prefill_tps=_round(self.prefill_tps))
         return data
 
