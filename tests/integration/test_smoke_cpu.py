@@ -44,6 +44,7 @@ def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
     assert statuses.pop("kernels") == "skip"  # cpu: nothing to audit
     assert statuses.pop("golden") == "skip"  # first known-good: nothing to compare with yet
     assert statuses.pop("gate") == "skip"  # no known-good image to measure beside it yet
+    assert statuses.pop("backends") == "skip"  # vLLM's CPU path names no attention backend in its log
     assert set(statuses.values()) == {"pass"}, report["checks"]
     assert {"models", "completions", "determinism", "tool_call", "sweep"} <= set(statuses)
     assert report["passed"] is True and report["throughput_tps"] > 0 and report["golden"]
@@ -52,7 +53,7 @@ def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
     client = RegistryClient(promoted["registry"].host)
     assert client.head_manifest(REPOSITORY, CELL).digest == promoted["record"]["digest"]
     text = (promoted["reports"] / f"{CELL}.txt").read_text()
-    assert text.startswith("smoke PASSED") and len(text.splitlines()) <= 16  # readable in ten seconds
+    assert text.startswith("smoke PASSED") and len(text.splitlines()) <= 18  # readable in ten seconds
     assert "tok/s(p50)" in text and "no interval" in text
 
 
