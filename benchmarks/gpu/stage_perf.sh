@@ -9,7 +9,7 @@ dest=${1:?checkout root}/.gpu/perf
 here=$(cd "$(dirname "$0")/../.." && pwd)
 grep -qx '/.gpu/' "$1/.git/info/exclude" 2>/dev/null || echo /.gpu/ >> "$1/.git/info/exclude"
 rm -rf "$dest" && mkdir -p "$dest/benchmarks" "$dest/pydeps"
-cp -r "$here/builder" "$dest/builder" && cp -r "$here/benchmarks/gpu" "$dest/benchmarks/gpu"
+cp -r "$here/builder" "$dest/builder" && cp -r "$here/benchmarks/gpu" "$dest/benchmarks/gpu" && cp "$here/matrix.yaml" "$dest/matrix.yaml"
 find "$dest" -name __pycache__ -prune -exec rm -rf {} +
 tmp=$(mktemp -d)
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" docker==7.1.0
