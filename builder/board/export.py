@@ -74,7 +74,7 @@ def attestations(image: str, digest: str) -> dict[str, str]:
 
 
 def _level(lv: SweepLevel) -> dict[str, Any]:
-    out = {"concurrency": lv.concurrency, "decode_tps_p50": lv.decode_tps, "decode_tps_spread": lv.spread,
+    out: dict[str, Any] = {"concurrency": lv.concurrency, "decode_tps_p50": lv.decode_tps, "decode_tps_spread": lv.spread,
            "ttft_ms_p50": lv.ttft_ms, "measure": lv.measure}
     if lv.depth:
         out.update(depth=lv.depth, prefill_tps=lv.prefill_tps)

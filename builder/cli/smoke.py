@@ -29,6 +29,8 @@ def smoke_command(
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
     tokens: Optional[int] = typer.Option(None, "--tokens", min=2, max=65536, help="Tokens decoded by every sweep request."),
+    floor: Optional[Path] = path_option(None, "--floor", help="This runner's gate floor (a file --calibrate-floor wrote): a --threshold below the floor measured at a gate level is refused before anything runs."),
+    calibrate_floor: Optional[Path] = path_option(None, "--calibrate-floor", help="With --url and --known-good-url serving one image (two processes): the gate is an A/A; fold its floor into this file."),
     depths: Optional[str] = typer.Option(None, "--depths", help="Prompt depths in tokens, each level swept at each, e.g. 0,4096,16384 (0: the short prompts; default: the matrix's sweep.depths)."),
     promote: bool = typer.Option(False, "--promote", help="Promote the image when every check passed."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -47,15 +49,15 @@ def smoke_command(
     Examples: builder smoke --cell vllm-0.32.0-cpu --promote;
     builder smoke --url http://127.0.0.1:8000 --known-good-url http://127.0.0.1:8001
     """
-    overrides = SweepOverrides(_levels(concurrency), samples, tokens, threshold, _depths(depths))
+    overrides = SweepOverrides(_levels(concurrency), samples, tokens, threshold, _depths(depths), floor)
     if url is not None:
         if image or promote or model_dir:
             raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
         run_url_command(url, known_good_url, served_name, cell, engine, matrix, overrides, accept_inconclusive,
-                        as_json, profile, server_log)
+                        as_json, profile, server_log, calibrate_floor=calibrate_floor)
         return
-    if known_good_url or served_name or profile or server_log:
-        raise InputError("--known-good-url, --served-name, --profile and --server-log go with --url")
+    if known_good_url or served_name or profile or server_log or calibrate_floor:
+        raise InputError("--known-good-url, --served-name, --profile, --server-log and --calibrate-floor go with --url")
     from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
     session = Session(matrix, None, None, None, None, registry)
     attestor = configured_attestor() if promote else None  # a bad key is exit 2 before anything runs
@@ -70,6 +72,7 @@ class SweepOverrides:
     tokens: int | None = None
     threshold: float | None = None
     depths: tuple[int, ...] | None = None
+    floor: Path | None = None  # the runner's gate floor file (measure/floor.py)
 
     def apply(self, settings: SmokeSettings) -> SmokeSettings:
         sweep = settings.sweep
@@ -92,6 +95,21 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
     return levels
 
 
+def check_floor(floor: Path | None, settings: SmokeSettings) -> None:
+    """--floor: refuse a gate threshold below this runner's measured floor (exit 2, before anything runs)."""
+    if floor is None:
+        return
+    from builder.measure.floor import below_floor, read_floor
+    from builder.measure.perf import gate_levels
+    try:
+        measured = read_floor(floor)
+    except ValueError as exc:
+        raise InputError(f"--floor: {exc} (write one with --calibrate-floor)") from None
+    reason = below_floor(settings.gate.threshold, gate_levels(settings), measured)
+    if reason:
+        raise InputError(f"--floor: {reason}")
+
+
 def _depths(text: str | None) -> tuple[int, ...] | None:
     from builder.matrix.smoke_settings import MAX_DEPTH
     if text is None:
@@ -109,7 +127,8 @@ def _depths(text: str | None) -> tuple[int, ...] | None:
 
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
                     engine: str | None, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
-                    as_json: bool, profile_name: str | None = None, server_log: Path | None = None) -> None:
+                    as_json: bool, profile_name: str | None = None, server_log: Path | None = None,
+                    calibrate_floor: Path | None = None) -> None:
     from builder.engines import ENGINES, engine_module
     from builder.proof.profiles import profile_unavailable
     from builder.proof.url import check_url, smoke_url
@@ -139,10 +158,27 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
         if unavailable:
             raise InputError(f"--profile {profile_name}: {unavailable}")
     log = read_log(server_log) if server_log is not None else None
-    report = smoke_url(url, overrides.apply(settings), module, served_name=served_name, known_good_url=known_good_url,
+    final = overrides.apply(settings)
+    if calibrate_floor is not None:
+        if not known_good_url:
+            raise InputError("--calibrate-floor: give --known-good-url, a second process of the image at --url (an A/A)")
+        writable_dir(calibrate_floor.parent, "--calibrate-floor")
+    else:
+        check_floor(overrides.floor, final)
+    report = smoke_url(url, final, module, served_name=served_name, known_good_url=known_good_url,
                        accept_inconclusive=accept_inconclusive, profile=profile, server_log=log,
                        progress=lambda m: typer.echo(f"smoke: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
+    if calibrate_floor is not None and report.gate is not None:
+        from builder.measure.floor import floor_of, write_floor
+        from builder.util import utc_now
+        merged = write_floor(calibrate_floor, floor_of(report.gate, measured_at=utc_now(),
+                                                       source=f"A/A: {known_good_url} and {url}"))
+        typer.echo(f"floor written to {calibrate_floor}: " + ", ".join(
+            f"c={c} {100 * v:.2f}%" for c, v in sorted(merged.levels.items())) +
+            f" ({merged.runs} A/A calibration(s), {merged.pairs} pairs)", err=True)
+        if all(c.status != "fail" for c in report.checks if c.name != "gate"):
+            return  # an A/A's gate verdict is the calibration, not a failure
     if not report.passed:
         raise typer.Exit(1)
 
@@ -187,6 +223,7 @@ def run_smoke_command(session, image: str | None, cell_id: str | None, options,
     client.ping()
     job, reference, digest = smoke_target(session, client, image, cell_id)
     cell = job.cell
+    check_floor(overrides.floor, overrides.apply(job.smoke))  # before anything is booted or measured
     report = smoke_and_maybe_promote(session.names, client, job, reference, digest, options,
                                      settings=overrides.apply(job.smoke),
                                      progress=lambda m: typer.echo(f"{cell.id}: {m}", err=True))
