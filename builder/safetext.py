@@ -21,12 +21,14 @@ Two functions, used wherever a string from a peer, a record or an argument is sh
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
+from typing import TextIO
 
 MASK = "***"
 # scheme://userinfo@ : everything between // and the last @ before the host's end is a credential
-_URL_USER = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s@]*@)")
+_URL_USER = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:/+)(?P<user>[^/?#\s@]*@)")  # :/ too: a path-normalised URL
 # a bare user:pw@host (no scheme), as BUILDER_REGISTRY or a docker-style reference may carry it
 # (not a digest reference: name:tag@sha256:...)
 _BARE_USER = re.compile(r"(?<![\w/@:.-])(?P<user>[^\s/@:'\"=]+:[^\s/@'\"]*@)(?=[A-Za-z0-9\[])"
@@ -67,3 +69,50 @@ def printable(text: str) -> str:
 def shown(text: object) -> str:
     """Both: what any message built from outside strings goes through before it is shown."""
     return printable(redact(str(text)))
+
+
+def lines_shown(text: str) -> str:
+    """shown() for multi-line output (a report, a table): line ends and tabs kept, the rest escaped."""
+    return "\n".join("\t".join(shown(part) for part in line.split("\t")) for line in redact(text).split("\n"))
+
+
+class SafeStream(io.TextIOBase):
+    """A text stream that passes what is written through lines_shown(), a line at a time (so a
+    credential split across two writes is still seen whole). The CLI puts stdout and stderr behind
+    one: whatever a command prints, no credential and no raw control character reaches the terminal."""
+
+    def __init__(self, inner: TextIO):
+        self.inner = inner
+        self._pending = ""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.inner.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.inner.errors
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        done, sep, self._pending = (self._pending + text).rpartition("\n")
+        if sep:
+            self.inner.write(lines_shown(done) + "\n")
+        if len(self._pending) > 1 << 16:  # no line end for 64 KiB: write it out anyway
+            self.inner.write(lines_shown(self._pending))
+            self._pending = ""
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.inner.write(lines_shown(self._pending))
+            self._pending = ""
+        self.inner.flush()

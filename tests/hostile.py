@@ -178,6 +178,9 @@ class _Server(ThreadingHTTPServer):
         self.hits: list[str] = []
         self.stopping = threading.Event()
 
+    def handle_error(self, request, client_address) -> None:  # a client that hung up is what we expect
+        pass
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"

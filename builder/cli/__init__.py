@@ -22,6 +22,7 @@ from builder.cli.bases import bases_app
 from builder.cli.ci import ci_app
 from builder.cli.patches import patches_app
 from builder.errors import BuilderError
+from builder.safetext import SafeStream
 
 app.command("smoke")(smoke.smoke_command)
 app.command("audit")(audit.audit_command)
@@ -47,6 +48,19 @@ def main() -> None:
     # SIGTERM (a CI runner cancelling the job) unwinds like Ctrl-C, so cleanups (running builds,
     # smoke-test containers) happen either way.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Everything a command prints passes through one filter: credentials masked, control characters
+    # from servers, registries and records escaped (builder/safetext.py).
+    plain = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
+    try:
+        _run()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = plain
+
+
+def _run() -> None:
     try:
         code = app(standalone_mode=False)
     except _CLICK_EXCEPTION as exc:
