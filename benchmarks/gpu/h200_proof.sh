@@ -18,6 +18,7 @@ SITE=/root/site OVL=/root/overlay MODEL=/root/model LOGS=/root/logs
 SHAPE=${SHAPE:-llama-8b-shape}
 DELAY_CYCLES=${DELAY_CYCLES:-700000}   # about 0.35 ms at the H200's 1.98 GHz: ~8% of a 4.5 ms 7 B decode step
 UTIL=${UTIL:-0.25}
+# MAXLEN=16640: room for the sweep's 16 k-token prompts + 128 tokens (benchmarks/gpu/depth_floor.py, issue 20)
 ROUNDS=${ROUNDS:-2}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 mkdir -p "$OUT" "$LOGS"
@@ -27,7 +28,7 @@ builder() { (cd "$P" && PYTHONPATH="$P:$P/pydeps" timeout "${T:-420}" python3 -m
 
 serve() {  # name port pythonpath
   VLLM_CACHE_ROOT=/root/vcache/$1 PYTHONPATH=$3 setsid nohup timeout 1500 python3 -m vllm.entrypoints.openai.api_server \
-    --model "$MODEL" --served-model-name smoke --host 127.0.0.1 --port "$2" --max-model-len 512 \
+    --model "$MODEL" --served-model-name smoke --host 127.0.0.1 --port "$2" --max-model-len "${MAXLEN:-512}" \
     --gpu-memory-utilization "$UTIL" --seed 0 --enable-auto-tool-choice --tool-call-parser hermes \
     > "$LOGS/$1.log" 2>&1 < /dev/null &
 }

@@ -38,6 +38,7 @@ SHAPES = {
     "llama-3b-shape": (3072, 28, 24, 8, 8192, "bfloat16"),  # Llama-3.2-3B's layers: 2.8 B
     "llama-8b-shape": (4096, 32, 32, 8, 14336, "bfloat16"),  # Llama-3-8B's layers: 7.0 B
 }
+GPU_CONTEXT = 32768  # the realistic shapes' max_position_embeddings
 GPU_SHAPES = ("llama-1b-shape", "llama-3b-shape", "llama-8b-shape")  # smallest first
 MIN_WEIGHT_READ_MS = 2.5
 
@@ -117,8 +118,9 @@ def make_model(out: Path, tok, shape: str = "tiny-llama", device: str = "cpu") -
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=ffn,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
                       head_dim=hidden // heads, rms_norm_eps=1e-6,
-                      # realistic shapes serve with the GPU cells' args (--max-model-len 4096)
-                      max_position_embeddings=SERVED["max_model_len"] if shape == "tiny-llama" else 4096,
+                      # realistic shapes: room for the sweep's prompts at depth (16 k tokens + the decode; the
+                      # server's --max-model-len says what it serves, GPU cells 4096)
+                      max_position_embeddings=SERVED["max_model_len"] if shape == "tiny-llama" else GPU_CONTEXT,
                       rope_theta=10000.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, tie_word_embeddings=False, initializer_range=0.02)
     if shape == "tiny-llama":  # byte-identical to the files golden outputs were recorded with
