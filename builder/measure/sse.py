@@ -24,6 +24,9 @@ RequestStatus = Literal["ok", "error"]
 TokenSource = Literal["usage", "chunks"]
 
 
+MAX_USAGE_TOKENS = 1 << 24  # a token count beyond any context length is not a count
+
+
 class SSEError(ValueError):
     """A data line that is not an OpenAI completion chunk, or an error object sent inside the stream."""
 
@@ -102,9 +105,12 @@ def parse_sse_line(line: str, timing: ChunkTiming | None = None) -> StreamEvent 
     usage = obj.get("usage")
     completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
     if completion is not None and (not isinstance(completion, int) or isinstance(completion, bool)):
-        raise SSEError(f"usage.completion_tokens is not an integer: {completion!r}")
+        raise SSEError(f"usage.completion_tokens is not an integer: {_short(repr(completion))}")
+    if completion is not None and not 0 <= completion <= MAX_USAGE_TOKENS:
+        raise SSEError(f"usage.completion_tokens {_short(str(completion), 40)} is impossible (0..{MAX_USAGE_TOKENS})")
     prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    prompt = prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else None
+    prompt = prompt if isinstance(prompt, int) and not isinstance(prompt, bool) and 0 <= prompt <= MAX_USAGE_TOKENS \
+        else None
     server = timing(obj) if timing is not None else None
     choices = obj.get("choices")
     if not isinstance(choices, list):

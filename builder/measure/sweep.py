@@ -183,7 +183,11 @@ def stream_completion(base_url: str, spec: SweepSpec, prompt: Prompt) -> Request
                 continue
             idle, last_event = 0, received
             if event.kind == "done":
-                return summarize_stream(events, t_sent=t_sent)
+                result = summarize_stream(events, t_sent=t_sent)
+                if result.tokens > spec.max_tokens:  # usage of 10**6 tokens for 128 asked: not a count
+                    return failed(f"{where}: the stream claims {result.tokens} tokens for max_tokens "
+                                  f"{spec.max_tokens} ({result.chunks} chunks)")
+                return result
             events.append((received, event))
         return failed(f"{where}: no data: [DONE] within {spec.max_lines} lines")
     except SSEError as exc:

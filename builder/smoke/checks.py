@@ -24,6 +24,8 @@ from builder.smoke.openai import (
     user_message,
 )
 
+MAX_CONTEXT = 1 << 24  # tokens of context no server has exceeded by far (16.7 M; the largest served are ~10 M)
+
 __all__ = ["check_completions", "check_determinism", "check_golden", "check_models", "check_tool_call", "divergence",
            "first_divergence", "usage_sane"]
 
@@ -37,6 +39,9 @@ def check_models(base_url: str, spec: SmokeSpec) -> CheckResult:
         return CheckResult("models", FAIL, f"{spec.served_name!r} is not served; /v1/models lists "
                            f"{', '.join(map(repr, served)) or 'nothing'}", data)
     got = served[spec.served_name]
+    impossible = context_problem(got)
+    if impossible:
+        return CheckResult("models", FAIL, f"{spec.served_name!r}: {impossible}", data)
     if spec.max_model_len is not None and got != spec.max_model_len:
         return CheckResult("models", FAIL, f"{spec.served_name!r} has max_model_len {got}, expected "
                            f"{spec.max_model_len}", data)
@@ -53,6 +58,10 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
     counts: list[str] = []
     for label, resp, text in (("completions", comp, comp["choices"][0]["text"]), ("chat", chat, chat_text(chat))):
         finish, usage = resp["choices"][0].get("finish_reason"), resp.get("usage")
+        if not isinstance(text, str):
+            problems.append(f"{label}: the text is not a string: {one_line(repr(text), 80)}")
+            data[label] = {"text": one_line(repr(text), 200), "finish_reason": one_line(repr(finish), 80)}
+            continue
         data[label] = {"text": text, "finish_reason": finish, "usage": usage}
         problem = usage_sane(usage, spec.max_tokens)
         if problem is None and not text and finish != "stop":  # tokens counted but nothing decoded
@@ -140,6 +149,18 @@ def _forced_bias(base_url: str, spec: SmokeSpec) -> dict[str, int]:
     return bias
 
 
+def context_problem(value: Any) -> str | None:
+    """None for a context length a server can have (unknown, or 1..MAX_CONTEXT tokens); else what is
+    impossible about it (0, 10**12, a string: the check fails with the value as evidence)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"max_model_len is not an integer: {one_line(repr(value), 80)}"
+    if not 0 < value <= MAX_CONTEXT:
+        return f"max_model_len {value} is outside 1..{MAX_CONTEXT}"
+    return None
+
+
 def usage_sane(usage: Any, max_tokens: int) -> str | None:
     """None when the usage block is consistent, else what is wrong with it."""
     if not isinstance(usage, dict):
@@ -149,8 +170,8 @@ def usage_sane(usage: Any, max_tokens: int) -> str | None:
     if len(counts) != len(values):
         return "usage counts are not integers: " + "/".join(repr(v) for v in values)
     prompt, completion, total = counts
-    if prompt <= 0:
-        return f"prompt_tokens {prompt} <= 0"
+    if not 0 < prompt <= MAX_CONTEXT:
+        return f"prompt_tokens {prompt} outside 1..{MAX_CONTEXT}"
     if not 0 < completion <= max_tokens:
         return f"completion_tokens {completion} outside 1..{max_tokens}"
     if total != prompt + completion:

@@ -52,7 +52,8 @@ def test_divergence_line_names_prompt_index_and_snippets():
 @pytest.mark.parametrize("usage, problem", [
     ({"prompt_tokens": 7, "completion_tokens": 32, "total_tokens": 39}, None),
     ({"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}, None),
-    ({"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}, "prompt_tokens 0 <= 0"),
+    ({"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}, "prompt_tokens 0 outside 1..16777216"),
+    ({"prompt_tokens": 10**30, "completion_tokens": 5, "total_tokens": 10**30 + 5}, "prompt_tokens 1000000000000000000000000000000 outside"),
     ({"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}, "completion_tokens 0 outside 1..32"),
     ({"prompt_tokens": 7, "completion_tokens": 33, "total_tokens": 40}, "completion_tokens 33 outside 1..32"),
     ({"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 13}, "total_tokens 13 != 7 + 5"),
