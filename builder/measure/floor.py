@@ -57,8 +57,9 @@ class Floor:
         if data.get("schema") != FLOOR_SCHEMA or not isinstance(data.get("levels"), Mapping):
             raise ValueError(f"not a gate floor of schema {FLOOR_SCHEMA}")
         levels = {int(c): float(v) for c, v in data["levels"].items()}
-        if any(c < 1 or not 0 <= v < 1 for c, v in levels.items()):
-            raise ValueError("a floor level is not a concurrency >= 1 with a fraction 0..1")
+        # A floor of 1 or more is possible (an A/A interval wider than a doubling): it refuses every threshold.
+        if any(c < 1 or not 0 <= v < 1e6 for c, v in levels.items()):
+            raise ValueError("a floor level is not a concurrency >= 1 with a fraction >= 0")
         return Floor(levels=levels, runs=int(data.get("runs", 1)), pairs=int(data.get("pairs", 0)),
                      measured_at=str(data.get("measured_at", "")), source=str(data.get("source", "")))
 

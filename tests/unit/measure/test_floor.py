@@ -30,10 +30,12 @@ def test_floor_is_the_farthest_the_aa_interval_reaches_and_refuses_thresholds_be
     merged = write_floor(path, floor_of(_aa(0.002), measured_at="2026-12-03T11:00:00Z", source="A/A 2"))
     assert merged.runs == 2 and merged.at(1) == pytest.approx(floor.at(1), abs=1e-5)  # the larger stays
     assert read_floor(path) == merged and merged.measured_at == "2026-12-03T11:00:00Z"
-    (tmp_path / "bad.json").write_text(json.dumps({"schema": 1, "levels": {"1": 3}}))
-    with pytest.raises(ValueError, match="fraction"):
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": 1, "levels": {"0": 0.01}}))
+    with pytest.raises(ValueError, match="concurrency >= 1"):
         read_floor(tmp_path / "bad.json")
     assert Floor.from_dict(merged.to_dict()) == merged
+    wide = Floor(levels={1: 1.42})  # a busy 2-core runner's A/A (vLLM cpu, measured): every threshold refused
+    assert below_floor(0.5, (1,), wide) and Floor.from_dict(wide.to_dict()) == wide
 
 
 def test_calibrate_then_refuse_a_threshold_under_the_floor_before_any_request(tmp_path):
