@@ -17,8 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
 
 from builder.audit.report import KernelAuditReport, LibraryAudit, judge
 from builder.audit.rules import (
@@ -36,7 +36,11 @@ from builder.audit.rules import (
 )
 from builder.checkresult import FAIL
 from builder.engines import DispatchOnly
-from builder.errors import StepFailed
+from builder.errors import InputError, StepFailed
+
+MAX_DEPTH = 64  # directory levels walked (site-packages trees are under 15)
+MAX_ENTRIES = 2_000_000  # files and directories walked
+STDERR_TAIL = 64 << 10  # bytes of cuobjdump's stderr read back
 
 # --- side effects: finding and running cuobjdump, walking a directory ---
 
@@ -72,12 +76,14 @@ def _cuobjdump(tool: str, flags: list[str], path: Path, parse: Callable, timeout
             try:
                 assert proc.stdout is not None  # stdout=PIPE
                 result = parse(proc.stdout)
-                proc.stdout.read()  # drain what the parser left
+                while proc.stdout.read(1 << 20):  # drain what the parser left, a piece at a time
+                    pass
                 code = proc.wait()
             finally:
                 timer.cancel()
-            err.seek(0)
-            message = err.read().decode(errors="replace").strip()
+            err.seek(0, os.SEEK_END)  # only the end of what it said: the reason is the last line
+            err.seek(max(err.tell() - STDERR_TAIL, 0))
+            message = err.read(STDERR_TAIL).decode(errors="replace").strip()
     except OSError as exc:
         raise StepFailed(f"cannot run {tool}: {exc}") from exc
     if code == 0 and not killed.is_set():
@@ -100,15 +106,43 @@ def dump_kernels(cuobjdump: str, path: Path, with_ptx: bool, timeout: float = 30
     return (*cubins, *ptx)
 
 
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every regular file under root, without following symlinks, iteratively (a directory nested
+    thousands deep is no RecursionError) and within MAX_DEPTH levels and MAX_ENTRIES entries (InputError)."""
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    seen = 0
+    while stack:
+        directory, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"{root}: nested deeper than {MAX_DEPTH} directories ({directory.relative_to(root).parts[0]}/...)")
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise InputError(f"{directory}: cannot be listed ({exc.strerror or exc})") from None
+        for entry in entries:
+            seen += 1
+            if seen > MAX_ENTRIES:
+                raise InputError(f"{root}: more than {MAX_ENTRIES} entries; audit a smaller directory")
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), depth + 1))
+            elif entry.is_file(follow_symlinks=False):
+                yield Path(entry.path)
+
+
+def _matches(rel: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p[3:]) if p.startswith("**/") else PurePosixPath(rel).match(p)
+               for p in patterns)
+
+
 def _candidates(root: Path, patterns: Iterable[str]) -> list[Path]:
     """Regular files only: symlinks in an exported image point at the image's paths, not ours."""
-    found = set()
-    for pattern in patterns:
-        for path in root.glob(pattern):
-            if not path.is_symlink() and path.is_file():
-                with path.open("rb") as handle:
-                    if handle.read(4) in _MAGICS:  # skip linker scripts named .so
-                        found.add(path)
+    patterns = tuple(patterns)
+    found = []
+    for path in walk_files(root):
+        if _matches(path.relative_to(root).as_posix(), patterns):
+            with path.open("rb") as handle:
+                if handle.read(4) in _MAGICS:  # skip linker scripts named .so
+                    found.append(path)
     return sorted(found)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from builder.audit.archive import extract_libraries
 from builder.audit.cuobjdump import audit_directory
 from builder.audit.report import KernelAuditReport
 from builder.engines import ENGINES, EngineModule
@@ -94,11 +95,8 @@ def audit_dir(root: Path, arch: str, engine: EngineModule | None, optional: tupl
 
 def audit_wheel(wheel: Path, arch: str, engine: EngineModule | None, optional: tuple[str, ...] = ()) -> KernelAuditReport:
     """Only the shared libraries are unzipped (a vllm wheel is mostly Python)."""
-    with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp, zipfile.ZipFile(wheel) as archive:
-        for member in archive.namelist():
-            name = member.rsplit("/", 1)[-1]
-            if name.endswith(".so") or ".so." in name:
-                archive.extract(member, tmp)  # zipfile drops absolute and .. parts
+    with tempfile.TemporaryDirectory(prefix="llm-factory-audit-") as tmp:
+        extract_libraries(wheel, Path(tmp))  # with size, count and ratio limits (archive.py)
         return _audit(Path(tmp), arch, engine, optional, str(wheel))
 
 
