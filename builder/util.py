@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import stat
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -67,3 +69,33 @@ def read_bounded(path: Path, limit: int = MAX_FILE_BYTES, what: str = "file") ->
         raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def confined(path: Path, root: Path) -> Path:
+    """`path`, checked for a write: not a symbolic link, and inside `root` once every link in its
+    directories is resolved (InputError otherwise, before anything is written)."""
+    if path.is_symlink():
+        raise ConfigError(str(path), None, "is a symbolic link; the factory writes only a regular file here "
+                                           "(remove the link)")
+    real_root, real_parent = root.resolve(), path.parent.resolve()
+    if real_parent != real_root and real_root not in real_parent.parents:
+        raise ConfigError(str(path), None, f"resolves outside {root} (a linked directory); the factory writes "
+                                           "only beside matrix.yaml")
+    if path.exists() and not path.is_file():
+        raise ConfigError(str(path), None, "is not a regular file")
+    return path
+
+
+def write_replacing(path: Path, text: str, root: Path) -> None:
+    """Write `text` to `path` (confined to `root`) through a temporary file renamed over it: a link
+    planted between the check and the write is replaced, never followed, and a reader never sees half."""
+    confined(path, root)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

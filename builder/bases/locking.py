@@ -12,6 +12,7 @@ from builder.bases.resolve import BaseResolver
 from builder.errors import InputError, StepFailed
 from builder.oci.copy import CopyStats, copy_image
 from builder.oci.reference import parse_reference
+from builder.util import confined, write_replacing
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class LockChange:
 
 
 def lock_bases(resolver: BaseResolver, references: list[str], every: set[str], lock: dict[str, LockEntry],
-               path: Path, today: str) -> list[LockChange]:
+               path: Path, today: str, root: Path | None = None) -> list[LockChange]:
     """Resolve `references` and write the lock; entries of other bases the matrix still uses
-    (`every`) are kept, entries no cell uses are dropped."""
+    (`every`) are kept, entries no cell uses are dropped. `root`: the matrix's directory, which the
+    lock must not leave (a symlinked lock or directory is refused before anything is resolved)."""
+    root = root if root is not None else path.parent
+    confined(path, root)
     resolved = {}
     for reference in references:
         digest = resolver.lookup(reference)
@@ -40,7 +44,7 @@ def lock_bases(resolver: BaseResolver, references: list[str], every: set[str], l
             raise StepFailed(resolver.missing_message(reference))
         resolved[reference] = digest
     new = merge(lock, resolved, today, keep=set(every) - set(references))
-    path.write_text(render_lock(new))
+    write_replacing(path, render_lock(new), root)
     return [LockChange(r, resolved[r], lock[r].digest if r in lock else None) for r in sorted(resolved)]
 
 

@@ -9,6 +9,7 @@ import typer
 
 from builder import grammar
 from builder.bases.lock import load_lock
+from builder.util import confined
 from builder.cli.options import ArchOpt, CellOpt, CudaOpt, EngineOpt, MatrixOpt, RegistryOpt
 from builder.cli.session import Session
 from builder.errors import InputError, StepFailed
@@ -51,6 +52,8 @@ def lock_cmd(
     session = Session(matrix, arch, cuda, engine, cell, registry)
     settings = session.matrix.bases
     references, every = _bases(session)
+    if not check:  # the lock is written: refuse a linked one before it is read or anything resolved
+        confined(settings.lock, Path(matrix).parent)
     lock = load_lock(settings.lock)
     resolver = BaseResolver(settings, session.names.registry, dockerd.connect, use_lock=False)
     if check:
@@ -61,7 +64,8 @@ def lock_cmd(
             raise typer.Exit(1)
         typer.echo(f"{_shown(settings.lock)}: the lock holds for {len(references)} base(s)")
         return
-    for change in lock_bases(resolver, references, every, lock, settings.lock, utc_now()[:10]):
+    for change in lock_bases(resolver, references, every, lock, settings.lock, utc_now()[:10],
+                             root=Path(matrix).parent):
         typer.echo(change.describe())
     typer.echo(f"wrote {_shown(settings.lock)}")
 
