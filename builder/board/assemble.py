@@ -51,7 +51,16 @@ def build_board(*, cells: Iterable[CellInput], excluded: Iterable[ExcludedInput]
                 arch_order: Iterable[str] = ()) -> Board:
     """The board of every cell, built or not. `arch_order`: the matrix's arch order (columns);
     archs not named there follow in order of first appearance."""
-    built = [_cell(c, evidence.get(c.id, CellEvidence()), image_repo, regression_threshold) for c in cells]
+    built: list[BoardCell] = []
+    unreadable: list[str] = []
+    for c in cells:  # one bad record costs its cell's evidence, not the board
+        ev = evidence.get(c.id, CellEvidence())
+        unreadable += ev.problems
+        try:
+            built.append(_cell(c, ev, image_repo, regression_threshold))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError) as exc:
+            unreadable.append(f"{c.id}: its record or smoke report is unreadable ({_why(exc)}); shown without it")
+            built.append(_cell(c, CellEvidence(latest=ev.latest), image_repo, regression_threshold))
     board_cells = built + [_excluded(e, image_repo) for e in excluded]
     ids = [c.id for c in board_cells]
     if len(ids) != len(set(ids)):
@@ -62,7 +71,13 @@ def build_board(*, cells: Iterable[CellInput], excluded: Iterable[ExcludedInput]
     columns: list[GridColumn] = sorted({(c.arch, c.cuda) for c in board_cells},
                                        key=lambda k: (order.index(k[0]), _natural(k[1] or "")))
     return Board(title=title, generated_at=generated_at, image_repo=image_repo,
-                 cells=tuple(sorted(board_cells, key=lambda c: c.id)), rows=tuple(rows), columns=tuple(columns))
+                 cells=tuple(sorted(board_cells, key=lambda c: c.id)), rows=tuple(rows), columns=tuple(columns),
+                 unreadable=tuple(unreadable))
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:100]}" if text else type(exc).__name__
 
 
 def _excluded(e: ExcludedInput, image_repo: str) -> BoardCell:
@@ -103,6 +118,7 @@ def _cell(c: CellInput, ev: CellEvidence, image_repo: str, default_threshold: fl
         patches_applied=applied, patches_skipped=c.patches_skipped,
         kernel_audit=(last.check("kernels") if last else None) or summary_checks.get("kernels"),
         golden=(last.check("golden") if last else None) or summary_checks.get("golden"),
+        backends=(last.check("backends") if last else None) or summary_checks.get("backends"),
         last_smoke=last, history=history(record, ev.reports, threshold) if record is not None else (),
         serve_args=c.serve_args, serve_command=c.serve_command, port=c.port,
         regression_threshold=threshold)

@@ -97,6 +97,7 @@ class CellEvidence:
     record: Mapping[str, Any] | None = None
     latest: BuiltImage | None = None
     reports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # what could not be read for this cell, one line each
 
 
 # --- outputs: what the board shows ---------------------------------------------------------
@@ -194,6 +195,7 @@ class BoardCell:
     patches_skipped: tuple[SkippedPatch, ...] = ()
     kernel_audit: CheckLine | None = None
     golden: CheckLine | None = None
+    backends: CheckLine | None = None  # the backends the engine said it chose at start-up (smoke/runtime.py)
     last_smoke: SmokeRun | None = None
     history: tuple[HistoryPoint, ...] = ()  # oldest first
     serve_args: tuple[str, ...] = ()
@@ -246,6 +248,7 @@ class Board:
     cells: tuple[BoardCell, ...]
     rows: tuple[GridRow, ...]
     columns: tuple[GridColumn, ...]
+    unreadable: tuple[str, ...] = ()  # records and reports the board could not use, one line each
 
     def at(self, row: GridRow, column: GridColumn) -> BoardCell | None:
         return next((c for c in self.cells if (c.engine, c.version) == row and (c.arch, c.cuda) == column), None)

@@ -38,6 +38,7 @@ def report(cell: str, name: str, *, passed: bool = True, failing: str = "through
     checks = [("kernels", "pass", "kernel audit sm_121a: PASS (41 pass, 0 fail, 3 skipped)"),
               ("models", "pass", "serves 'smoke'"), ("determinism", "pass", "6 prompts x 3 rounds identical"),
               ("golden", "pass", "6/6 prompts reproduce the known-good outputs"),
+              ("backends", "pass", "attention FLASH_ATTN; moe TritonExperts"),
               ("throughput", "pass", "197.9 tok/s (median of 5)")]
     if not passed:
         checks = [(n, "fail" if n == failing else s, f"{n} failed: 12.4% slower than the known-good image"

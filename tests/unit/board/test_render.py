@@ -123,3 +123,9 @@ def test_text_not_colour_alone(site):
     for state in ("known-good", "smoke failed", "built, untested", "never built", "excluded"):
         assert state in index
     assert "not in the matrix" in index  # empty slots say so to screen readers
+
+
+def test_a_cell_page_shows_the_backends_that_ran(site):
+    page = (site / "cells" / "vllm-0.20.2-cu130-sm_121a.html").read_text()
+    assert re.search(r'<dd id="backends"><span class="status-pass">pass</span> attention FLASH_ATTN; moe TritonExperts</dd>',
+                     page), page[page.find("backends"):][:300]
