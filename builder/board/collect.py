@@ -7,11 +7,12 @@ per cell, for what the board shows. Tests hand `collect_evidence` any other `Rec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from builder.board.model import BuiltImage, CellEvidence
-from builder.errors import StepFailed
+from builder.errors import InputError, StepFailed
 from builder.names import immutable_tag_pattern
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore, newest_image
@@ -30,20 +31,48 @@ def collect_evidence(source: RecordSource, cell_ids: Iterable[str], *,
     sweeps fill the chart where a history entry has only one number)."""
     evidence: dict[str, CellEvidence] = {}
     for cell_id in cell_ids:
-        record = source.known_good(cell_id)
-        latest = source.newest_image(cell_id)
+        problems: list[str] = []
+        record = _read(lambda: source.known_good(cell_id), f"{cell_id}: its known-good record", problems)
+        latest = _read(lambda: source.newest_image(cell_id), f"{cell_id}: its newest image", problems)
         digests = [latest.digest] if latest else []
         if record is not None:
-            digests.append(str(record["digest"]))
-            if history_reports:
-                digests += [str(h["digest"]) for h in record.get("history") or []]
+            digests += [str(d) for d in [record.get("digest")] if _is_digest(d)]
+            history = record.get("history") if history_reports else None
+            if isinstance(history, list):
+                entries = [h.get("digest") for h in history[:MAX_HISTORY] if isinstance(h, Mapping)]
+                bad = [d for d in entries if not _is_digest(d)]
+                if bad:
+                    problems.append(f"{cell_id}: its record's history names {len(bad)} digest(s) that are not "
+                                    f"digests (first: {str(bad[0])[:40]!r}); their reports are not read")
+                digests += [str(d) for d in entries if _is_digest(d)]
         reports: dict[str, Mapping[str, Any]] = {}
         for digest in dict.fromkeys(digests):
-            report = source.smoke_report(digest)
+            report = _read(lambda: source.smoke_report(digest), f"{cell_id}: the smoke report of {digest[:19]}",
+                           problems)
             if report is not None:
                 reports[digest] = report
-        evidence[cell_id] = CellEvidence(record=record, latest=latest, reports=reports)
+        evidence[cell_id] = CellEvidence(record=record, latest=latest, reports=reports, problems=tuple(problems))
     return evidence
+
+
+MAX_HISTORY = 1000  # history entries of one record whose reports are read
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+T = TypeVar("T")
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def _read(get: Callable[[], T | None], what: str, problems: list[str]) -> T | None:
+    """What `get` returns; None with a line in `problems` when the registry holds something unreadable
+    there (a registry that cannot be reached is not this: ServiceError ends the board, exit 3)."""
+    try:
+        return get()
+    except (StepFailed, InputError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        text = " ".join(str(exc).split())[:120]
+        problems.append(f"{what} is unreadable ({type(exc).__name__}{': ' + text if text else ''})")
+        return None
 
 
 class StoreSource:

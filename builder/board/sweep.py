@@ -24,6 +24,7 @@ measure "legacy", which is never compared with a sweep level.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,5 +80,15 @@ def _first(item: Mapping[str, Any], *keys: str) -> float | None:
     return next((v for v in (_number(item.get(k)) for k in keys) if v is not None), None)
 
 
+MAX_NUMBER = 1e12  # no rate, time or count the board shows comes near it; beyond it the chart cannot scale
+
+
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number within +-MAX_NUMBER, else None (inf, nan, 1e308 and huge ints are not figures)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_NUMBER else None

@@ -71,6 +71,8 @@ def board_cmd(
     evidence = collect_evidence(StoreSource(client, session.names.repository), [c.id for c in inputs])
     board = build_board(cells=inputs, excluded=excluded_inputs, evidence=evidence, image_repo=session.names.repo,
                         generated_at=utc_now(), title=title, arch_order=tuple(session.matrix.archs))
+    for line in board.unreadable:  # the board is written anyway: these cells show what could be read
+        typer.echo(f"board: {line}", err=True)
     written = write_site(board, target)
     counts = ", ".join(f"{n} {state}" for state, n in board.counts().items() if n)
     typer.echo(f"board: {len(board.cells)} cell(s) ({counts}); {len(written)} files in {target}")
