@@ -65,7 +65,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
     (options.report_dir / f"{cell.id}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (options.report_dir / f"{cell.id}.txt").write_text(report.text() + "\n")
     if options.promote and report.passed:
-        attestor = for_cell(options.attestor, cell) if options.attestor else None
+        attestor = for_cell(options.attestor, cell, job.patches) if options.attestor else None
         result = promote(client, names.repository, cell.id, digest, attestor=attestor)
         progress(result.message)
     return report

@@ -12,6 +12,7 @@ import platform
 from importlib import metadata
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from builder.attest.imagefile import read_provenance
 from builder.attest.statements import (
     PREDICATES,
     AttestationKind,
+    changed_files,
     provenance_predicate,
     smoke_predicate,
     statement,
@@ -30,6 +32,7 @@ from builder.attest.statements import (
 )
 from builder.errors import StepFailed
 from builder.matrix.cells import Cell
+from builder.patching.records import PatchRecord
 from builder.oci.referrers import Referrer, artifact_payload, attach, list_referrers
 from builder.oci.registry import RegistryClient
 from builder.proof.report import SmokeReport
@@ -97,6 +100,7 @@ class Attestor:
     gpu: str
     platform: str = "linux/amd64"
     workdir: Path | None = None
+    patch_files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (patch id, the files it changes)
 
     def present(self, client: RegistryClient, repository: str, digest: str) -> set[str]:
         """The kinds already attached to digest and signed by this key (a smoke verdict only when it passed)."""
@@ -133,7 +137,8 @@ class Attestor:
             labels = client.image_labels(repository, digest)
             record = read_provenance(client, repository, digest, PROVENANCE_FILE)
             statements["provenance"] = statement("provenance", name, digest, provenance_predicate(
-                image_record=record, labels=labels, factory_version=factory_version(), runner=runner()))
+                image_record=record, labels=labels, factory_version=factory_version(), runner=runner(),
+                patch_files=dict(self.patch_files)))
         if "smoke" not in kept:
             statements["smoke"] = statement("smoke", name, digest,
                                             smoke_predicate(report.to_dict(), gpu=self.gpu, runner=runner()))
@@ -154,8 +159,10 @@ def configured_attestor(workdir: Path | None = None) -> Attestor | None:
     return Attestor(signer=signer, gpu="", workdir=workdir) if signer else None
 
 
-def for_cell(attestor: Attestor, cell: Cell) -> Attestor:
-    """The attestor for one cell: its platform and the GPU its smoke verdict ran for."""
+def for_cell(attestor: Attestor, cell: Cell, patches: Iterable[PatchRecord] = ()) -> Attestor:
+    """The attestor for one cell: its platform, the GPU its smoke verdict ran for, and the files
+    its patch records change (named in the provenance)."""
     arch = cell.arch
     gpu = f"{arch.name} (compute capability {arch.compute_capability})" if arch.gpu else "none (cpu)"
-    return replace(attestor, gpu=gpu, platform=cell.platform)
+    files = tuple((p.id, changed_files(p.kind, p.content, p.target)) for p in patches)
+    return replace(attestor, gpu=gpu, platform=cell.platform, patch_files=files)

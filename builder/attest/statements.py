@@ -10,6 +10,7 @@ built it); the smoke verdict's predicate is the stored smoke report plus the run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from builder.attest.envelope import STATEMENT_TYPE
@@ -48,9 +49,32 @@ def source_of(provenance: dict[str, Any]) -> dict[str, Any]:
     return next((d for d in deps if isinstance(d, dict) and d.get("name") == "source"), {})
 
 
+def changed_files(kind: str, content: bytes, target: str | None) -> tuple[str, ...]:
+    r"""The files a patch record changes, relative to the source root (diffs) or the package tree (overlays).
+
+    >>> changed_files("diff", b"--- a/CMakeLists.txt\n+++ b/CMakeLists.txt\n@@ -1 +1 @@\n", None)
+    ('CMakeLists.txt',)
+    >>> changed_files("overlay", b"", "vllm/model_executor/models/gemma4.py")
+    ('vllm/model_executor/models/gemma4.py',)
+    """
+    if kind == "overlay":
+        return (target,) if target else ()
+    if kind != "diff":
+        return ()
+    found = []
+    for line in content.splitlines():
+        if line.startswith(b"+++ "):
+            path = line[4:].split(b"\t", 1)[0].strip().decode("utf-8", "replace")
+            if path != "/dev/null":
+                found.append(path[2:] if path.startswith("b/") else path)
+    return tuple(dict.fromkeys(found))
+
+
 def provenance_predicate(*, image_record: dict[str, Any] | None, labels: dict[str, str], factory_version: str,
-                         runner: dict[str, str]) -> dict[str, Any]:
-    """SLSA v1 provenance from the image's provenance.json (the render's record) and its labels."""
+                         runner: dict[str, str], patch_files: Mapping[str, tuple[str, ...]] | None = None
+                         ) -> dict[str, Any]:
+    """SLSA v1 provenance from the image's provenance.json (the render's record) and its labels;
+    patch_files: the files each applied patch changes (from the cell's patch records), by patch id."""
     record = image_record or {}
     source = record.get("source") or {}
     deps: list[dict[str, Any]] = [{
@@ -63,9 +87,10 @@ def provenance_predicate(*, image_record: dict[str, Any] | None, labels: dict[st
         deps.append({"name": "base-image", "uri": record.get("base_image") or "",
                      "digest": {"sha256": str(base_digest).split(":", 1)[-1]}})
     for patch in record.get("patches_applied") or []:
+        files = (patch_files or {}).get(str(patch.get("id")))
         deps.append({"name": f"patch:{patch.get('id')}", "digest": {"sha256": patch.get("sha256")},
                      "annotations": {"kind": patch.get("kind"), "upstream": patch.get("upstream"),
-                                     "verdict": "applied"}})
+                                     "verdict": "applied", **({"files": list(files)} if files else {})}})
     parameters = {k: record.get(k) for k in ("cell", "engine", "engine_version", "arch", "platform", "cuda", "mode",
                                               "torch", "triton") if k in record}
     return {

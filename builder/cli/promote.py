@@ -65,7 +65,7 @@ def promote_cmd(session, target: str) -> None:
         cell_id, digest = target, newest_tested_digest(client, repository, target)
     cells = {c.id: c for c in session.expansion.cells}
     if attestor is not None and cell_id in cells:
-        attestor = for_cell(attestor, cells[cell_id])
+        attestor = for_cell(attestor, cells[cell_id], session.job(cells[cell_id]).patches)
     result = promote(client, repository, cell_id, digest, attestor=attestor)
     typer.echo(result.message)
 

@@ -30,3 +30,22 @@ def test_statement_subject_is_the_digest():
     made = statement("sbom", "r/x", digest, {})
     assert made["predicateType"] == "https://spdx.dev/Document" and subject_digest(made) == digest
     assert subject_digest({"subject": []}) is None and subject_digest({"subject": [{"digest": "x"}]}) is None
+
+
+def test_the_provenance_names_the_files_each_shipped_patch_changes():
+    from pathlib import Path
+
+    import builder.shipped
+    from builder.attest.statements import changed_files
+    from builder.patching.records import load_patches
+
+    root = Path(builder.shipped.__file__).parent / "patches"
+    files = {r.id: changed_files(r.kind, r.content, r.target) for r in load_patches(root, "vllm")}
+    assert files["vllm-sm121a-archs-0.20"] == ("CMakeLists.txt",)
+    assert files["vllm-gemma4-nvfp4-scales-overlay"] == ("vllm/model_executor/models/gemma4.py",)
+    assert files["vllm-gemma4-nvfp4-scales"] == ("vllm/model_executor/models/gemma4.py",)
+    record = {**RECORD, "patches_applied": [{"id": "vllm-sm121a-archs-0.20", "kind": "diff", "sha256": "ee" * 32}]}
+    predicate = provenance_predicate(image_record=record, labels={}, factory_version="x", runner={},
+                                     patch_files=files)
+    patch = predicate["buildDefinition"]["resolvedDependencies"][-1]
+    assert patch["annotations"]["files"] == ["CMakeLists.txt"]
