@@ -1,7 +1,8 @@
 """Checking patch records against a real upstream source tree.
 
 Verdicts: `applies`, `already upstream` (skipped: the fix landed), `not applicable` (out of range,
-arch not targeted, file absent) and `CONFLICT` (the file and the failing hunk). Diffs are checked
+arch not targeted) and `CONFLICT` (the file and the failing hunk; also a target file that is absent in
+range: renamed or removed upstream, which must stop the cell rather than skip the fix). Diffs are checked
 with `git apply --check` (no fuzz: a hunk that only applies with fuzz is a conflict), forward and
 then in reverse, which is the "already fixed upstream" detector of last resort.
 """
@@ -101,10 +102,9 @@ def check_record(record: PatchRecord, tree: Path | None, version: Version, arch:
     target, derived, diff_file = record.target or "", record.derived_from_sha256 or "", record.diff_file or ""
     files = diff_files(record.content) if record.kind == "diff" else [target]
     missing = [f for f in files if not (tree / f).is_file()]
-    if missing and len(missing) == len(files):
-        return verdict(NOT_APPLICABLE, f"{missing[0]} does not exist in {record.engine} {label}")
-    if missing:
-        return verdict(CONFLICT, f"{missing[0]} does not exist in {record.engine} {label}")
+    if missing:  # in range, yet its file is gone: renamed or removed upstream, never silently skipped
+        return verdict(CONFLICT, f"{missing[0]} does not exist in {record.engine} {label} (renamed or removed "
+                                 "upstream?); re-derive the patch, or end its version range before this version")
     if record.upstream_fix and _pattern_matches(tree, record.upstream_fix):
         return verdict(UPSTREAM, _fixed(record))
     if record.requires and not _pattern_matches(tree, record.requires):

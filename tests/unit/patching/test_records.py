@@ -121,11 +121,21 @@ def test_not_applicable_out_of_range_or_arch(tmp_path, version, arch, expected):
     assert result.verdict == NOT_APPLICABLE and expected in result.detail
 
 
-def test_not_applicable_when_file_absent(tmp_path):
+def test_a_target_absent_in_range_is_a_conflict(tmp_path):
+    # the file was renamed or removed upstream: skipping the patch would ship the bug without a word
     tree = tmp_path / "empty"
     tree.mkdir()
     result = verdict(tmp_path, tree)
-    assert result.verdict == NOT_APPLICABLE and "does not exist" in result.detail
+    assert result.verdict == CONFLICT and "does not exist" in result.detail and "renamed or removed" in result.detail
+
+
+def test_a_renamed_target_stops_the_cell(tmp_path):
+    tree = tree_with(tmp_path, ORIGINAL)
+    for path in list(tree.rglob("*")):
+        if path.is_file() and path.name == "CMakeLists.txt":
+            path.rename(path.with_name("CMakeLists.cmake"))  # upstream renamed the file the diff targets
+    result = verdict(tmp_path, tree)
+    assert result.verdict == CONFLICT, result
 
 
 def overlay_record(tmp_path, derived_from: str):
