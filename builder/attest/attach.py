@@ -62,6 +62,7 @@ class Attestation:
     kind: AttestationKind | None  # None: a predicate type this factory does not write
     artifact: str
     data: bytes
+    problem: str = ""  # the artifact could not be read as one (missing blob, wrong digest, not one layer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,10 +85,15 @@ def kind_of(referrer: Referrer) -> AttestationKind | None:
 
 
 def fetch(client: RegistryClient, repository: str, digest: str) -> list[Attestation]:
-    """Every DSSE attestation attached to digest, with its envelope bytes."""
+    """Every DSSE attestation attached to digest, with its envelope bytes. An artifact the registry
+    lists but cannot serve intact comes back with its problem (verify calls that tampered)."""
     found = []
     for ref in list_referrers(client, repository, digest, ENVELOPE_TYPE):
-        _, data = artifact_payload(client, repository, ref.digest)
+        try:
+            _, data = artifact_payload(client, repository, ref.digest)
+        except StepFailed as exc:  # RegistryNotFound, a digest mismatch, a malformed manifest
+            found.append(Attestation(kind=kind_of(ref), artifact=ref.digest, data=b"", problem=str(exc)))
+            continue
         found.append(Attestation(kind=kind_of(ref), artifact=ref.digest, data=data))
     return found
 

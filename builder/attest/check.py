@@ -13,6 +13,7 @@ from securesystemslib.signer import Key
 
 from builder.attest import envelope
 from builder.attest.attach import fetch
+from builder.attest.envelope import EnvelopeVerdict
 from builder.attest.sbom import SbomSummary, summarize
 from builder.attest.statements import source_of
 from builder.attest.verify import Checked, ExpectedSource, Verdict, decide
@@ -72,7 +73,9 @@ def verify_image(client: RegistryClient, ref: ImageRef, key: Key, expected: Sour
     if info is None:
         raise StepFailed(f"{ref} is not in the registry")
     digest = info.digest
-    checked = [Checked(kind=a.kind, artifact=a.artifact, verdict=envelope.check(a.data, key))
+    checked = [Checked(kind=a.kind, artifact=a.artifact,
+                       verdict=EnvelopeVerdict(status="tampered", reason=a.problem) if a.problem
+                       else envelope.check(a.data, key))
                for a in fetch(client, ref.repository, digest)]
     verdict = decide(digest, checked, None)
     if verdict.status == "verified" and expected is not None:

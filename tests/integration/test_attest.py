@@ -291,3 +291,40 @@ def test_referrers_fall_back_to_the_tag_schema_on_distribution_2_8(plain_registr
     assert [r.digest for r in list_referrers(client, repo, digest)] == [first, second]
     assert sorted(client.tags(repo)) == ["one", referrers_tag(digest)]
     assert list_referrers(client, repo, push_image(client, repo, "two", {}, content=b"other")) == []
+
+
+def test_corrupted_attestations_are_tampered(plain_registry):
+    """Garbage where an envelope should be, and a referrers entry whose artifact the registry does not
+    have: each refuses the image with exit 5 and a one-line reason (the small image stands in for the
+    cpu one: what is checked is the attestations, not the image)."""
+    from builder.attest.check import VerifyRefused, verify_image
+    from builder.oci.reference import parse_reference
+    client, repo = plain_registry.client(), f"corrupt-{uuid.uuid4().hex[:6]}/images"
+    digest = push_image(client, repo, "x", {}, content=b"corrupt subject")
+    info, signer = client.head_manifest(repo, digest), CryptoSigner.generate_ecdsa()
+    name = f"{client.host}/{repo}"
+    for kind, predicate in (("sbom", {"packages": []}), ("provenance", {}), ("smoke", {"passed": True})):
+        attach(client, repo, info, ENVELOPE_TYPE, envelope.sign(statement(kind, name, digest, predicate), signer),
+               {PREDICATE_ANNOTATION: PREDICATES[kind]}, f"{kind}.dsse.json")
+    ref = parse_reference(f"{name}@{digest}")
+    assert verify_image(client, ref, signer.public_key, None).verdict.status == "verified"
+    tag = referrers_tag(digest)
+    good = client.get_manifest(repo, tag)[0]
+    garbage = attach(client, repo, info, ENVELOPE_TYPE, b"\x00\x01 not an envelope",
+                     {PREDICATE_ANNOTATION: PREDICATES["smoke"]}, "smoke.dsse.json")
+    with pytest.raises(VerifyRefused) as err:
+        verify_image(client, ref, signer.public_key, None)
+    assert err.value.exit_code == 5 and str(err.value) == f"tampered: smoke {garbage[:19]}: the attestation is not JSON"
+    # an entry whose manifest is no one-layer artifact (Distribution refuses entries it does not hold)
+    first = json.loads(client.get_manifest(repo, json.loads(good)["manifests"][0]["digest"])[0])
+    two = {**first, "layers": first["layers"] * 2}
+    body = json.dumps(two).encode()
+    two_digest = client.put_manifest(repo, "sha256:" + __import__("hashlib").sha256(body).hexdigest(), body,
+                                     "application/vnd.oci.image.manifest.v1+json")
+    index = json.loads(good)
+    index["manifests"].append({**index["manifests"][0], "digest": two_digest, "size": len(body)})
+    client.put_manifest(repo, tag, json.dumps(index).encode(), OCI_INDEX)
+    with pytest.raises(VerifyRefused) as err:
+        verify_image(client, ref, signer.public_key, None)
+    assert err.value.exit_code == 5, str(err.value)
+    assert str(err.value) == f"tampered: sbom {two_digest[:19]}: {name}@{two_digest} is not a one-layer artifact manifest"
