@@ -132,7 +132,9 @@ def test_the_board_is_made_from_the_registry_alone(site):
     settings = site["matrix"].engines["vllm"].smoke_for("cpu")
     assert recipe["args"][:2] == ["--model", "{model}"] and recipe["args"][-len(settings.args):] == list(settings.args)
     measured = recipe["metadata"]["measured"]["decode_tps"]
-    assert measured and measured[0]["concurrency"] == 1 and measured[0]["decode_tps_p50"] > 0
+    # the levels the runner could measure (issue 20: a withheld level reaches no recipe), each with a figure
+    assert measured and all(lv["decode_tps_p50"] > 0 for lv in measured)
+    assert {lv.get("depth", 0) for lv in measured} <= {0, 128}
     assert not (site["root"] / "recipes" / f"{FAILING}.yaml").exists()
 
 
@@ -175,7 +177,7 @@ def test_cell_pages_chart_one_point_per_promotion(browser, site):
     from builder.matrix.load import load_matrix
     from tests.conftest import REPO
     levels = load_matrix(REPO / "matrix.yaml").engines["vllm"].smoke_for("cpu").sweep.concurrency
-    assert chart["lines"] == list(levels)
+    assert set(chart["lines"]) <= set(levels)  # depth 0 only; a level withheld as not measured draws no line
     _open_clean(browser, root, root / "cells" / f"{FAILING}.html")
     assert browser.evaluate("document.getElementById('state').dataset.state") == "smoke-failed"
     assert browser.evaluate("document.getElementById('failed-check').innerText") == "boot"

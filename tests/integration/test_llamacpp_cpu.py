@@ -18,6 +18,7 @@ from tests.conftest import run_builder
 from tests.integration.conftest import start_registry, stop_registry
 from tests.integration.cpu_cell import CELL as VLLM_CELL
 from tests.integration.cpu_cell import REPOSITORY
+from tests.integration.cpu_cell import assert_honest_levels
 
 pytestmark = pytest.mark.integration
 CELL = "llama.cpp-b11312-cpu"
@@ -58,7 +59,9 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
     assert checks["gate"]["status"] == "skip"  # no known-good image to measure beside it yet
     for name in ("models", "completions", "determinism", "sweep"):
         assert checks[name]["status"] == "pass", checks[name]
-    assert [lv["concurrency"] for lv in report["sweep"]["levels"]] == [1, 2, 4]  # over the 4 slots
+    levels = report["sweep"]["levels"]  # over the 4 slots, at depths 0 and 128 (128 + 64 tokens fit a slot's 512)
+    assert [(lv["depth"], lv["concurrency"]) for lv in levels] == [(d, c) for d in (0, 128) for c in (1, 2, 4)]
+    assert_honest_levels(levels)  # llama-server's own timings (the last chunk's `timings`) are the recorded clock
     assert "max_model_len 512" in checks["models"]["evidence"]  # 2048 context over 4 slots
     assert "6 concurrent requests" in checks["determinism"]["evidence"]  # more requests than the 4 slots
     assert report["passed"] and report["throughput_tps"] > 0 and report["golden"]
