@@ -13,6 +13,8 @@ Two functions, used wherever a string from a peer, a record or an argument is sh
 'GET https://***@registry.example/v2/ failed'
 >>> redact("registry bob:s3cret@127.0.0.1:5000 unreachable")
 'registry ***@127.0.0.1:5000 unreachable'
+>>> redact("model generated:tiny-llama@d9537f811c98")
+'model generated:tiny-llama@d9537f811c98'
 >>> redact("Authorization: Bearer eyJhbGciOi.abc")
 'Authorization: Bearer ***'
 >>> printable("model\\x1b]0;pwned\\x07")
@@ -31,7 +33,11 @@ MASK = "***"
 _URL_USER = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:/+)(?P<user>[^/?#\s@]*@)")  # :/ too: a path-normalised URL
 # a bare user:pw@host (no scheme), as BUILDER_REGISTRY or a docker-style reference may carry it
 # (not a digest reference: name:tag@sha256:...)
-_BARE_USER = re.compile(r"(?<![\w/@:.-])(?P<user>[^\s/@:'\"=]+:[^\s/@'\"]*@)(?=[A-Za-z0-9\[])"
+# The host must look like one (a dot, a port, localhost or [IPv6]): a model id such as
+# generated:tiny-llama@d9537f811c98 (name:variant@fingerprint) is not a credential, and masking it broke the
+# golden check's model comparison in `builder smoke --json` output.
+_BARE_USER = re.compile(r"(?<![\w/@:.-])(?P<user>[^\s/@:'\"=]+:[^\s/@'\"]*@)"
+                        r"(?=localhost\b|\[|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|[A-Za-z0-9.-]+:[0-9]+\b)"
                         r"(?![a-z0-9]+:[0-9a-f]{32})")
 _AUTH_SCHEME = re.compile(r"\b(?P<kind>Bearer|Basic)(?P<sep>\s+)(?P<value>[A-Za-z0-9._~+/=-]{6,})")
 _AUTH_FIELD = re.compile(r"(?P<kind>\b(?:access_token|token|password|passwd|secret)\b)(?P<sep>\"?\s*[=:]\s*\"?)"

@@ -60,3 +60,13 @@ def test_a_secret_never_shows_in_repr_or_str():
     secret = Secret(SECRET)
     assert SECRET not in repr(secret) and SECRET not in str(secret) and SECRET not in f"{secret!r} {secret}"
     assert SECRET not in repr({"password": secret}) and secret.reveal() == SECRET
+
+
+def test_a_model_id_with_a_fingerprint_is_not_taken_for_credentials():
+    """generated:tiny-llama@<fingerprint> looks like user:pw@host; masking it made every `builder smoke --json`
+    report name the model '***@...', so a --golden comparison named another model and skipped."""
+    from builder.safetext import redact
+    assert redact("model generated:tiny-llama@d9537f811c98") == "model generated:tiny-llama@d9537f811c98"
+    assert redact('{"model": "path:models@1a2b3c"}') == '{"model": "path:models@1a2b3c"}'
+    for registry in ("bob:pw@127.0.0.1:5000", "bob:pw@registry.example", "bob:pw@localhost", "bob:pw@[::1]:5000"):
+        assert redact(f"registry {registry} unreachable").startswith("registry ***@"), registry
