@@ -22,6 +22,7 @@ from builder.promotion.promote import promote
 from builder.promotion.store import RecordStore, newest_image
 from builder.proof.report import SmokeReport
 from builder.proof.run import SmokeInputs, run_smoke
+from builder.smoke.golden_scores import read_golden_scores
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
                          golden=record.golden if record else None,
                          golden_model=record.smoke_summary.get("model") if record else None,
                          golden_profiles=record.golden_profiles if record else {},
+                         golden_scores=read_golden_scores(record.golden_scores) if record else {},
                          # the gate's baseline: the known-good image itself, measured beside the candidate
                          known_good_image=record.image if record else None,
                          known_good_sweep=record.sweep_result() if record else None,

@@ -5,8 +5,10 @@
 #   default   8001  the wheel as it is: consistency scored (teacher forcing), must pass
 #   bi        8002  VLLM_BATCH_INVARIANT=1: --profile batch-invariant, exact, must pass
 #   spec      8003  the model drafting for itself: --profile speculative, drafts accepted and consistent
-#   garble    8004  the wheel with the sampler's rows mixed when batched (benchmarks/gpu/garble_rows.py on
-#                   PYTHONPATH): must fail, naming the token
+#   garble    8004  the wheel with the sampler's rows mixed when batched and its logprobs drifted by a 5% logit
+#                   scale (benchmarks/gpu/controls.py both, on PYTHONPATH): determinism must fail naming the token,
+#                   golden_scores must fail against the default server's goldens while the golden texts match
+# bi, spec and garble are checked with --golden (the default server's report): another process of the same wheel.
 #
 #   bash consistency_h200.sh stash N   # carry call N: keep .stage0N's chunk in /root/stash
 #   bash consistency_h200.sh setup     # install, generate the model, start the four servers (setsid), staggered
@@ -59,15 +61,15 @@ setup)
   log "model: $(head -c 300 "$OUT/model.json")"
   f=vllm/v1/sample/sampler.py
   rm -rf "$OVL" && mkdir -p "$OVL" && cp -rs "$SITE/vllm" "$OVL/vllm" && rm "$OVL/$f" && \
-    python3 "$P/benchmarks/gpu/garble_rows.py" "$SITE/$f" "$OVL/$f" | tee -a "$OUT/setup.log" || exit 1
+    python3 "$P/benchmarks/gpu/controls.py" both "$SITE/$f" "$OVL/$f" 1.05 | tee -a "$OUT/setup.log" || exit 1
   draft="{\"method\": \"draft_model\", \"model\": \"$MODEL\", \"num_speculative_tokens\": 4}"
   # Staggered: a server sizes its KV cache from the memory it sees while it profiles (../shared/GPU.md).
   for name in default bi spec garble; do
     case $name in
-      default) serve default 8001 0.2 "$SITE" ;;
-      bi) VLLM_BATCH_INVARIANT=1 serve bi 8002 0.2 "$SITE" ;;
+      default) serve default 8001 0.18 "$SITE" ;;
+      bi) VLLM_BATCH_INVARIANT=1 serve bi 8002 0.18 "$SITE" ;;
       spec) serve spec 8003 0.3 "$SITE" --speculative-config "$draft" ;;
-      garble) serve garble 8004 0.2 "$OVL:$SITE" ;;
+      garble) serve garble 8004 0.18 "$OVL:$SITE" ;;
     esac
     for _ in $(seq 120); do grep -q "KV cache\|Error" "$LOGS/$name.log" 2>/dev/null && break; sleep 2; done
     log "$name: $(grep -m1 -o "Available KV cache memory.*\|.*Error.*" "$LOGS/$name.log" | cut -c1-200)"
@@ -90,8 +92,9 @@ PY
   for run in "default 8001" "bi 8002 batch-invariant" "spec 8003 speculative" "garble 8004"; do
     set -- $run
     started=$(date +%s)
+    golden=(); [ "$1" = default ] || golden=(--golden "$OUT/smoke_default.json")
     builder smoke --url "http://127.0.0.1:$2" "${common[@]}" --server-log "$LOGS/$1.log" ${3:+--profile "$3"} \
-      > "$OUT/smoke_$1.json" 2> "$OUT/smoke_$1.err"
+      "${golden[@]}" > "$OUT/smoke_$1.json" 2> "$OUT/smoke_$1.err"
     log "$1: exit $? in $(( $(date +%s) - started )) s"
   done
   curl -s http://127.0.0.1:8003/metrics | grep "^vllm:spec_decode_num" > "$OUT/spec_metrics.txt"

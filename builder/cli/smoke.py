@@ -25,6 +25,7 @@ def smoke_command(
     served_name: Optional[str] = typer.Option(None, "--served-name", help="With --url: the served model name (default: the one model the server lists)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="With --url and --cell: the server runs this serve profile of the cell (its consistency rule; a speculative profile must show accepted drafts)."),
     server_log: Optional[Path] = path_option(None, "--server-log", help="With --url: the server's log file, for the backends it chose (and the cell's expected_backends)."),
+    golden: Optional[Path] = path_option(None, "--golden", help="With --url: a known-good server's report (builder smoke --url ... --json > FILE); this server must reproduce its golden outputs and golden scores."),
     engine: Optional[str] = typer.Option(None, "--engine", help="With --url and no --cell: the engine behind the URL (its server's answers and streaming fields differ), e.g. vllm or llama.cpp."),
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
@@ -54,7 +55,7 @@ def smoke_command(
         if image or promote or model_dir:
             raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
         run_url_command(url, known_good_url, served_name, cell, engine, matrix, overrides, accept_inconclusive,
-                        as_json, profile, server_log, calibrate_floor=calibrate_floor)
+                        as_json, profile, server_log, calibrate_floor=calibrate_floor, golden_path=golden)
         return
     if known_good_url or served_name or profile or server_log or calibrate_floor:
         raise InputError("--known-good-url, --served-name, --profile, --server-log and --calibrate-floor go with --url")
@@ -128,7 +129,7 @@ def _depths(text: str | None) -> tuple[int, ...] | None:
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
                     engine: str | None, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
                     as_json: bool, profile_name: str | None = None, server_log: Path | None = None,
-                    calibrate_floor: Path | None = None) -> None:
+                    calibrate_floor: Path | None = None, golden_path: Path | None = None) -> None:
     from builder.engines import ENGINES, engine_module
     from builder.proof.profiles import profile_unavailable
     from builder.proof.url import check_url, smoke_url
@@ -158,6 +159,7 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
         if unavailable:
             raise InputError(f"--profile {profile_name}: {unavailable}")
     log = read_log(server_log) if server_log is not None else None
+    golden = read_golden_report(golden_path) if golden_path is not None else None
     final = overrides.apply(settings)
     if calibrate_floor is not None:
         if not known_good_url:
@@ -166,7 +168,7 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
     else:
         check_floor(overrides.floor, final)
     report = smoke_url(url, final, module, served_name=served_name, known_good_url=known_good_url,
-                       accept_inconclusive=accept_inconclusive, profile=profile, server_log=log,
+                       accept_inconclusive=accept_inconclusive, profile=profile, server_log=log, golden=golden,
                        progress=lambda m: typer.echo(f"smoke: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
     if calibrate_floor is not None and report.gate is not None:
@@ -195,6 +197,23 @@ def read_log(path: Path) -> str:
             return handle.read(LOG_CAP).decode(errors="replace")
     except OSError as exc:
         raise InputError(f"--server-log: cannot read {path} ({exc.strerror}); give the server's log file") from None
+
+
+def read_golden_report(path: Path):
+    """--golden: a smoke report (JSON) with golden outputs; exit 2 with the reason otherwise."""
+    from builder.proof.report import SmokeReport
+    try:
+        if path.stat().st_size > LOG_CAP:
+            raise InputError(f"--golden: {path} is over {LOG_CAP >> 20} MiB; give a smoke report (--json)")
+        report = SmokeReport.from_dict(json.loads(path.read_text()))
+    except OSError as exc:
+        raise InputError(f"--golden: cannot read {path} ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"--golden: {path} is not a smoke report ({type(exc).__name__}); give the output of "
+                         "builder smoke --url ... --json") from None
+    if not report.golden:
+        raise InputError(f"--golden: {path} has no golden outputs (its determinism check did not pass)")
+    return report
 
 
 def _image_ref(session, image: str) -> str:

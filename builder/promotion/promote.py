@@ -119,7 +119,8 @@ def promote(client: RegistryClient, repository: str, cell_id: str, digest: str, 
             refreshed = replace(previous, smoke_summary=ours.smoke_summary, golden=ours.golden or previous.golden,
                                 throughput_tps=ours.throughput_tps if ours.throughput_tps is not None
                                 else previous.throughput_tps, sweep=ours.sweep or previous.sweep,
-                                golden_profiles=ours.golden_profiles or previous.golden_profiles)
+                                golden_profiles=ours.golden_profiles or previous.golden_profiles,
+                                golden_scores=ours.golden_scores or previous.golden_scores)
             if refreshed != previous:
                 store.put_known_good(refreshed)
             return PromotionResult(cell_id, digest, was, friendly, "already promoted", refreshed, attestations=signed)
@@ -199,6 +200,7 @@ def _record(host: str, repository: str, cell_id: str, digest: str, labels: dict[
         golden=dict(golden if golden is not None else report.golden),
         throughput_tps=float(tps) if tps is not None else None,
         sweep=report.sweep.to_dict() if report.sweep else None, golden_profiles=dict(report.golden_profiles),
+        golden_scores={prompt: score.to_dict() for prompt, score in report.golden_scores.items()},
     )
 
 

@@ -76,6 +76,8 @@ class KnownGoodRecord:
     history: tuple[HistoryEntry, ...] = ()  # earlier known-good images of the cell, newest first
     sweep: dict[str, Any] | None = None  # the concurrency sweep of its smoke report (SweepResult JSON): context
     golden_profiles: dict[str, dict[str, str]] = field(default_factory=dict)  # serve profile -> greedy outputs
+    # prompt -> {prompt_ids, output_ids, logprobs}: the goldens with this image's own scores (smoke/golden_scores.py)
+    golden_scores: dict[str, Any] = field(default_factory=dict)
 
     def sweep_result(self) -> Any:
         """The recorded sweep as a SweepResult, None when absent or unreadable (it is context only)."""
@@ -97,7 +99,7 @@ class KnownGoodRecord:
             "smoke_summary": self.smoke_summary, "golden": self.golden, "throughput_tps": self.throughput_tps,
             "history": [{"digest": h.digest, "promoted_at": h.promoted_at, "throughput_tps": h.throughput_tps}
                         for h in self.history],
-            "sweep": self.sweep, "golden_profiles": self.golden_profiles,
+            "sweep": self.sweep, "golden_profiles": self.golden_profiles, "golden_scores": self.golden_scores,
         }
 
     def to_json(self) -> str:
@@ -126,6 +128,7 @@ class KnownGoodRecord:
                                            else None) for h in data.get("history") or []),
                 sweep=dict(data["sweep"]) if isinstance(data.get("sweep"), dict) else None,
                 golden_profiles={str(p): dict(o) for p, o in (data.get("golden_profiles") or {}).items()},
+                golden_scores=dict(data["golden_scores"]) if isinstance(data.get("golden_scores"), dict) else {},
             )
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None

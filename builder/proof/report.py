@@ -16,6 +16,7 @@ from typing import Any, get_args
 from builder.checkresult import CheckResult, CheckStatus
 from builder.measure.gate import GateResult
 from builder.measure.sweepreport import SweepResult, render_table
+from builder.smoke.golden_scores import GoldenScore, read_golden_scores
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,8 @@ class SmokeReport:
     gate: GateResult | None = None  # the interleaved comparison with the known-good image, when one ran
     golden_profiles: dict[str, dict[str, str]] = field(default_factory=dict)  # profile -> its greedy outputs
     sweep_model_id: str = ""  # the model the sweep and the gate served, when not model_id
+    # prompt -> the golden continuation's token ids and this image's logprob of each (smoke/golden_scores.py)
+    golden_scores: dict[str, GoldenScore] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -48,6 +51,7 @@ class SmokeReport:
             "ready_seconds": round(self.ready_seconds, 1), "total_seconds": round(self.total_seconds, 1),
             "throughput_tps": self.throughput_tps, "golden": self.golden,
             "golden_profiles": self.golden_profiles, "sweep_model": self.sweep_model_id or self.model_id,
+            "golden_scores": {prompt: score.to_dict() for prompt, score in self.golden_scores.items()},
             "summary": self.summary,
             "sweep": self.sweep.to_dict() if self.sweep else None,
             "gate": self.gate.to_dict() if self.gate else None,
@@ -87,6 +91,7 @@ class SmokeReport:
                    golden={str(k): str(v) for k, v in (data.get("golden") or {}).items()},
                    finished_at=str(data.get("finished_at", "")), throughput_tokens=summary.get("throughput_tokens"),
                    sweep=sweep, gate=gate, sweep_model_id=str(data.get("sweep_model") or ""),
+                   golden_scores=read_golden_scores(data.get("golden_scores")),
                    golden_profiles={str(p): {str(k): str(v) for k, v in (o or {}).items()}
                                     for p, o in profiles.items()} if isinstance(profiles, Mapping) else {})
 

@@ -29,6 +29,7 @@ from builder.proof.profiles import STARTUP_LOG_LINES, profile_checks, profile_un
 from builder.proof.report import SmokeReport
 from builder.smoke.checks import check_completions, check_determinism, check_golden, check_models, check_tool_call
 from builder.smoke.model import SmokeModel, resolve_model
+from builder.smoke.golden_scores import GoldenScore, check_golden_scores, generated_outputs, own_scores
 from builder.smoke.openai import SmokeSpec
 from builder.smoke.runtime import check_backends
 from builder.smoke.server import RunningServer, ServerSpec, serve
@@ -54,6 +55,7 @@ class SmokeInputs:
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
     helper_image: str | None = None  # makes the generated model when the image under test cannot (model_helper)
     engine_version: Version | None = None  # for profiles gated on engine versions (None: every profile runs)
+    golden_scores: dict[str, GoldenScore] = dataclasses.field(default_factory=dict)  # the known-good's, with its scores
 
 
 def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda message: None) -> SmokeReport:
@@ -80,6 +82,8 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
             determinism, outputs = check_determinism(server.base_url, spec)
             checks.append(determinism)
             checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model))
+            checks.append(golden_scores_check(server.base_url, spec, inputs, model.model_id))
+            scores = own_scores(server.base_url, spec, generated_outputs(determinism))
             checks.append(check_tool_call(server.base_url, spec))
             if perf_model is None:
                 sweep, gate, perf_checks = _performance(client, inputs, model, server, progress)
@@ -97,14 +101,23 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
                 golden_profiles[profile.name] = profile_outputs
     except StepFailed as exc:
         checks.append(CheckResult("boot", "fail", str(exc).splitlines()[0], {"log": str(exc)}))
-        ready = 0.0
+        ready, scores = 0.0, {}
     c1 = sweep.levels[0].tps_p50 if sweep and sweep.levels else None
     return SmokeReport(cell=inputs.cell_id, image=inputs.image, digest=inputs.digest, model_id=model.model_id,
                        checks=tuple(checks), ready_seconds=ready, total_seconds=time.monotonic() - started,
                        throughput_tps=round(c1, 1) if c1 else None,
                        golden=outputs if determinism_passed(checks) else {}, finished_at=utc_now(),
                        throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate.gate if gate else None,
-                       golden_profiles=golden_profiles, sweep_model_id=perf_model.model_id if perf_model else "")
+                       golden_profiles=golden_profiles, sweep_model_id=perf_model.model_id if perf_model else "",
+                       golden_scores=scores if determinism_passed(checks) else {})
+
+
+def golden_scores_check(base_url: str, spec: SmokeSpec, inputs: SmokeInputs, model_id: str) -> CheckResult:
+    """The known-good's goldens scored by this image, when they were recorded with the same model."""
+    if inputs.golden_scores and inputs.golden_model not in (None, model_id):
+        return CheckResult("golden_scores", SKIP, f"golden scores were recorded for {inputs.golden_model}, not {model_id}",
+                           {})
+    return check_golden_scores(base_url, spec, inputs.golden_scores, inputs.settings.golden_nats)
 
 
 def _perf_model(inputs: SmokeInputs, client: docker.DockerClient) -> SmokeModel | None:

@@ -14,8 +14,9 @@ from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.proof.profiles import profile_checks
 from builder.proof.report import SmokeReport
-from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
+from builder.smoke.checks import check_completions, check_determinism, check_golden, check_models, check_tool_call
 from builder.smoke.openai import ServerError, SmokeSpec, request_json
+from builder.smoke.golden_scores import check_golden_scores, generated_outputs, own_scores
 from builder.smoke.runtime import check_backends
 from builder.safetext import redact, shown
 from builder.util import utc_now
@@ -70,9 +71,10 @@ def pick_served_name(url: str, served_name: str | None) -> str:
 def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served_name: str | None = None,
               known_good_url: str | None = None, accept_inconclusive: bool = False,
               profile: ServeProfile | None = None, server_log: str | None = None,
-              progress=lambda message: None) -> SmokeReport:
+              golden: SmokeReport | None = None, progress=lambda message: None) -> SmokeReport:
     """`profile`: the server runs that serve profile of the cell (its consistency, its speculation counters);
-    `server_log`: the server's start-up log, for the backends it chose."""
+    `server_log`: the server's start-up log, for the backends it chose; `golden`: a known-good server's report,
+    whose golden outputs and golden scores this server must reproduce."""
     started = time.monotonic()
     url = check_url(url, "--url")
     known_good_url = check_url(known_good_url, "--known-good-url") if known_good_url else None
@@ -88,6 +90,11 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
         profile_results, outputs = profile_checks(url, spec, profile, server_log, settings.expected_backends)
         checks += profile_results
         determinism = profile_results[0]
+    if golden is not None:
+        checks.append(check_golden(outputs, golden.golden, name, golden.model_id))
+        checks.append(check_golden_scores(url, spec, golden.golden_scores, settings.golden_nats))
+    passed = determinism.status == "pass"
+    scores = own_scores(url, spec, generated_outputs(determinism)) if passed and profile is None else {}
     checks.append(check_tool_call(url, spec))
     progress("sweep")
     sweep_check, sweep = check_sweep(url, sweep_spec(settings, name, engine))
@@ -106,5 +113,5 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
     c1 = sweep.levels[0].tps_p50 if sweep and sweep.levels else None
     return SmokeReport(cell="(url)", image=redact(url), digest="", model_id=name, checks=tuple(checks), ready_seconds=0.0,
                        total_seconds=time.monotonic() - started, throughput_tps=round(c1, 1) if c1 else None,
-                       golden=outputs if determinism.status == "pass" else {}, finished_at=utc_now(),
-                       throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate)
+                       golden=outputs if passed else {}, finished_at=utc_now(),
+                       throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate, golden_scores=scores)

@@ -111,6 +111,9 @@ def _passed(spec: SmokeSpec, outputs: dict[str, str], concurrent: int, answers: 
             first: dict[str, Generated], scores: list[Scored], flips: list[dict[str, Any]]) -> CheckResult:
     same = f"{len(spec.prompts)} prompts x {spec.rounds} rounds and {concurrent} concurrent requests"
     data: dict[str, Any] = {"outputs": outputs, "consistency": spec.consistency}
+    ids = {prompt: [list(got.prompt_ids), list(got.output_ids)] for prompt, got in first.items() if got.scorable}
+    if ids:  # the first round's token ids: the golden scores are made from them (smoke/golden_scores.py)
+        data["ids"] = ids
     if scores:
         worst = max(scores, key=lambda s: s.deficit)
         differing = sum(1 for (got, _), prompt in zip(answers, _batch(spec, concurrent)) if got.text != first[prompt].text)

@@ -45,6 +45,8 @@ def test_all_cpu_checks_pass_and_the_image_is_promoted(promoted):
     assert statuses.pop("golden") == "skip"  # first known-good: nothing to compare with yet
     assert statuses.pop("gate") == "skip"  # no known-good image to measure beside it yet
     assert statuses.pop("backends") == "skip"  # vLLM's CPU path names no attention backend in its log
+    assert statuses.pop("golden_scores") == "skip"  # nothing recorded yet: this run records them
+    assert report["golden_scores"] and all(len(s["logprobs"]) == len(s["output_ids"]) for s in report["golden_scores"].values())
     assert set(statuses.values()) == {"pass"}, report["checks"]
     assert {"models", "completions", "determinism", "tool_call", "sweep"} <= set(statuses)
     assert report["passed"] is True and report["golden"]
@@ -88,6 +90,9 @@ def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
         assert again.returncode == 0, again.stderr
         checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
         assert checks["golden"]["status"] == "pass"
+        # the same image scores the known-good's goldens as the known-good itself did (teacher forcing)
+        assert record.golden_scores and checks["golden_scores"]["status"] == "pass", checks["golden_scores"]
+        print("golden_scores, same image:", checks["golden_scores"]["evidence"])
         # the known-good image ran beside the candidate (here: itself) and the samples were interleaved
         gate = checks["gate"]
         assert gate["status"] == "pass" and gate["data"]["known_good"].endswith(promoted["record"]["digest"])

@@ -54,7 +54,7 @@ def test_vllm_prompt_logprobs_become_scores_of_the_output_tokens():
 
 
 def scoring_server(batched_deficit: float, flip_at: int = 5):
-    """A vLLM-shaped server: return_token_ids gives char codes; a batched request for 'beta' answers another
+    """A vLLM-shaped server: return_token_ids gives char codes; a concurrent request for 'beta' answers another
     text from char `flip_at` on, and scoring says that char lay `batched_deficit` nats below the argmax (a
     near-tie flip when small, garbage when large); every other token was the argmax."""
     def reply(server, path, body):
@@ -77,7 +77,10 @@ def scoring_server(batched_deficit: float, flip_at: int = 5):
             return 200, {"choices": [{"text": "x", "prompt_logprobs": entries}], "usage": {}}
         code, payload = healthy(server, path, body)
         text = payload["choices"][0]["text"]
-        if prompt == "beta" and server.batched():
+        # the concurrent phase asks for 'beta' a third time (after 2 sequential rounds): counted, not timed, so a
+        # loaded machine that serialises the batch cannot change the test
+        asked = sum(1 for p, b in server.calls if p == "/v1/completions" and b.get("prompt") == "beta")
+        if prompt == "beta" and asked > 2:
             text = text[:flip_at] + "#" + text[flip_at + 1:]
         payload["choices"][0].update(text=text, prompt_token_ids=[ord(c) for c in prompt],
                                      token_ids=[ord(c) for c in text])
