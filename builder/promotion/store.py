@@ -5,6 +5,7 @@ shared disk. Layout, in the repository `<repository>-records` of the same regist
   tag `<cell id>`          the cell's known-good record (KnownGoodRecord JSON)
   tag `smoke-<64 hex>`     the smoke report of one image digest (sha256)
   tag `bisect-<cell>-<16 hex>`  a `builder bisect` answer for the cell (key: endpoints and settings)
+  tag `watch-<engine>-<16 hex>`  a `builder watch` decision about one upstream release
 Each is an OCI manifest with the empty config and one JSON layer (artifactType says which), so
 `oras pull`, `crane manifest` or `skopeo inspect` can read them too.
 """
@@ -24,6 +25,8 @@ from builder.promotion.records import (
     RECORD_TYPE,
     SMOKE_PREFIX,
     SMOKE_TYPE,
+    WATCH_PREFIX,
+    WATCH_TYPE,
     KnownGoodRecord,
     _canonical,
     bisect_tag,
@@ -83,6 +86,26 @@ class RecordStore:
             raise StepFailed(f"{self.client.host}/{self.repo}:{bisect_tag(cell, key)} is not a JSON bisect answer")
         return data
 
+    # -- watch decisions -----------------------------------------------------------------------
+    def put_watch(self, tag: str, decision: dict) -> str:
+        """Store one `builder watch` decision as `watch-...` (builder/watch/state.py names the tag)."""
+        if not tag.startswith(WATCH_PREFIX):
+            raise ValueError(f"a watch tag starts with {WATCH_PREFIX!r}, got {tag!r}")
+        return self._push(tag, _canonical(decision), WATCH_TYPE, {CELL_LABEL: str(decision.get("cell", ""))})
+
+    def get_watch(self, tag: str) -> dict | None:
+        payload = self._read(tag, WATCH_TYPE)
+        try:
+            data = json.loads(payload) if payload is not None else None
+        except ValueError:
+            data = []
+        if data is not None and not isinstance(data, dict):
+            raise StepFailed(f"{self.client.host}/{self.repo}:{tag} is not a JSON watch decision")
+        return data
+
+    def watch_tags(self) -> list[str]:
+        return sorted(t for t in self.client.tags(self.repo) if t.startswith(WATCH_PREFIX))
+
     # -- known-good records -------------------------------------------------------------------
     def put_known_good(self, record: KnownGoodRecord) -> str:
         annotations = {CELL_LABEL: record.cell, DIGEST_ANNOTATION: record.digest,
@@ -99,7 +122,7 @@ class RecordStore:
             raise StepFailed(f"{self.client.host}/{self.repo}:{cell} is not a known-good record ({exc})") from None
 
     def list_known_good(self) -> list[KnownGoodRecord]:
-        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith((SMOKE_PREFIX, BISECT_PREFIX)))
+        cells = sorted(t for t in self.client.tags(self.repo) if not t.startswith((SMOKE_PREFIX, BISECT_PREFIX, WATCH_PREFIX)))
         return [r for r in (self.get_known_good(c) for c in cells) if r is not None]
 
     # -- the artifact format ------------------------------------------------------------------
