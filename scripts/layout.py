@@ -28,7 +28,7 @@ README = ROOT / "README.md"
 # The stages in pipeline order; a stage may import those before it. A stage's number is its
 # position here plus one, and its __init__.py docstring starts "Stage N, <name>: ...".
 STAGES = ("matrix", "patching", "bases", "render", "jobs", "buildkit", "audit", "smoke", "measure", "proof", "attest", "promotion",
-          "workflows", "board", "bisect")
+          "workflows", "board", "bisect", "watch")
 # Shared low-level modules and packages: importable from every stage; they import only each other.
 SHARED = ("errors", "names", "grammar", "util", "hashing", "yamlout", "table", "checkresult", "safetext", "net", "shipped", "engines", "oci")
 # May import anything; only __main__ imports cli.

@@ -4,7 +4,7 @@ one line on stderr with the error's exit code. Nothing outside cli/ imports it.
 The command table: matrix, render (cli/matrix.py); build, base (cli/build.py); bases
 (cli/bases.py); patches (cli/patches.py); smoke (cli/smoke.py); audit (cli/audit.py); promote,
 known-good (cli/promote.py); keys, verify
-(cli/attest.py); board (cli/board.py); bisect (cli/bisect.py); ci (cli/ci.py).
+(cli/attest.py); board (cli/board.py); bisect (cli/bisect.py); watch (cli/watch.py); ci (cli/ci.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from builder.cli import attest, audit, bisect, board, build, matrix, promote, smoke  # noqa: F401  (they register their commands)
+from builder.cli import attest, audit, bisect, board, build, matrix, promote, smoke, watch  # noqa: F401  (they register their commands)
 from builder.cli.app import app
 from builder.cli.bases import bases_app
 from builder.cli.ci import ci_app
@@ -27,6 +27,7 @@ from builder.safetext import SafeStream
 app.command("smoke")(smoke.smoke_command)
 app.command("audit")(audit.audit_command)
 app.command("bisect")(bisect.bisect_command)
+app.command("watch")(watch.watch_command)
 app.command("promote")(promote.promote_command)
 app.command("verify")(attest.verify_command)
 app.add_typer(attest.keys_app, name="keys")

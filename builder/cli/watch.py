@@ -1,0 +1,122 @@
+"""`builder watch`: find upstream releases the matrix lacks, pin and propose each, decide it once and
+record the decision in the registry (builder/watch/). Every argument is checked before any network call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from builder import grammar
+from builder.cli.options import MatrixOpt, RegistryOpt, path_option
+from builder.cli.session import Session
+from builder.errors import InputError
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
+def _pairs(values: list[str] | None, option: str, check) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        engine, sep, value = item.partition("=")
+        if not sep or not engine or not value:
+            raise InputError(f"{option}: '{item[:80]}' is not ENGINE=VALUE")
+        problem = check(value)
+        if problem:
+            raise InputError(f"{option} {engine}: {problem}")
+        out[engine] = value
+    return out
+
+
+def watch_command(
+    cell: list[str] | None = typer.Option(None, "--cell", help="Watch these cells' engines against their known-good (repeat; default: every cell with a known-good record)."),
+    index_url: str = typer.Option(DEFAULT_INDEX, "--index-url", envvar="BUILDER_INDEX_URL", help="A PEP 503 simple index (e.g. http://127.0.0.1:8080/simple)."),
+    no_pypi: bool = typer.Option(False, "--no-pypi", help="Do not ask the package index."),
+    git: list[str] | None = typer.Option(None, "--git", help="ENGINE=URL: release tags of this repository (`git ls-remote --tags`)."),
+    images: list[str] | None = typer.Option(None, "--images", help="ENGINE=REGISTRY/REPO: version tags of an upstream image repository."),
+    propose_to: Path | None = path_option(None, "--propose-dir", help="Where proposed matrix files go (<matrix>.<engine>-<label>.proposed.yaml; default: beside --matrix, whose relative paths it keeps)."),
+    apply: bool = typer.Option(False, "--apply", help="Write the new version entry into --matrix itself (never without this flag)."),
+    notify: str | None = typer.Option(None, "--notify", help="A command (argv; the JSON on stdin, no shell) or a file (JSON lines): one document per verdict."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's decisions as JSON."),
+    matrix: Path = MatrixOpt, registry: str | None = RegistryOpt,
+):
+    """Find upstream releases newer than the matrix's (PyPI index, git tags, image tags), validate and pin
+    each, write a proposed matrix, and record one decision per release and cell in the registry; a
+    second run finds the records and does nothing new.
+
+    Example: builder watch --cell vllm-0.32.0-cpu --index-url http://127.0.0.1:8080/simple --notify verdicts.jsonl
+    """
+    from builder.watch import notify as hooks
+
+    if not no_pypi and (grammar.url(index_url) or not index_url.startswith(("http://", "https://"))):
+        raise InputError(f"--index-url: '{index_url[:80]}' is not an http(s) URL of a PEP 503 simple index")
+    git_urls = _pairs(git, "--git", grammar.url)
+    image_repos = _pairs(images, "--images", grammar.image_reference)
+    hook = hooks.parse_hook(notify) if notify is not None else None
+    session = Session(matrix, None, None, None, None, registry)
+    engines = {c.engine.name for c in session.expansion.cells}
+    for engine in [*git_urls, *image_repos]:
+        if engine not in engines:
+            raise InputError(f"'{engine[:60]}' is not an engine of {session.matrix.path}")
+    for cell_id in cell or []:
+        session.cell(cell_id)  # exit 2 on an unknown id
+    _run(session, cell, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json)
+
+
+def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json) -> None:
+    from builder.oci.registry import RegistryClient
+    from builder.promotion.store import RecordStore
+    from builder.util import utc_now
+    from builder.watch import discover, notify as hooks
+    from builder.watch.evaluate import Proposer
+    from builder.watch.loop import Target, run_watch
+
+    client = RegistryClient.from_environment(session.names.registry)
+    client.ping()
+    store = RecordStore(client, session.names.repository)
+    cells = [session.cell(c) for c in cell_ids] if cell_ids else \
+        [c for c in session.expansion.cells if store.get_known_good(c.id) is not None]
+    if not cells:
+        raise InputError("no cell to watch: none has a known-good record; promote one or give --cell")
+    targets = [Target(engine=c.engine.name, cell=c.id, known_label=c.engine_version.label,
+                      known_versions=tuple(str(v.version) for v in c.engine.versions.values())) for c in cells]
+    found: dict[str, list] = {}
+    for c in cells:
+        engine = c.engine
+        if engine.name in found:
+            continue
+        items: list = []
+        if not no_pypi:
+            items += discover.pypi_releases(index_url, engine.name, engine.wheel_package(c.arch.name))
+        if engine.name in git_urls:
+            items += discover.git_releases(git_urls[engine.name], engine.name)
+        if engine.name in image_repos:
+            items += _image_releases(image_repos[engine.name], engine.name)
+        found[engine.name] = items
+    proposer = Proposer(matrix=session.matrix.path, out_dir=propose_to or session.matrix.path.parent, apply=apply)
+    report = run_watch(targets, found, store, proposer, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
+                       utc_now)
+    for item in report.rejected:
+        typer.echo(f"rejected {item.engine} {item.kind} release: {item.reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"decided": [d.to_dict() for d in report.decided], "already": list(report.already),
+                               "rejected": [vars(r) for r in report.rejected]}, indent=2))
+        return
+    for d in report.decided:
+        typer.echo(f"{d.cell}: {d.release.engine} {d.release.label} ({d.release.kind}, {d.release.pin[:19]}): "
+                   f"{d.verdict} - {d.detail}")
+    if not report.decided:
+        typer.echo(f"nothing new ({len(report.already)} release(s) already decided)")
+
+
+def _image_releases(reference: str, engine: str) -> list:
+    from builder.bisect.session import docker_login_client
+    from builder.oci.reference import parse_reference
+    from builder.watch import discover
+    ref = parse_reference(reference)
+    client = docker_login_client(ref.api_host)
+    def digest(tag: str) -> str | None:
+        info = client.head_manifest(ref.repository, tag)
+        return info.digest if info else None
+    return discover.image_releases(client.tags(ref.repository), digest, engine, reference)

@@ -1,0 +1,97 @@
+"""What upstream offers and what the matrix lacks (pure): releases, their validation, the version entry.
+
+Every string here came from a peer (a package index, a git server, a registry), so each is checked
+with the grammar a tag, a path or a Dockerfile would need before it becomes a candidate; a string
+that fails is kept only as a rejection with its reason (shown escaped, never used).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.version import InvalidVersion, Version
+
+from builder import grammar
+
+Kind = Literal["pypi", "git", "image"]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a version label lands in cell ids and image tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """One upstream release, validated: a version label, how it is pinned, where it came from."""
+
+    engine: str
+    kind: Kind
+    label: str  # the matrix's version label, e.g. 0.33.1 or b11400
+    version: str  # PEP 440 (llama.cpp: the build number)
+    pin: str  # sha256 of the sdist/wheel, a 40-hex commit, or an image digest
+    source: str  # the index URL, git URL or image repository it was found at
+    package: str = ""  # the PyPI distribution (pypi) or the upstream image reference (image)
+    filename: str = ""  # the file the pin is of (pypi)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected:
+    engine: str
+    kind: Kind
+    value: str  # as upstream wrote it (for the message only)
+    reason: str
+
+
+def check_release(engine: str, kind: Kind, label: str, version: str, pin: str, source: str, *,
+                  package: str = "", filename: str = "") -> Release | Rejected:
+    """A Release when every upstream string is one a tag, a path and a Dockerfile accept."""
+    problem = (_label(label) or grammar.version(version)
+               or _pin(kind, pin) or (grammar.one_line(filename) if filename else None)
+               or (grammar.distribution(package) if kind == "pypi" else None)
+               or (grammar.image_reference(package) if kind == "image" and package else None))
+    if problem:
+        return Rejected(engine=engine, kind=kind, value=label, reason=problem)
+    return Release(engine=engine, kind=kind, label=label, version=version, pin=pin, source=source,
+                   package=package, filename=filename)
+
+
+def _label(label: str) -> str | None:
+    if not LABEL.fullmatch(label):
+        return (f"{label[:60]!r} is not a version label (letters, digits, '.', '_', '-'; at most 64; "
+                "it becomes part of a cell id and an image tag)")
+    return grammar.tag(label)
+
+
+def _pin(kind: Kind, pin: str) -> str | None:
+    if kind == "git":
+        return None if _COMMIT.fullmatch(pin) else f"{pin[:60]!r} is not a 40-hex commit id"
+    if kind == "pypi":
+        return None if _SHA256.fullmatch(pin) else f"{pin[:60]!r} is not a sha256 (64 hex digits)"
+    return None if re.fullmatch(r"sha256:[0-9a-f]{64}", pin) else f"{pin[:80]!r} is not an image digest"
+
+
+def newer_than(releases: list[Release], known: list[str]) -> list[Release]:
+    """The releases the matrix lacks that are newer than its newest version of the engine, oldest first
+    (older releases the matrix skipped are the user's choice, not news)."""
+    def key(version: str) -> Version | None:
+        try:
+            return Version(version)
+        except InvalidVersion:
+            return None
+    known_versions = [v for v in (key(k) for k in known) if v is not None]
+    newest = max(known_versions) if known_versions else None
+    fresh = {r.label: r for r in releases if newest is None or (key(r.version) or newest) > newest}
+    return sorted(fresh.values(), key=lambda r: key(r.version) or Version("0"))
+
+
+def version_entry(release: Release) -> dict[str, str]:
+    """The matrix.yaml entry (engines.<engine>.versions.<label>) of a release, pinned."""
+    if release.kind == "git":
+        return {"version": release.version, "git_commit": release.pin, "git_url": release.source}
+    if release.kind == "image":
+        return {"version": release.version}  # the image itself is the pin (its digest), given per arch
+    entry = {"sdist_sha256": release.pin}
+    if release.label != release.version:
+        entry["version"] = release.version
+    return entry
