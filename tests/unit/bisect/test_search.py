@@ -82,3 +82,14 @@ def test_any_skip_pattern_brackets_the_culprit() -> None:
         assert done.last_good < k <= done.first_bad
         assert set(done.suspects) == set(range(done.last_good + 1, done.first_bad)) <= skipped
         assert len(probes) == len({p.index for p in probes})  # nothing tested twice
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 3, 4])
+def test_never_an_attempt_past_max_attempts(max_attempts: int) -> None:
+    # every candidate stays inconclusive: each is measured exactly max_attempts times, never once more
+    done, probes = run(12, lambda i, a: "inconclusive", max_attempts=max_attempts)
+    per_index: dict[int, list[int]] = {}
+    for p in probes:
+        per_index.setdefault(p.index, []).append(p.attempt)
+    assert per_index and all(a == list(range(1, max_attempts + 1)) for a in per_index.values()), per_index
+    assert done.suspects == tuple(range(1, 11))
