@@ -67,3 +67,25 @@ def test_matrix_rejects_a_bad_default_mode(tmp_path):
     (tmp_path / "matrix.yaml").write_text(text)
     with pytest.raises(ConfigError, match="default_modes.cpu: unknown build mode 'binary'"):
         load_matrix(tmp_path / "matrix.yaml")
+
+
+def test_a_gpu_arch_without_cmake_cuda_architectures_is_refused(matrix):
+    # without the list CMake would build for its default arch: an image whose kernels miss the GPU
+    import dataclasses
+
+    from builder.errors import InputError
+    cell = {c.id: c for c in expand(matrix).cells}["llama.cpp-b11312-cu130-sm_121a"]
+    bare = dataclasses.replace(cell, arch=dataclasses.replace(cell.arch, cmake_cuda_architectures=None))
+    with pytest.raises(InputError, match="archs.sm_121a has no cmake_cuda_architectures"):
+        llamacpp.cmake_options(bare)
+
+
+@pytest.mark.parametrize("value", ['"121a-real; rm -rf /"', '"$(id)"', '"sm_121a"'])
+def test_cmake_cuda_architectures_is_checked_where_it_is_loaded(tmp_path, value):
+    text = (REPO / "matrix.yaml").read_text()
+    assert "cmake_cuda_architectures: 121a-real" in text
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text.replace("cmake_cuda_architectures: 121a-real", f"cmake_cuda_architectures: {value}", 1))
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "cmake_cuda_architectures" in t and value in t)
+    with pytest.raises(ConfigError, match=f"matrix.yaml:{line}:.*CMake CUDA_ARCHITECTURES"):
+        load_matrix(path)
