@@ -94,7 +94,8 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
         if engine.name in image_repos:
             items += _image_releases(image_repos[engine.name], engine.name)
         found[engine.name] = items
-    proposer = Proposer(matrix=session.matrix.path, out_dir=propose_to or session.matrix.path.parent, apply=apply)
+    matrix_file = Path(session.matrix.path)
+    proposer = Proposer(matrix=matrix_file, out_dir=propose_to or matrix_file.parent, apply=apply)
     report = run_watch(targets, found, store, proposer, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
                        utc_now)
     for item in report.rejected:
