@@ -17,7 +17,8 @@ Every verdict is relative to the two endpoints, measured in the same session, on
               Reference: the bad endpoint's texts must differ. Step: all equal = good,
               any different = bad (the note names the first prompt that changed).
   checks      the smoke checks (models, completions, determinism, tool call): all pass = good, any
-              fail = bad. Reference: good passes, bad fails.
+              fail = bad; the note keeps each failing check's own evidence (which prompt, how), not
+              only its name. Reference: good passes, bad fails.
 
 A candidate that does not boot, or whose server errors while sampled, is `skip` (a server that errors
 is not a slow one). Every container is removed on every way out (oci.container.Container).
@@ -36,6 +37,7 @@ from typing import Any, Self
 import docker
 import requests
 
+from builder.checkresult import CheckResult, one_line
 from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.jobs.job import CellJob
@@ -130,6 +132,14 @@ def _boot_failure(exc: BaseException) -> str:
     return f"{head}; last log line: {lines[-1]}" if len(lines) > 1 else head
 
 
+EVIDENCE_CHARS = 300  # per failing check: enough for the prompt and what differed, still one line
+
+
+def _evidence(failed: list[CheckResult]) -> str:
+    """Each failing check with its own evidence: 'determinism (prompt 'x': ...); tool_call (...)'."""
+    return "; ".join(f"{r.name} ({one_line(r.evidence, EVIDENCE_CHARS)})" if r.evidence else r.name for r in failed)
+
+
 class Measurer:
     """measure(digest, endpoints, attempt) for run_bisect; a context manager (resident servers)."""
 
@@ -199,10 +209,11 @@ class Measurer:
                 return {"good_outputs": good_out, "bad_outputs": bad_out}
             good_failed, bad_failed = self._failed_checks(good, "good"), self._failed_checks(bad, "bad")
             if good_failed:
-                raise BisectError(f"the good endpoint fails the smoke checks ({', '.join(good_failed)})")
+                raise BisectError(f"the good endpoint fails the smoke checks ({_evidence(good_failed)})")
             if not bad_failed:
                 raise BisectError("the bad endpoint passes every smoke check: nothing to bisect")
-            return {"bad_failed": bad_failed}
+            return {"bad_failed": [r.name for r in bad_failed],
+                    "bad_evidence": {r.name: one_line(r.evidence, EVIDENCE_CHARS) for r in bad_failed}}
         except (StepFailed, SweepError) as exc:
             raise BisectError(f"cannot measure the endpoints: {_first_line(exc)}") from None
 
@@ -224,14 +235,14 @@ class Measurer:
         with self._serve(image, role) as server:
             return {prompt: completion_text(server.base_url, spec, prompt) for prompt in spec.prompts}
 
-    def _failed_checks(self, image: str, role: str) -> list[str]:
+    def _failed_checks(self, image: str, role: str) -> list[CheckResult]:
         spec = self.template.smoke_spec(self.settings)
         with self._serve(image, role) as server:
             results = [check_models(server.base_url, spec), check_completions(server.base_url, spec),
                        check_determinism(server.base_url, spec)[0]]
             if spec.tools:
                 results.append(check_tool_call(server.base_url, spec))
-        return [r.name for r in results if r.status == "fail"]
+        return [r for r in results if r.status == "fail"]
 
     # -- a step ----------------------------------------------------------------------------------
     def __call__(self, digest: str, endpoints: Endpoints, attempt: int) -> Measurement:
@@ -274,4 +285,4 @@ class Measurer:
         failed = self._failed_checks(digest, "candidate")
         return Measurement(verdict="bad" if failed else "good", samples=1,
                            metric={"failed_checks": float(len(failed))},
-                           note=f"failed: {', '.join(failed)}" if failed else "every check passed")
+                           note=f"failed: {_evidence(failed)}" if failed else "every check passed")

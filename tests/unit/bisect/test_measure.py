@@ -136,3 +136,28 @@ def test_a_checks_bisect_of_a_llamacpp_gpu_cell_uses_its_engine_and_tie_toleranc
     spec = template.smoke_spec(MeasureSettings(metric="checks"))
     assert spec.engine is llamacpp and spec.tie_nats == 0.005 and spec.tool_recipe == job.smoke.tool_recipe
     assert template.spec("img").engine is llamacpp and template.spec("img").model_file == "tiny-f32.gguf"
+
+
+def test_a_checks_step_keeps_the_failing_checks_own_evidence(tmp_path, fakes, monkeypatch):
+    """Issue 22: a `checks` step said only `failed: determinism`; it must say which prompt and how."""
+    from builder.checkresult import CheckResult
+
+    def passing(name):
+        return lambda url, spec: CheckResult(name=name, status="pass", evidence="ok")
+
+    def determinism(url, spec):
+        if url == "sha256:good":
+            return CheckResult(name="determinism", status="pass", evidence="ok"), None
+        return CheckResult(name="determinism", status="fail",
+                           evidence="prompt 'The capital of France' row 2 of 4 differs under concurrency: "
+                                    "'Paris is' vs 'Paris was'"), None
+    monkeypatch.setattr(measure_mod, "check_models", passing("models"))
+    monkeypatch.setattr(measure_mod, "check_completions", passing("completions"))
+    monkeypatch.setattr(measure_mod, "check_determinism", determinism)
+    monkeypatch.setattr(measure_mod, "check_tool_call", passing("tool_call"))
+    with measurer(tmp_path, "checks") as m:
+        reference = m.reference()
+        result = m("sha256:other", ENDPOINTS, 1)
+    assert result.verdict == "bad"
+    assert "determinism (prompt 'The capital of France' row 2 of 4" in result.note and "'Paris was'" in result.note
+    assert reference["bad_failed"] == ["determinism"] and "row 2 of 4" in reference["bad_evidence"]["determinism"]
