@@ -34,6 +34,7 @@ class SmokeOptions:
     model_dir: Path | None = None
     report_dir: Path = Path("build/reports")
     attestor: Attestor | None = None  # signs and attaches the attestations before the tag moves; None: unsigned
+    known_good_cell: str | None = None  # the baseline's cell when not the image's own (`builder watch`: a new version)
 
 
 def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: CellJob, image: str, digest: str,
@@ -44,7 +45,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
     `built`: images this run built, by cell id; a model helper built here is used before it is promoted."""
     cell = job.cell
     store = RecordStore(client, names.repository)
-    record = store.get_known_good(cell.id)
+    record = store.get_known_good(options.known_good_cell or cell.id)
     settings = settings or job.smoke
     if options.threshold is not None:  # --threshold wins over the matrix's gate.threshold
         settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, threshold=options.threshold))
