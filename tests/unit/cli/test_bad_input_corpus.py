@@ -736,10 +736,11 @@ for cid, argv, where, files in [
     add(C(cid, argv, where, files, timeout=10 if "fifo" in cid or "zero" in cid else 20))
 
 # ==== 9. environment =============================================================================
+# sm_120: no shipped patch targets it, so the stub tree (no CMakeLists.txt) is no patch CONFLICT
 PATH_SRC = chain(mkdir("src"), write("src/setup.py", "print('x')\n"),
                  add_version('"local": {version: "0.34.0.dev0", path: src}'),
-                 add_include('{engine: vllm, versions: ["local"], archs: [sm_121a], cuda: ["13.0"]}'))
-FETCH_LOCAL = ("render", "--fetch", "--out", "out", "--cell", "vllm-local-cu130-sm_121a")
+                 add_include('{engine: vllm, versions: ["local"], archs: [sm_120], cuda: ["13.0"]}'))
+FETCH_LOCAL = ("render", "--fetch", "--out", "out", "--cell", "vllm-local-cu130-sm_120")
 CFG = "docker-config/config.json"
 for cid, argv, where, files, env, extra in [
     ("env-cache-is-file", FETCH_LOCAL, "BUILDER_CACHE", chain(PATH_SRC, AFILE), {"BUILDER_CACHE": "{work}/a-file"}, {}),
