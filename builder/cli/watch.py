@@ -4,6 +4,7 @@ record the decision in the registry (builder/watch/). Every argument is checked 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -37,6 +38,9 @@ def watch_command(
     images: list[str] | None = typer.Option(None, "--images", help="ENGINE=REGISTRY/REPO: version tags of an upstream image repository."),
     propose_to: Path | None = path_option(None, "--propose-dir", help="Where proposed matrix files go (<matrix>.<engine>-<label>.proposed.yaml; default: beside --matrix, whose relative paths it keeps)."),
     apply: bool = typer.Option(False, "--apply", help="Write the new version entry into --matrix itself (never without this flag)."),
+    build: bool = typer.Option(False, "--build", help="Test each release: smoke and gate its image against the cell's known-good (upstream-image releases; a PyPI or git release is proposed for `builder build`)."),
+    promote: bool = typer.Option(False, "--promote", help="With --build: promote a release that passed (never without this flag)."),
+    repo: list[str] | None = typer.Option(None, "--repo", help="ENGINE=PATH: a local git repository of the engine; with --build, a regressed or failing release is bisected there and its culprit re-checked."),
     notify: str | None = typer.Option(None, "--notify", help="A command (argv; the JSON on stdin, no shell) or a file (JSON lines): one document per verdict."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's decisions as JSON."),
     matrix: Path = MatrixOpt, registry: str | None = RegistryOpt,
@@ -54,23 +58,33 @@ def watch_command(
     git_urls = _pairs(git, "--git", grammar.url)
     image_repos = _pairs(images, "--images", grammar.image_reference)
     hook = hooks.parse_hook(notify) if notify is not None else None
+    repos = {engine: Path(path) for engine, path in _pairs(repo, "--repo", _directory).items()}
+    if (promote or repos) and not build:
+        raise InputError("--promote and --repo act on tested releases: add --build")
     session = Session(matrix, None, None, None, None, registry)
     engines = {c.engine.name for c in session.expansion.cells}
-    for engine in [*git_urls, *image_repos]:
+    for engine in [*git_urls, *image_repos, *repos]:
         if engine not in engines:
             raise InputError(f"'{engine[:60]}' is not an engine of {session.matrix.path}")
     for cell_id in cell or []:
         session.cell(cell_id)  # exit 2 on an unknown id
-    _run(session, cell, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json)
+    _run(session, cell, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json,
+         (promote, repos) if build else None)
 
 
-def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json) -> None:
+def _directory(value: str) -> str | None:
+    return None if Path(value).is_dir() else f"'{value[:80]}' is not a directory"
+
+
+def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json,
+         tested) -> None:
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import RecordStore
     from builder.util import utc_now
     from builder.watch import discover, notify as hooks
     from builder.watch.evaluate import Proposer
-    from builder.watch.loop import Target, run_watch
+    from builder.watch.loop import Outcome, Target, run_watch
+    from builder.watch.releases import Release
 
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
@@ -96,7 +110,12 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
         found[engine.name] = items
     matrix_file = Path(session.matrix.path)
     proposer = Proposer(matrix=matrix_file, out_dir=propose_to or matrix_file.parent, apply=apply)
-    report = run_watch(targets, found, store, proposer, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
+    evaluate: Callable[[Target, Release], Outcome] = proposer
+    if tested is not None:
+        from builder.cli.watch_wiring import make_judge
+        evaluate = make_judge(session, client, store, proposer, promote=tested[0], repos=tested[1],
+                              say=lambda m: typer.echo(m, err=True))
+    report = run_watch(targets, found, store, evaluate, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
                        utc_now)
     for item in report.rejected:
         typer.echo(f"rejected {item.engine} {item.kind} release: {item.reason}", err=True)

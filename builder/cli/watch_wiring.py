@@ -1,0 +1,77 @@
+"""`builder watch --build`: the judge's parts wired to the pipeline (smoke, gate, promotion) and the
+bisect session (culprit and re-check), for the cells of one workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.errors import StepFailed
+from builder.jobs.workspace import Workspace
+from builder.oci.registry import RegistryClient
+from builder.promotion.store import RecordStore
+from builder.watch.culprit import Culprit, find_culprit
+from builder.watch.evaluate import Proposer
+from builder.watch.judge import Judge
+from builder.watch.loop import Target
+from builder.watch.releases import Release
+
+
+def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, proposer: Proposer, *,
+               promote: bool, repos: dict[str, Path], say) -> Judge:
+    from builder.bisect.candidates import GitRepo
+    from builder.bisect.errors import BisectInputError
+    from builder.bisect.refs import resolve_ref
+    from builder.bisect.session import BisectRequest
+    from builder.bisect.settings import MeasureSettings
+    from builder.errors import InputError
+    from builder.oci import dockerd
+    from builder.pipeline import SmokeOptions, smoke_and_maybe_promote
+
+    def image_of(target: Target, release: Release, proposed: Path) -> tuple[str, str]:
+        if release.kind != "image":
+            raise StepFailed(f"a {release.kind} release is built by `builder build --matrix {proposed} "
+                             f"--cell {target.candidate_cell(release.label)} --smoke`; the watch tests upstream images")
+        return f"{release.package.rsplit(':', 1)[0]}@{release.pin}", release.pin
+
+    def smoke(target: Target, release: Release, proposed: Path, image: str, digest: str):
+        work = Workspace(proposed, session.names.registry)
+        job = work.job(work.cell(target.candidate_cell(release.label)))
+        options = SmokeOptions(promote=promote, known_good_cell=target.cell,
+                               report_dir=Path("build/watch/reports"))
+        return smoke_and_maybe_promote(work.names, client, job, image, digest, options,
+                                       progress=lambda m: say(f"{job.id}: {m}"))
+
+    def culprit(target: Target, release: Release, verdict: str) -> Culprit | None:
+        path = repos.get(target.engine)
+        record = store.get_known_good(target.cell)
+        if path is None or record is None:
+            return None
+        git = GitRepo(path=path)
+        cell = session.cell(target.cell)
+        try:
+            good = resolve_ref(target.known_label, "--good", cell, session.expansion.cells, git.resolve).sha
+            bad = release.pin if release.kind == "git" else _release_commit(git, release)
+        except (InputError, BisectInputError) as exc:
+            return Culprit(bisect={"error": str(exc)}, recheck={"status": "not run", "why": "no commits to bisect"})
+        job = session.job(cell)
+        helper = job.smoke.model_helper
+        request = BisectRequest(job=job, repo=path, good=good, bad=bad, image=record.image,
+                                settings=MeasureSettings(metric="throughput" if verdict == "regressed" else "checks"),
+                                pull_auth=client.docker_auth(),
+                                helper_image=session.names.friendly(helper) if helper else None)
+        return find_culprit(dockerd.connect(), request, cache_root=None,
+                            store=lambda key, data: f"{client.host}/{store.repo}:{store.put_bisect(cell.id, key, data)}",
+                            log=lambda m: say(f"{cell.id} bisect: {m}"))
+
+    return Judge(proposer=proposer, image_of=image_of, smoke=smoke, culprit=culprit, promote=promote)
+
+
+def _release_commit(git, release: Release) -> str:
+    from builder.bisect.errors import BisectInputError
+    from builder.errors import BuilderError
+    for name in (f"v{release.label}", release.label):
+        try:
+            return str(git.resolve(name))
+        except BuilderError:
+            continue
+    raise BisectInputError(f"the repository has no tag v{release.label} or {release.label}: fetch its tags")

@@ -1,0 +1,58 @@
+"""Deciding one release when it is built and tested: the proposal, then the candidate image smoke-tested
+and gated against the cell's known-good, then, when it regressed or failed, its culprit. The image,
+the smoke run and the bisect are injected (the CLI wires builder/pipeline.py and the bisect session)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import BuilderError
+from builder.proof.report import SmokeReport
+
+from .culprit import Culprit
+from .evaluate import Proposer
+from .loop import Outcome, Target
+from .releases import Release
+from .state import Verdict
+
+
+def classify(report: SmokeReport, promoted: bool) -> tuple[Verdict, str]:
+    """passed/promoted, regressed (the A/B gate says slower), or failing (a check failed)."""
+    failed = [c for c in report.checks if c.status == "fail"]
+    if not failed:
+        return ("promoted" if promoted else "passed"), "every check passed" + (
+            f"; {report.gate.render().splitlines()[0]}" if report.gate else "")
+    gate_only = report.gate is not None and report.gate.verdict == "regressed" and \
+        all(c.name in ("throughput", "gate", "sweep") for c in failed)
+    evidence = "; ".join(f"{c.name}: {c.evidence[:160]}" for c in failed)
+    return ("regressed" if gate_only else "failing"), evidence
+
+
+@dataclass(frozen=True, kw_only=True)
+class Judge:
+    proposer: Proposer
+    image_of: Callable[[Target, Release, Path], tuple[str, str]]  # (reference, digest) of the candidate
+    smoke: Callable[[Target, Release, Path, str, str], SmokeReport]
+    culprit: Callable[[Target, Release, Verdict], Culprit | None] | None = None  # None: no bisect
+    promote: bool = False
+
+    def __call__(self, target: Target, release: Release) -> Outcome:
+        proposed, problem = self.proposer.write(target, release)
+        if proposed is None:
+            return Outcome(verdict="failing", detail=problem)
+        try:
+            image, digest = self.image_of(target, release, proposed)
+            report = self.smoke(target, release, proposed, image, digest)
+        except BuilderError as exc:
+            return Outcome(verdict="failing", detail=f"not tested: {str(exc).splitlines()[0]}", proposal=str(proposed))
+        verdict, detail = classify(report, self.promote)
+        outcome: dict[str, Any] = {"verdict": verdict, "detail": f"{detail} (image {image}@{digest[:19]})",
+                                   "proposal": str(proposed)}
+        if verdict in ("regressed", "failing") and self.culprit is not None:
+            found = self.culprit(target, release, verdict)
+            if found is not None:
+                outcome |= {"bisect": found.bisect, "recheck": found.recheck}
+        return Outcome(**outcome)

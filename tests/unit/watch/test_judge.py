@@ -1,0 +1,72 @@
+"""The judge's decisions with its parts injected (the image, the smoke run and the bisect are fakes
+here; tests/integration/test_watch.py runs them for real)."""
+
+from pathlib import Path
+
+from builder.checkresult import CheckResult
+from builder.errors import StepFailed
+from builder.proof.report import SmokeReport
+from builder.watch.culprit import Culprit, step_images
+from builder.watch.judge import Judge, classify
+from builder.watch.loop import Target
+from builder.watch.releases import Release, check_release
+
+TARGET = Target(engine="vllm", cell="vllm-0.32.0-cpu", known_label="0.32.0", known_versions=("0.32.0",))
+DIGEST = "sha256:" + "e" * 64
+
+
+def _report(*checks: CheckResult) -> SmokeReport:
+    return SmokeReport(cell="c", image="i", digest=DIGEST, model_id="m", checks=checks, ready_seconds=1.0,
+                       total_seconds=2.0, throughput_tps=None)
+
+
+def _release() -> Release:
+    got = check_release("vllm", "image", "0.33.5", "0.33.5", DIGEST, "r", package="127.0.0.1:5000/up/vllm:v0.33.5")
+    assert isinstance(got, Release)
+    return got
+
+
+class StubProposer:
+    def write(self, target, release):
+        return Path("matrix.proposed.yaml"), ""
+
+
+def test_a_failing_gate_alone_is_a_regression_and_a_failing_check_is_a_failure():
+    ok = CheckResult("completions", "pass", "ok")
+    assert classify(_report(ok, CheckResult("gate", "fail", "0.61x")), False)[0] == "failing"  # no gate result: unsure
+    assert classify(_report(ok, CheckResult("determinism", "fail", "prompt 'x' row 2 differs")), False) == \
+        ("failing", "determinism: prompt 'x' row 2 differs")
+    assert classify(_report(ok), True)[0] == "promoted"
+    assert classify(_report(ok), False)[0] == "passed"
+
+
+def test_a_failing_release_is_bisected_and_its_recheck_kept():
+    asked = []
+
+    def culprit(target, release, verdict):
+        asked.append(verdict)
+        return Culprit(bisect={"first_bad": {"sha": "abc"}}, recheck={"status": "confirmed"})
+    judge = Judge(proposer=StubProposer(), image_of=lambda t, r, p: ("img", DIGEST),  # type: ignore[arg-type]
+                  smoke=lambda t, r, p, i, d: _report(CheckResult("determinism", "fail", "row 2")), culprit=culprit)
+    outcome = judge(TARGET, _release())
+    assert outcome.verdict == "failing" and asked == ["failing"]
+    assert outcome.recheck == {"status": "confirmed"} and outcome.bisect["first_bad"]["sha"] == "abc"
+
+
+def test_a_passing_release_is_not_bisected_and_an_untestable_one_says_why():
+    def never(*a):
+        raise AssertionError("bisected a passing release")
+    passing = Judge(proposer=StubProposer(), image_of=lambda t, r, p: ("img", DIGEST),  # type: ignore[arg-type]
+                    smoke=lambda *a: _report(CheckResult("completions", "pass", "ok")), culprit=never)
+    assert passing(TARGET, _release()).verdict == "passed"
+
+    def no_image(t, r, p):
+        raise StepFailed("a pypi release is built by `builder build`")
+    untestable = Judge(proposer=StubProposer(), image_of=no_image, smoke=never, culprit=never)  # type: ignore[arg-type]
+    outcome = untestable(TARGET, _release())
+    assert outcome.verdict == "failing" and "builder build" in outcome.detail
+
+
+def test_step_images_include_both_endpoints():
+    data = {"candidates": 9, "images": {"4": "sha256:four"}, "endpoints": {"good_image": "sha256:g", "bad_image": "sha256:b"}}
+    assert step_images(data) == {0: "sha256:g", 4: "sha256:four", 8: "sha256:b"}
