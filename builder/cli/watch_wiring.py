@@ -41,7 +41,7 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
         return smoke_and_maybe_promote(work.names, client, job, image, digest, options,
                                        progress=lambda m: say(f"{job.id}: {m}"))
 
-    def culprit(target: Target, release: Release, verdict: str) -> Culprit | None:
+    def culprit(target: Target, release: Release, metric: str) -> Culprit | None:
         path = repos.get(target.engine)
         record = store.get_known_good(target.cell)
         if path is None or record is None:
@@ -56,7 +56,7 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
         job = session.job(cell)
         helper = job.smoke.model_helper
         request = BisectRequest(job=job, repo=path, good=good, bad=bad, image=record.image,
-                                settings=MeasureSettings(metric="throughput" if verdict == "regressed" else "checks"),
+                                settings=MeasureSettings(metric=metric),  # type: ignore[arg-type]
                                 pull_auth=client.docker_auth(),
                                 helper_image=session.names.friendly(helper) if helper else None)
         return find_culprit(dockerd.connect(), request, cache_root=None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from builder.errors import BuilderError
 from builder.proof.report import SmokeReport
@@ -17,6 +17,8 @@ from .evaluate import Proposer
 from .loop import Outcome, Target
 from .releases import Release
 from .state import Verdict
+
+Metric = Literal["throughput", "golden", "checks"]
 
 
 def classify(report: SmokeReport, promoted: bool) -> tuple[Verdict, str]:
@@ -31,12 +33,22 @@ def classify(report: SmokeReport, promoted: bool) -> tuple[Verdict, str]:
     return ("regressed" if gate_only else "failing"), evidence
 
 
+def bisect_metric(report: SmokeReport) -> Metric:
+    """How the bisect tells good from bad: the gate's throughput, the greedy outputs, or the checks."""
+    failed = {c.name for c in report.checks if c.status == "fail"}
+    if failed & {"golden", "golden_scores"}:
+        return "golden"
+    if failed <= {"gate", "sweep"}:
+        return "throughput"
+    return "checks"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Judge:
     proposer: Proposer
     image_of: Callable[[Target, Release, Path], tuple[str, str]]  # (reference, digest) of the candidate
     smoke: Callable[[Target, Release, Path, str, str], SmokeReport]
-    culprit: Callable[[Target, Release, Verdict], Culprit | None] | None = None  # None: no bisect
+    culprit: Callable[[Target, Release, Metric], Culprit | None] | None = None  # None: no bisect
     promote: bool = False
 
     def __call__(self, target: Target, release: Release) -> Outcome:
@@ -52,7 +64,7 @@ class Judge:
         outcome: dict[str, Any] = {"verdict": verdict, "detail": f"{detail} (image {image}@{digest[:19]})",
                                    "proposal": str(proposed)}
         if verdict in ("regressed", "failing") and self.culprit is not None:
-            found = self.culprit(target, release, verdict)
+            found = self.culprit(target, release, bisect_metric(report))
             if found is not None:
                 outcome |= {"bisect": found.bisect, "recheck": found.recheck}
         return Outcome(**outcome)

@@ -8,18 +8,26 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from builder.bisect.candidates import GitRepo, list_candidates
+from builder.bisect.images import ImageMaker
+from builder.bisect.ladder import plan_step
+from builder.oci import dockerd
 from builder.promotion.store import RecordStore
+from tests.integration.cpu_cell import CELL, REPOSITORY
+from tests.unit.bisect.lab import RULES
 from tests.unit.watch.conftest import index, publish, tagged_repo  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
-CELL = "vllm-0.32.0-cpu"
 
 
-def builder(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def builder(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(cwd)})
+                          timeout=timeout, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(cwd)})
 
 
 def _workdir(tmp_path: Path) -> Path:
@@ -66,3 +74,58 @@ def test_git_tags_and_a_hostile_argument(plain_registry, tagged_repo, tmp_path):
     hostile = builder("watch", "--no-pypi", "--git", "llama.cpp=$(touch /tmp/x) x", "--registry", "127.0.0.1:9",
                       cwd=work)
     assert hostile.returncode == 2 and "--git llama.cpp" in hostile.stderr and "Traceback" not in hostile.stderr
+
+
+# The whole loop on the cpu cell: about 10-15 min of boots on 2 cores (the candidate's smoke run and gate,
+# the bisect's steps, the re-check), so run by benchmarks/slow_scenarios.sh, not in CI's budget.
+@pytest.mark.slow
+def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirmed(promoted, docker_client, tmp_path):
+    from tests.integration.test_bisect import GIT_ENV, SITE, git, history, second_best
+    from builder.oci.container import Container
+    import io
+    import tarfile
+    assert promoted["done"].returncode == 0, promoted["done"].stderr
+    registry = promoted["registry"]
+    known = RecordStore(registry.client(), REPOSITORY).get_known_good(CELL)
+    assert known is not None
+    dockerd.ensure_image(docker_client, known.image, registry.client().docker_auth())
+    repo_base = tmp_path / "history" / "base"  # commit 0: the vllm package of the known-good image
+    repo_base.mkdir(parents=True)
+    with Container(docker_client, "watch-export", image=known.image, entrypoint=["true"]) as box:
+        box.wait(timeout=120)
+        stream, _ = box.handle.get_archive(f"{SITE}/vllm")
+        data = io.BytesIO(b"".join(stream))
+    with tarfile.open(fileobj=data) as tar:
+        tar.extractall(repo_base, members=[m for m in tar.getmembers() if not m.name.endswith((".so", ".pyc"))],
+                       filter="data")
+    git(repo_base, "init", "-q", "-b", "main")
+    git(repo_base, "add", "-A")
+    git(repo_base, "commit", "-q", "-m", "vllm 0.32.0 as installed in the cpu image")
+    repo, shas = history(repo_base, "upstream", {3: ("Use the fast argmax in the sampler (#3131)", second_best)})
+    for tag, sha in (("v0.32.0", shas[0]), ("v0.33.5", shas[-1])):
+        subprocess.run(["git", "-C", str(repo), "tag", tag, sha], check=True, env=GIT_ENV)
+    # the "new release": what upstream CI would publish for v0.33.5, the release commit over the known-good
+    git_repo = GitRepo(path=repo)
+    cands = list_candidates(git_repo, shas[0], shas[-1], rules=RULES)
+    good_id = docker_client.images.get(known.image).id
+    made = ImageMaker(docker_client, git_repo, cell_id=CELL, mode="wheel", package_dir="vllm")(
+        plan_step(cands, len(cands) - 1, images={0: good_id}, diff=git_repo.diff, rules=RULES))
+    upstream = f"{registry.host}/upstream/vllm-cpu"
+    docker_client.images.get(made.digest).tag(f"{upstream}:v0.33.5")
+    dockerd.push(docker_client, f"{upstream}:v0.33.5", None)
+    work = _workdir(tmp_path)
+    verdicts = tmp_path / "verdicts.jsonl"
+    args = ("watch", "--cell", CELL, "--no-pypi", "--images", f"vllm={upstream}", "--build", "--repo", f"vllm={repo}",
+            "--registry", registry.host, "--notify", str(verdicts))
+    started = time.monotonic()
+    first = builder(*args, cwd=work, timeout=2400)
+    seconds = time.monotonic() - started
+    print(f"watch: {seconds:.0f} s\n{first.stdout}\n{first.stderr[-6000:]}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    assert doc["verdict"] == "failing" and "golden" in doc["detail"]
+    assert doc["bisect"]["first_bad"]["sha"] == shas[3] and doc["bisect"]["exact"]
+    assert doc["bisect"]["stored"].startswith(f"{registry.host}/{REPOSITORY}-records:bisect-{CELL}-")
+    assert doc["recheck"]["status"] == "confirmed", doc["recheck"]
+    second = builder(*args, cwd=work)
+    assert "nothing new" in second.stdout and len(verdicts.read_text().splitlines()) == 1

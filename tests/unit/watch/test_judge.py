@@ -43,13 +43,13 @@ def test_a_failing_gate_alone_is_a_regression_and_a_failing_check_is_a_failure()
 def test_a_failing_release_is_bisected_and_its_recheck_kept():
     asked = []
 
-    def culprit(target, release, verdict):
-        asked.append(verdict)
+    def culprit(target, release, metric):
+        asked.append(metric)
         return Culprit(bisect={"first_bad": {"sha": "abc"}}, recheck={"status": "confirmed"})
     judge = Judge(proposer=StubProposer(), image_of=lambda t, r, p: ("img", DIGEST),  # type: ignore[arg-type]
                   smoke=lambda t, r, p, i, d: _report(CheckResult("determinism", "fail", "row 2")), culprit=culprit)
     outcome = judge(TARGET, _release())
-    assert outcome.verdict == "failing" and asked == ["failing"]
+    assert outcome.verdict == "failing" and asked == ["checks"]
     assert outcome.recheck == {"status": "confirmed"} and outcome.bisect["first_bad"]["sha"] == "abc"
 
 
@@ -70,3 +70,11 @@ def test_a_passing_release_is_not_bisected_and_an_untestable_one_says_why():
 def test_step_images_include_both_endpoints():
     data = {"candidates": 9, "images": {"4": "sha256:four"}, "endpoints": {"good_image": "sha256:g", "bad_image": "sha256:b"}}
     assert step_images(data) == {0: "sha256:g", 4: "sha256:four", 8: "sha256:b"}
+
+
+def test_the_bisect_metric_follows_what_failed():
+    from builder.watch.judge import bisect_metric
+    ok = CheckResult("completions", "pass", "ok")
+    assert bisect_metric(_report(ok, CheckResult("golden", "fail", "prompt 'a' changed"))) == "golden"
+    assert bisect_metric(_report(ok, CheckResult("gate", "fail", "0.6x"))) == "throughput"
+    assert bisect_metric(_report(ok, CheckResult("determinism", "fail", "row 2"))) == "checks"
