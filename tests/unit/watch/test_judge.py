@@ -60,11 +60,14 @@ def test_a_passing_release_is_not_bisected_and_an_untestable_one_says_why():
                     smoke=lambda *a: _report(CheckResult("completions", "pass", "ok")), culprit=never)
     assert passing(TARGET, _release()).verdict == "passed"
 
-    def no_image(t, r, p):
-        raise StepFailed("a pypi release is built by `builder build`")
-    untestable = Judge(proposer=StubProposer(), image_of=no_image, smoke=never, culprit=never)  # type: ignore[arg-type]
+    untestable = Judge(proposer=StubProposer(), image_of=lambda t, r, p: None, smoke=never, culprit=never)  # type: ignore[arg-type]
     outcome = untestable(TARGET, _release())
-    assert outcome.verdict == "failing" and "builder build" in outcome.detail
+    assert outcome.verdict == "found" and "builder build --matrix" in outcome.detail
+
+    def pull_refused(t, r, p):
+        raise StepFailed("registry refused the pull")
+    broken = Judge(proposer=StubProposer(), image_of=pull_refused, smoke=never, culprit=never)  # type: ignore[arg-type]
+    assert broken(TARGET, _release()).verdict == "failing"
 
 
 def test_step_images_include_both_endpoints():

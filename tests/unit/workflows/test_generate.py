@@ -65,8 +65,9 @@ def test_golden_workflow(matrix, provider):
 
 
 def test_paths_per_provider(matrix):
-    assert sorted(generate(matrix, "github")) == [".github/actionlint.yaml", ".github/workflows/llm-factory.yml"]
-    assert sorted(generate(matrix, "gitea")) == [".gitea/workflows/llm-factory.yml"]
+    assert sorted(generate(matrix, "github")) == [".github/actionlint.yaml", ".github/workflows/llm-factory-watch.yml",
+                                                  ".github/workflows/llm-factory.yml"]
+    assert sorted(generate(matrix, "gitea")) == [".gitea/workflows/llm-factory-watch.yml", ".gitea/workflows/llm-factory.yml"]
     with pytest.raises(InputError, match="unknown CI provider 'gitlab'"):
         generate(matrix, "gitlab")
 
@@ -275,3 +276,17 @@ def test_act_command(tmp_path):
     assert "FACTORY_GIT_URL" not in " ".join(online)
     assert online[-2:] == ["--artifact-server-path", str(tmp_path / "art")]
     assert act_command(Path("x.yml"), "c", "r", repo=tmp_path, environ={})[3] == str(tmp_path)
+
+
+@pytest.mark.parametrize("provider", ["github", "gitea"])
+def test_the_watch_runs_on_a_schedule_on_each_archs_runners(matrix, provider):
+    """Issue 22: `builder watch --build` daily, one job per arch on its own self-hosted runners."""
+    path = ".github/workflows/llm-factory-watch.yml" if provider == "github" else ".gitea/workflows/llm-factory-watch.yml"
+    data = yaml.safe_load(generate(matrix, provider)[path])
+    assert data[True]["schedule"] == [{"cron": "41 5 * * *"}]
+    assert list(data["jobs"]) == [f"watch-{a}" for a in ("sm_90", "sm_120", "sm_121a", "cpu")]
+    cpu = data["jobs"]["watch-cpu"]
+    assert cpu["runs-on"] == list(matrix.archs["cpu"].runs_on)
+    run = next(s["run"] for s in cpu["steps"] if "builder\" watch" in s.get("run", ""))
+    assert "--cell vllm-0.32.0-cpu" in run and "--build" in run and "--notify build/watch/verdicts.jsonl" in run
+    assert "--promote" not in run  # a scheduled run proposes; promotion stays a person's decision

@@ -1,0 +1,54 @@
+"""The scheduled watch workflow (pure): one job per arch on that arch's self-hosted runners, running
+`builder watch --build` on the arch's selected cells and keeping its verdicts and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from builder.matrix.cells import Cell
+from builder.yamlout import Commented, emit
+
+WATCH_SCHEDULE = "41 5 * * *"  # daily, after the nightly build run (17 4 * * *) has had its hour
+WATCH_TIMEOUT = 240  # minutes: a release's smoke run and gate, and a bisect when it regressed
+OUT = "build/watch"
+
+
+def watch_path(workflow_dir: str, name: str) -> str:
+    return f"{workflow_dir}/{name}-watch.yml"
+
+
+def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, header: list[str], *, name: str,
+                   environment: str, checkout: dict, install: dict, registry_env: dict, unset_empty: str,
+                   upload: tuple[str, str], venv: str) -> str:
+    jobs: dict[str, Any] = {}
+    for cells in groups:
+        arch = cells[0].arch
+        cell_args = " ".join(f"--cell {c.id}" for c in cells)
+        keep: dict[str, Any]
+        if offline:
+            keep = {"name": "Keep the verdicts (copy to a directory)", "if": "${{ always() }}",
+                    "env": {"ARTIFACT_DIR": "${{ vars.FACTORY_ARTIFACT_DIR }}", "RUN_ID": "${{ github.run_id }}"},
+                    "run": (f'dest="${{ARTIFACT_DIR:-$HOME/llm-factory-artifacts}}/$RUN_ID/watch-{arch.name}"\n'
+                            f'mkdir -p "$dest"\nif [ -d {OUT} ]; then cp -R {OUT}/. "$dest/"; fi\n')}
+        else:
+            keep = {"name": "Upload the verdicts", "if": "${{ always() }}", "uses": Commented(*upload),
+                    "with": {"name": f"watch-{arch.name}", "path": f"{OUT}/", "if-no-files-found": "warn"}}
+        jobs[f"watch-{arch.name}"] = {
+            "name": f"watch {arch.name}",
+            "runs-on": list(arch.runs_on),
+            **({"environment": environment} if provider == "github" and environment else {}),
+            "timeout-minutes": WATCH_TIMEOUT,
+            "concurrency": {"group": f"{name}-watch-{arch.name}", "cancel-in-progress": False},
+            "steps": [checkout, install,
+                      {"name": "Watch upstream: new releases tested against the known-good",
+                       "env": registry_env,
+                       "run": unset_empty + f'mkdir -p {OUT}\n'
+                              f'"{venv}/bin/builder" watch {cell_args} --build --propose-dir {OUT} '
+                              f'--notify {OUT}/verdicts.jsonl\n'},
+                      keep]}
+    workflow = {"name": f"{name}-watch",
+                "on": {"schedule": [{"cron": WATCH_SCHEDULE}], "workflow_dispatch": {}},
+                "permissions": {"contents": "read"},
+                "jobs": jobs}
+    return "\n".join(header + emit(workflow, 0)) + "\n"
