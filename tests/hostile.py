@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -203,30 +204,35 @@ def hostile_server() -> Iterator[_Server]:
         server.server_close()
 
 
+# The child reports its own peak RSS (VmHWM of its address space, after exec): the kernel's ru_maxrss of a
+# child carries the pages of the forked test process over the exec, which is the test runner's size.
+_PEAK = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as status, open(os.environ["HOSTILE_PEAK_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(_peak)
+sys.argv = ["builder", *sys.argv[1:]]
+runpy.run_module("builder", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_measured(argv: list[str], *, timeout: float, env: dict[str, str] | None = None,
                  cwd: str | Path | None = None) -> tuple[int, str, str, float, int]:
-    """Run argv as a child; (exit code, stdout, stderr, wall seconds, peak RSS in MiB of that child).
-    The peak comes from the kernel's accounting of the child itself (wait4's rusage)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
-    out: list[str] = []
-    err: list[str] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
-               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]  # type: ignore[union-attr]
-    for r in readers:
-        r.start()
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for r in readers:
-        r.join(10)
-    rss_mib = usage.ru_maxrss // 1024  # Linux: KiB
-    return proc.returncode, "".join(out), "".join(err), time.monotonic() - started, rss_mib
+    """Run argv (BUILDER + arguments, or any command) as a child; (exit code, stdout, stderr, wall
+    seconds, peak RSS in MiB of the builder process itself, 0 for another command)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        if argv[:3] == BUILDER:
+            argv = [sys.executable, "-c", _PEAK, *argv[3:]]
+        started = time.monotonic()
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                                  env={**os.environ, **(env or {}), "HOSTILE_PEAK_FILE": peak.name})
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"{argv[3:]} still running after {timeout} s") from exc
+        wall = time.monotonic() - started
+        text = Path(peak.name).read_text().strip()
+    return done.returncode, done.stdout, done.stderr, wall, int(text) // 1024 if text.isdigit() else 0
 
 
 BUILDER = [sys.executable, "-m", "builder"]

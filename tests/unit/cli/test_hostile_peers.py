@@ -31,7 +31,7 @@ def test_smoke_url_ends_at_the_deadline_against_a_trickling_server(mode):
         peer.mode = mode
         code, out, err, wall, rss = _smoke(peer.url)
     assert code == 3 and f"no answer within {MODELS_DEADLINE_S} s" in err and len(err.splitlines()) == 1, err
-    assert wall < MODELS_DEADLINE_S + 8 and rss < RSS_LIMIT_MIB
+    assert wall < MODELS_DEADLINE_S + 8 and 0 < rss < RSS_LIMIT_MIB
 
 
 @pytest.mark.parametrize("mode", ["flood", "flood-chunked", "gzip-bomb", "chunk-overflow"])
@@ -42,7 +42,7 @@ def test_smoke_url_refuses_a_flood_or_a_bomb_in_bounded_memory(mode):
         code, out, err, wall, rss = _smoke(peer.url)
     assert code == 3 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert ("MiB" in err) if mode != "chunk-overflow" else ("broken answer" in err), err
-    assert rss < RSS_LIMIT_MIB // 4 and wall < 30  # 2 GiB was on offer; about 80 MiB measured
+    assert 0 < rss < RSS_LIMIT_MIB // 4 and wall < 30  # 2 GiB on offer: 63-79 MiB measured, 2-4 GiB without the caps
 
 
 def test_credentials_in_urls_appear_nowhere(tmp_path):
