@@ -68,7 +68,7 @@ class Judge:
         except BuilderError as exc:
             return Outcome(verdict="failing", detail=f"not tested: {str(exc).splitlines()[0]}", proposal=str(proposed))
         verdict, detail = classify(report, self.promote)
-        outcome: dict[str, Any] = {"verdict": verdict, "detail": f"{detail} (image {image}@{digest[:19]})",
+        outcome: dict[str, Any] = {"verdict": verdict, "detail": f"{detail} (image {image})",
                                    "proposal": str(proposed)}
         if verdict in ("regressed", "failing") and self.culprit is not None:
             found = self.culprit(target, release, bisect_metric(report))

@@ -123,9 +123,13 @@ def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirm
     print(f"watch: {seconds:.0f} s\n{first.stdout}\n{first.stderr[-6000:]}")
     assert first.returncode == 0, first.stderr[-3000:]
     [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    print("notified:", json.dumps({k: doc[k] for k in ("verdict", "candidate_cell", "release", "bisect", "recheck",
+                                                       "record")}, indent=1))
     assert doc["verdict"] == "failing" and "golden" in doc["detail"]
     assert doc["bisect"]["first_bad"]["sha"] == shas[3] and doc["bisect"]["exact"]
     assert doc["bisect"]["stored"].startswith(f"{registry.host}/{REPOSITORY}-records:bisect-{CELL}-")
     assert doc["recheck"]["status"] == "confirmed", doc["recheck"]
+    started = time.monotonic()
     second = builder(*args, cwd=work)
+    print(f"second run: {time.monotonic() - started:.1f} s: {second.stdout.strip()}")
     assert "nothing new" in second.stdout and len(verdicts.read_text().splitlines()) == 1
