@@ -41,7 +41,8 @@ _BARE_USER = re.compile(r"(?<![\w/@:.-])(?P<user>[^\s/@:'\"=]+:[^\s/@'\"]*@)"
                         r"(?![a-z0-9]+:[0-9a-f]{32})")
 _AUTH_SCHEME = re.compile(r"\b(?P<kind>Bearer|Basic)(?P<sep>\s+)(?P<value>[A-Za-z0-9._~+/=-]{6,})")
 _AUTH_FIELD = re.compile(r"(?P<kind>\b(?:access_token|token|password|passwd|secret)\b)(?P<sep>\"?\s*[=:]\s*\"?)"
-                         r"(?P<value>[^\s,;\"'&}]+)", re.IGNORECASE)
+                         r"(?P<value>(?=[^\s,;\"'&}]*[^\s,;\"'&}0-9.])[^\s,;\"'&}]+)", re.IGNORECASE)
+# (a value of digits only is a count, e.g. a report's "token": 1234 - a token id, not a credential)
 
 
 def redact(text: str) -> str:

@@ -71,14 +71,31 @@ setup)
       spec) serve spec 8003 0.3 "$SITE" --speculative-config "$draft" ;;
       garble) serve garble 8004 0.18 "$OVL:$SITE" ;;
     esac
-    for _ in $(seq 120); do grep -q "KV cache\|Error" "$LOGS/$name.log" 2>/dev/null && break; sleep 2; done
+    # vLLM's first line warns about an OSError (ulimit): wait for the KV cache line, never for "Error"
+    for _ in $(seq 120); do grep -q "Available KV cache memory\|EngineCore failed" "$LOGS/$name.log" 2>/dev/null && break; sleep 2; done
     log "$name: $(grep -m1 -o "Available KV cache memory.*\|.*Error.*" "$LOGS/$name.log" | cut -c1-200)"
   done
   wait_ready 300 8001 8002 8003 8004 || { for s in default bi spec garble; do echo "== $s" >> "$OUT/setup.log"; tail -30 "$LOGS/$s.log" >> "$OUT/setup.log"; done; exit 1; }
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/setup.log"
   ;;
+recover)  # restart, one at a time, each server that is not answering (a setup that started them together)
+  draft="{\"method\": \"draft_model\", \"model\": \"$MODEL\", \"num_speculative_tokens\": 4}"
+  for spec in "default 8001" "garble 8004" "bi 8002" "spec 8003"; do
+    set -- $spec
+    if curl -sf "http://127.0.0.1:$2/health" > /dev/null; then log "$1 answers"; continue; fi
+    pkill -f -- "--port $2" ; sleep 3
+    case $1 in
+      default) serve default 8001 0.18 "$SITE" ;;
+      bi) VLLM_BATCH_INVARIANT=1 serve bi 8002 0.18 "$SITE" ;;
+      spec) serve spec 8003 0.3 "$SITE" --speculative-config "$draft" ;;
+      garble) serve garble 8004 0.18 "$OVL:$SITE" ;;
+    esac
+    wait_ready "${READY_S:-150}" "$2" || { tail -5 "$LOGS/$1.log" | cut -c1-250 >> "$OUT/recover.log"; }
+  done
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/recover.log"
+  ;;
 check)
-  wait_ready 60 8001 8002 8003 8004 || exit 1
+  wait_ready 30 8001 8004 || exit 1
   # The GPU cells' settings, with the generated model's tool recipe (random weights: forced) and a short sweep:
   # this run proves the checks, the sweep has its own proof.
   python3 - "$P/matrix.yaml" "$P/matrix-proof.yaml" <<'PY'
@@ -89,8 +106,9 @@ assert anchor in text
 open(sys.argv[2], "w").write(text.replace(anchor, anchor + "\n          tool_recipe: forced", 1))
 PY
   common=(--matrix "$P/matrix-proof.yaml" --cell "$CELL" --concurrency 1,4 --samples 2 --tokens 64 --json)
-  for run in "default 8001" "bi 8002 batch-invariant" "spec 8003 speculative" "garble 8004"; do
+  for run in "default 8001" "garble 8004" "spec 8003 speculative" "bi 8002 batch-invariant"; do
     set -- $run
+    curl -sf "http://127.0.0.1:$2/health" > /dev/null || { log "$1: not running, skipped"; continue; }
     started=$(date +%s)
     golden=(); [ "$1" = default ] || golden=(--golden "$OUT/smoke_default.json")
     builder smoke --url "http://127.0.0.1:$2" "${common[@]}" --server-log "$LOGS/$1.log" ${3:+--profile "$3"} \

@@ -16,7 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from securesystemslib.signer import CryptoSigner
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import CryptoSigner
 
 from builder.attest import envelope, keys, syft
 from builder.attest.envelope import ENVELOPE_TYPE

@@ -9,7 +9,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from securesystemslib.signer import Key
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Key
 
 from builder.attest import envelope
 from builder.attest.attach import fetch

@@ -16,11 +16,11 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
-from securesystemslib.signer import Key, Signer
+if TYPE_CHECKING:  # imported where used: machines without the signing libraries (the GPU host) run the CLI too
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import Key, Signer
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 ENVELOPE_TYPE = "application/vnd.dsse.envelope.v1+json"
@@ -38,6 +38,7 @@ class EnvelopeVerdict:
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding, from securesystemslib (the bytes that are signed)."""
+    from securesystemslib.dsse import Envelope
     return Envelope(payload, payload_type, {}).pae()
 
 
@@ -47,6 +48,7 @@ def canonical(data: Any) -> bytes:
 
 def sign(statement: dict[str, Any], signer: Signer) -> bytes:
     """The envelope JSON of statement, signed by signer."""
+    from securesystemslib.dsse import Envelope
     envelope = Envelope(canonical(statement), PAYLOAD_TYPE, {})
     envelope.sign(signer)
     return canonical(envelope.to_dict())
@@ -54,6 +56,7 @@ def sign(statement: dict[str, Any], signer: Signer) -> bytes:
 
 def check(data: bytes, key: Key | None) -> EnvelopeVerdict:
     """The verdict on one envelope: with key None, only whether it parses and carries signatures."""
+    from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
     envelope = _parse(data)
     if isinstance(envelope, str):
         return EnvelopeVerdict(status="tampered", reason=envelope)
@@ -80,6 +83,7 @@ def check(data: bytes, key: Key | None) -> EnvelopeVerdict:
 
 
 def _parse(data: bytes) -> Envelope | str:
+    from securesystemslib.dsse import Envelope
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError):

@@ -14,9 +14,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: machines without the signing libraries (the GPU host) run the CLI too
+    from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from builder.errors import InputError
 
@@ -35,6 +36,8 @@ class KeyPair:
 
 def create(private: Path, *, force: bool = False) -> KeyPair:
     """Write a new key pair: `private` (0600) and `private` with `.pub` (0644). Refuses to overwrite."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     public = private.with_name(private.name + ".pub") if private.suffix != ".key" else private.with_suffix(".pub")
     for path in (private, public):
         if path.exists() and not force:
@@ -88,6 +91,9 @@ def _bounded(path: Path, where: str) -> bytes:
 
 
 def _signer(pem: bytes, where: str) -> CryptoSigner:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from securesystemslib.signer import CryptoSigner
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):  # the message could quote the key: never shown
@@ -99,6 +105,9 @@ def _signer(pem: bytes, where: str) -> CryptoSigner:
 
 def public_key(path: Path, where: str = "--key") -> SSlibKey:
     """The verification key of a PEM public key file (`<name>.pub` of `builder keys create`, or cosign.pub)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from securesystemslib.signer import SSlibKey
     try:
         if not path.is_file():
             raise InputError(f"{where}: {path} is not a file")

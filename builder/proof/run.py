@@ -81,7 +81,8 @@ def run_smoke(client: docker.DockerClient, inputs: SmokeInputs, progress=lambda 
             checks.append(check_completions(server.base_url, spec))
             determinism, outputs = check_determinism(server.base_url, spec)
             checks.append(determinism)
-            checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model))
+            checks.append(check_golden(outputs, inputs.golden, model.model_id, inputs.golden_model,
+                                       exact=spec.consistency == "exact"))
             checks.append(golden_scores_check(server.base_url, spec, inputs, model.model_id))
             scores = own_scores(server.base_url, spec, generated_outputs(determinism))
             checks.append(check_tool_call(server.base_url, spec))
@@ -188,7 +189,8 @@ def _profile(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel
                                              server.logs(STARTUP_LOG_LINES), inputs.settings.expected_backends)
     except StepFailed as exc:
         return [CheckResult("boot" + name, "fail", str(exc).splitlines()[0], {"log": str(exc)})], {}
-    golden = check_golden(outputs, inputs.golden_profiles.get(profile.name), model.model_id, inputs.golden_model)
+    golden = check_golden(outputs, inputs.golden_profiles.get(profile.name), model.model_id, inputs.golden_model,
+                          exact=(profile.consistency or spec.consistency) == "exact")
     checks.append(dataclasses.replace(golden, name="golden" + name))
     return checks, outputs if checks[0].status == "pass" else {}
 

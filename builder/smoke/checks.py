@@ -76,7 +76,7 @@ def check_completions(base_url: str, spec: SmokeSpec) -> CheckResult:
 
 
 def check_golden(outputs: dict[str, str], golden: dict[str, str] | None, model_id: str,
-                 golden_model_id: str | None) -> CheckResult:
+                 golden_model_id: str | None, exact: bool = True) -> CheckResult:
     """Compare this image's greedy outputs with the last known-good image's (pure)."""
     if not golden:
         return CheckResult("golden", SKIP, f"no golden outputs recorded yet for {model_id}", {"model_id": model_id})
@@ -87,10 +87,16 @@ def check_golden(outputs: dict[str, str], golden: dict[str, str] | None, model_i
     data = {"model_id": model_id, "compared": len(common), "not_run": [p for p in golden if p not in outputs]}
     if not common:
         return CheckResult("golden", SKIP, "none of the golden prompts was run; nothing to compare", data)
-    for prompt in common:
-        if outputs[prompt] != golden[prompt]:
-            return CheckResult("golden", FAIL, divergence(prompt, golden[prompt], outputs[prompt], "vs golden"),
-                               {**data, "prompt": prompt, "expected": golden[prompt], "got": outputs[prompt]})
+    differing = [prompt for prompt in common if outputs[prompt] != golden[prompt]]
+    if differing and exact:
+        prompt = differing[0]
+        return CheckResult("golden", FAIL, divergence(prompt, golden[prompt], outputs[prompt], "vs golden"),
+                           {**data, "prompt": prompt, "expected": golden[prompt], "got": outputs[prompt]})
+    if differing:  # scored cells: another process flips near-ties too (H200); golden_scores judges each token
+        prompt = differing[0]
+        return CheckResult("golden", PASS, f"{len(common) - len(differing)}/{len(golden)} outputs match the golden ones "
+                           f"for {model_id}; {len(differing)} differ ({divergence(prompt, golden[prompt], outputs[prompt], 'first')}"
+                           "): a scored cell judges them by golden_scores", {**data, "differing": differing})
     return CheckResult("golden", PASS, f"{len(common)}/{len(golden)} outputs match the golden ones for {model_id}",
                        data)
 

@@ -154,4 +154,11 @@ def check_golden_scores(base_url: str, spec: SmokeSpec, golden: Mapping[str, Gol
             "top1": result.top1, "bound": bound}
     if result.worst > bound:
         return CheckResult("golden_scores", FAIL, f"{result.describe()}: more than {bound:g}", data)
+    if spec.consistency == "scored":  # the golden texts were not compared exactly: each token must still be greedy
+        off = max(((s.best - s.logprob, prompt, i, s.text) for prompt, scores in candidate.items()
+                   for i, s in enumerate(scores)), default=(0.0, "", 0, ""))
+        if not off[0] <= spec.consistency_nats:
+            return CheckResult("golden_scores", FAIL, f"golden token {off[2]} ({off[3]!r}) of prompt "
+                               f"{one_line(off[1], 40)!r} lies {off[0]:.3g} nats below this image's argmax "
+                               f"(bound {spec.consistency_nats:g})", data)
     return CheckResult("golden_scores", PASS, f"{result.describe()} (bound {bound:g})", data)

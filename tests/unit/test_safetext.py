@@ -70,3 +70,11 @@ def test_a_model_id_with_a_fingerprint_is_not_taken_for_credentials():
     assert redact('{"model": "path:models@1a2b3c"}') == '{"model": "path:models@1a2b3c"}'
     for registry in ("bob:pw@127.0.0.1:5000", "bob:pw@registry.example", "bob:pw@localhost", "bob:pw@[::1]:5000"):
         assert redact(f"registry {registry} unreachable").startswith("registry ***@"), registry
+
+
+def test_a_token_id_in_a_report_is_not_taken_for_a_token():
+    """`"token": 938` in a smoke report's evidence (a token id) came out as `"token": ***`: invalid JSON on stdout,
+    seen on the H200 with `builder smoke --url --json`. A value of digits only is a count, not a credential."""
+    from builder.safetext import redact
+    assert redact('"token": 938, "text": "Be"') == '"token": 938, "text": "Be"'
+    assert redact('"token": "s3cr3t"') == '"token": "***"' and redact("token=abc123") == "token=***"

@@ -1,5 +1,6 @@
-"""On the GPU host there is no Docker and no `docker` Python package: the commands that need
-neither (audit DIR, matrix, render, and the help) must still start there."""
+"""On the GPU host there is no Docker, no `docker` Python package and none of the signing libraries
+(cryptography, securesystemslib): the commands that need none of them (audit DIR, matrix, smoke --url, and the
+help) must still start there. (On 2026-12-03 `smoke --url` died there at import: the CLI loaded cryptography.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ BLOCK_DOCKER = (
     "import sys\n"
     "class _NoDocker:\n"
     "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'docker' or name.startswith('docker.'):\n"
+    "        if name.split('.')[0] in ('docker', 'cryptography', 'securesystemslib'):\n"
     "            raise ImportError('no docker package on this host')\n"
     "sys.meta_path.insert(0, _NoDocker())\n"
     "from builder.cli import main\n"

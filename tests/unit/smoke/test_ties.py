@@ -78,7 +78,10 @@ def batched_flip(gap: float, garbled_tail: bool = False):
         tokens = ["out:", *text[4:]]
         tops = [{t: -1.0, "#": -3.0} for t in tokens]
         if body["prompt"] == "beta":
-            if server.batched():
+            # counted, not timed (a loaded machine may serialise the batch): each check_determinism run asks for
+            # 'beta' twice sequentially, then once in the concurrent batch (the 3rd), then maybe once to explain it
+            asked = sum(1 for p, b in server.calls if p == "/v1/completions" and b.get("prompt") == "beta")
+            if asked % 3 == 0:
                 tokens = ["out:", "at", "Z", "b"]
                 tops = [{"out:": -1.0, "#": -3.0}, {"at": -1.0, "#": -3.0}, {"Z": -1.0, "e": -1.0 - gap},
                         {"#": -0.5, "b": -4.0} if garbled_tail else {"b": -1.0, "#": -2.0}]
