@@ -1,4 +1,4 @@
-"""The decode-rate history of a cell as an inline SVG line chart (pure: returns markup).
+"""The decode-rate history of a cell as an inline SVG line chart: its geometry (pure), written by a template.
 
 One polyline per concurrency level, one circle per promotion point (a <title> on each), and a
 distinct triangle with its own <title> where a promotion is a regression. Colours come with dash
@@ -8,11 +8,15 @@ patterns and a legend, so the series are told apart without colour.
 from __future__ import annotations
 
 import math
-from html import escape
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
+
+import jinja2
 
 from builder.board.model import BoardCell, HistoryPoint, SweepLevel
 
+TEMPLATES: Final = Path(__file__).parent / "templates"
 WIDTH: Final = 640
 HEIGHT: Final = 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 60, 90, 16, 44
@@ -47,13 +51,63 @@ def _point_title(cell: BoardCell, point: HistoryPoint, level: SweepLevel) -> str
     return text
 
 
-def history_svg(cell: BoardCell) -> str:
-    """The chart, or "" when the cell has no promotion with a number."""
+@dataclass(frozen=True, kw_only=True)
+class ChartPoint:
+    concurrency: int
+    promotion: int
+    measure: str
+    digest: str
+    cx: float
+    cy: float
+    fill: str
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChartSeries:
+    concurrency: int
+    colour: str
+    dash: str
+    points: str  # the polyline's "x,y x,y ..."
+    circles: tuple[ChartPoint, ...]
+    legend_y: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChartRegression:
+    concurrency: int
+    promotion: int
+    path: str
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chart:
+    """The chart's geometry and texts; templates/chart.svg.j2 writes it, escaping every text (never by hand)."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    title_id: str
+    title: str
+    promotions: int
+    grid: tuple[tuple[float, str], ...]  # (y, axis label)
+    axis_y: float  # where the vertical axis title sits
+    x_labels: tuple[tuple[float, str], ...]
+    x_label_y: float
+    x_title: tuple[float, float]
+    series: tuple[ChartSeries, ...]
+    regressions: tuple[ChartRegression, ...]
+
+
+def chart(cell: BoardCell) -> Chart | None:
+    """The chart of a cell's promotions, or None when no promotion has a number (pure)."""
     points = cell.history
     levels = cell.concurrencies
     values = [lv.decode_tps for p in points for lv in p.levels]
     if not points or not values:
-        return ""
+        return None
     top = nice_max(max(values) * 1.05)
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
 
@@ -63,55 +117,42 @@ def history_svg(cell: BoardCell) -> str:
     def y(v: float) -> float:
         return round(_TOP + plot_h * (1 - v / top), 1)
 
-    title_id = f"chart-title-{cell.id}"
-    out = [(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-            f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-labelledby="{escape(title_id)}" '
-            f'data-promotions="{len(points)}">'),
-           (f'<title id="{escape(title_id)}">Decode tok/s of {escape(cell.id)} over {len(points)} promotion(s), '
-            f'one line per concurrency level</title>')]
-    for k in range(5):  # axis and grid
-        v = top * k / 4
-        out.append(f'<line class="grid" x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{y(v)}" y2="{y(v)}" '
-                   f'stroke="#d0d7de" stroke-width="1"/>')
-        out.append(f'<text x="{_LEFT - 6}" y="{y(v) + 4}" text-anchor="end" font-size="11" '
-                   f'fill="#57606a">{_fmt(v)}</text>')
-    out.append(f'<text x="14" y="{_TOP + plot_h / 2}" font-size="11" fill="#57606a" text-anchor="middle" '
-               f'transform="rotate(-90 14 {_TOP + plot_h / 2})">decode tok/s</text>')
     step = max(1, math.ceil(len(points) / 6))
-    for i, point in enumerate(points):
-        if i % step == 0 or i == len(points) - 1:
-            out.append(f'<text x="{x(i)}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="middle" font-size="11" '
-                       f'fill="#57606a">{escape(point.promoted_at[:10])}</text>')
-    out.append(f'<text x="{_LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11" '
-               f'fill="#57606a">promotion</text>')
+    series = []
     for n, c in enumerate(levels):
         colour, dash = style_for(n)
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         coords = [(x(i), y(r)) for i, p in enumerate(points) if (r := p.rate(c)) is not None]
-        out.append(f'<g class="series" data-concurrency="{c}">')
-        out.append(f'<polyline data-concurrency="{c}" fill="none" stroke="{colour}" stroke-width="2"{dash_attr} '
-                   f'points="{" ".join(f"{px},{py}" for px, py in coords)}"/>')
-        for i, point in enumerate(points):
-            level = next((lv for lv in point.levels if lv.concurrency == c), None)
-            if level is None:
-                continue
-            fill = "#ffffff" if level.measure == "legacy" else colour
-            out.append(f'<circle class="point {level.measure}" data-concurrency="{c}" data-promotion="{i}" '
-                       f'data-digest="{escape(point.digest)}" cx="{x(i)}" cy="{y(level.decode_tps)}" r="4" '
-                       f'fill="{fill}" stroke="{colour}" stroke-width="2">'
-                       f'<title>{escape(_point_title(cell, point, level))}</title></circle>')
-        out.append("</g>")
-        ly = _TOP + 14 + 18 * n  # legend entry
-        out.append(f'<line x1="{WIDTH - _RIGHT + 10}" x2="{WIDTH - _RIGHT + 36}" y1="{ly}" y2="{ly}" '
-                   f'stroke="{colour}" stroke-width="2"{dash_attr}/>'
-                   f'<text x="{WIDTH - _RIGHT + 40}" y="{ly + 4}" font-size="11" fill="#24292f">c={c}</text>')
-    for i, point in enumerate(points):
-        for reg in point.regressions:
-            px, py = x(i), y(reg.decode_tps)
-            out.append(f'<path class="regression" data-concurrency="{reg.concurrency}" data-promotion="{i}" '
-                       f'd="M{px - 7},{py + 7} h14 l-7,12 z" fill="#cf222e" stroke="#ffffff" stroke-width="1">'
-                       f'<title>Regression at {escape(point.promoted_at[:10])}, c={reg.concurrency}: '
-                       f'{reg.decode_tps:.1f} decode tok/s, {reg.change * 100:+.1f}% against the previous '
-                       f'promotion ({reg.previous_tps:.1f} tok/s)</title></path>')
-    out.append("</svg>")
-    return "\n".join(out)
+        circles = tuple(
+            ChartPoint(concurrency=c, promotion=i, measure=level.measure, digest=point.digest, cx=x(i),
+                       cy=y(level.decode_tps), fill="#ffffff" if level.measure == "legacy" else colour,
+                       title=_point_title(cell, point, level))
+            for i, point in enumerate(points)
+            if (level := next((lv for lv in point.levels if lv.concurrency == c), None)) is not None)
+        series.append(ChartSeries(concurrency=c, colour=colour, dash=dash,
+                                  points=" ".join(f"{px},{py}" for px, py in coords), circles=circles,
+                                  legend_y=_TOP + 14 + 18 * n))
+    regressions = tuple(
+        ChartRegression(concurrency=reg.concurrency, promotion=i,
+                        path=f"M{x(i) - 7},{y(reg.decode_tps) + 7} h14 l-7,12 z",
+                        title=(f"Regression at {point.promoted_at[:10]}, c={reg.concurrency}: {reg.decode_tps:.1f} "
+                               f"decode tok/s, {reg.change * 100:+.1f}% against the previous promotion "
+                               f"({reg.previous_tps:.1f} tok/s)"))
+        for i, point in enumerate(points) for reg in point.regressions)
+    return Chart(width=WIDTH, height=HEIGHT, left=_LEFT, right=_RIGHT, title_id=f"chart-title-{cell.id}",
+                 title=f"Decode tok/s of {cell.id} over {len(points)} promotion(s), one line per concurrency level",
+                 promotions=len(points), grid=tuple((y(top * k / 4), _fmt(top * k / 4)) for k in range(5)),
+                 axis_y=_TOP + plot_h / 2,
+                 x_labels=tuple((x(i), p.promoted_at[:10]) for i, p in enumerate(points)
+                                if i % step == 0 or i == len(points) - 1),
+                 x_label_y=HEIGHT - _BOTTOM + 16,
+                 x_title=(_LEFT + plot_w / 2, HEIGHT - 6), series=tuple(series), regressions=regressions)
+
+
+def history_svg(cell: BoardCell) -> str:
+    """The chart as SVG markup (the template escapes every text), or "" when there is nothing to draw."""
+    drawn = chart(cell)
+    if drawn is None:
+        return ""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template("chart.svg.j2").render(chart=drawn).strip()

@@ -129,3 +129,15 @@ def test_a_cell_page_shows_the_backends_that_ran(site):
     page = (site / "cells" / "vllm-0.20.2-cu130-sm_121a.html").read_text()
     assert re.search(r'<dd id="backends"><span class="status-pass">pass</span> attention FLASH_ATTN; moe TritonExperts</dd>',
                      page), page[page.find("backends"):][:300]
+
+
+def test_the_chart_escapes_record_text_through_the_template_engine():
+    """A record's promoted_at reaches the chart's labels and titles: the template escapes it (autoescape), the
+    chart's code escapes nothing by hand."""
+    import dataclasses
+    cell = {c.id: c for c in syn.board().cells}["vllm-0.20.2-cu130-sm_121a"]
+    hostile = dataclasses.replace(cell.history[0], promoted_at='<script>alert(1)</script>"')
+    svg = history_svg(dataclasses.replace(cell, history=(hostile, *cell.history[1:])))
+    assert "<script>" not in svg and svg.count("&lt;script&gt;al") == 2  # the axis label and the point title
+    from builder.board import chart
+    assert "escape" not in vars(chart)  # no hand-made escaping left to forget
