@@ -9,7 +9,7 @@ import dataclasses
 import time
 import urllib.parse
 
-from builder.checkresult import SKIP, CheckResult
+from builder.checkresult import FAIL, SKIP, CheckResult
 from builder.engines import EngineModule
 from builder.errors import InputError, ServiceError
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
@@ -84,7 +84,17 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
     if known_good_url:
         served_models(known_good_url)  # unreachable: exit 3 before anything is measured
     spec = SmokeSpec.from_settings(settings, served_name=name, engine=engine)
-    checks = [check_models(url, spec), check_completions(url, spec)]
+    checks: list[CheckResult] = []
+
+    def stopped() -> SmokeReport:
+        return SmokeReport(cell="(url)", image=redact(url), digest="", model_id=name, checks=tuple(checks),
+                           ready_seconds=0.0, total_seconds=time.monotonic() - started, throughput_tps=None,
+                           finished_at=utc_now())
+
+    for check in (check_models, check_completions):
+        checks.append(check(url, spec))
+        if stalled(checks):
+            return stopped()
     if profile is None:
         determinism, outputs = check_determinism(url, spec)
         checks += [determinism, check_backends(server_log, engine, settings.expected_backends)]
@@ -92,6 +102,8 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
         profile_results, outputs = profile_checks(url, spec, profile, server_log, settings.expected_backends)
         checks += profile_results
         determinism = profile_results[0]
+    if stalled(checks):
+        return stopped()
     if golden is not None:
         consistency = (profile.consistency if profile else None) or spec.consistency
         judged = dataclasses.replace(spec, consistency=consistency)
@@ -123,3 +135,18 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
                        total_seconds=time.monotonic() - started, throughput_tps=round(c1, 1) if c1 else None,
                        golden=outputs if passed else {}, finished_at=utc_now(),
                        throughput_tokens=settings.sweep.tokens, sweep=sweep, gate=gate, golden_scores=scores)
+
+
+STALL = ": no answer within "  # the evidence of a request that met its deadline (smoke/openai.py)
+
+
+def stalled(checks: list[CheckResult]) -> bool:
+    """A server that stopped answering fails the run at once: each further check would wait out its own deadline
+    (about 10 minutes in all). Appends the check that says so."""
+    late = next((c for c in checks if c.status == FAIL and STALL in c.evidence), None)
+    if late is None or checks[-1].name == "stalled":
+        return late is not None
+    checks.append(CheckResult("stalled", FAIL, f"the server stopped answering ({late.name}: "
+                              f"{late.evidence[late.evidence.index(STALL) + 2:]}); the remaining checks were not run",
+                              {"check": late.name}))
+    return True
