@@ -24,6 +24,9 @@ CONSISTENCIES: Final[tuple[Consistency, ...]] = get_args(Consistency)
 # by itself at most 0.14, shuffled (garbage) outputs at least 5.8. 1.0 sits 4.5x above the one and 5.8x below
 # the other.
 DEFAULT_CONSISTENCY_NATS: Final = 1.0
+# The models `generated:<name>` makes (smoke/tinymodel.py's SHAPES, plus its GGUF conversion): checked at load, so
+# a misspelt name is a file:line error before any build (tests/unit/matrix keeps the two lists equal).
+GENERATED_MODELS: Final = ("tiny-llama", "tiny-llama-gguf", "llama-1b-shape", "llama-3b-shape", "llama-8b-shape")
 # Measured on the cpu cell (float32, 192 golden tokens, 2026-12-03): the same image scored its own goldens again
 # within 5e-7 nats (mean 2.4e-7); a 5% logit scale, which changes no greedy text, moved them by up to 0.05 (mean
 # 0.035). 0.02 sits 40000x above the one and 2.5x below the other.
@@ -128,7 +131,7 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
     if not isinstance(tools, bool):
         raise r.error("tools", f"{r.what}.tools must be true or false")
     return SmokeSettings(
-        model=r.string("model", base.model), revision=r.string("revision", base.revision),
+        model=r.string("model", base.model, check=_model), revision=r.string("revision", base.revision),
         args=r.strings("args", base.args), env=r.string_map("env", check_key=grammar.env_name) or base.env, tools=tools,
         tool_recipe=recipe, ready_timeout=r.integer("ready_timeout", base.ready_timeout, minimum=1),
         shm_size=r.string("shm_size", base.shm_size),
@@ -141,6 +144,13 @@ def _smoke_settings(r: MappingReader, base: SmokeSettings) -> SmokeSettings:
         consistency_nats=_nats(r, "consistency_nats", base.consistency_nats),
         golden_nats=_nats(r, "golden_nats", base.golden_nats),
         expected_backends=_expected_backends(r, base.expected_backends))
+
+
+def _model(value: str) -> str | None:
+    """Why a smoke model value cannot be used (None: it can); only generated names are known here."""
+    if value.startswith("generated:") and value.split(":", 1)[1] not in GENERATED_MODELS:
+        return (f"'{value}' is not a generated model (known: {', '.join('generated:' + n for n in GENERATED_MODELS)})")
+    return None
 
 
 def _consistency(r: MappingReader, default: Consistency | None) -> Consistency | None:
@@ -228,7 +238,7 @@ def _sweep(parent: MappingReader, base: SweepSettings) -> SweepSettings:
                         samples=_bounded(r, "samples", base.samples, 1, 100),
                         warmup=_bounded(r, "warmup", base.warmup, 0, 100),
                         tokens=_bounded(r, "tokens", base.tokens, 2, 65536), depths=_depths(r, base.depths),
-                        model=r.string("model", base.model), revision=r.string("revision", base.revision))
+                        model=r.string("model", base.model, check=_model), revision=r.string("revision", base.revision))
     r.finish()
     return out
 
@@ -274,7 +284,7 @@ def _profiles(parent: MappingReader, base: tuple[ServeProfile, ...]) -> tuple[Se
         speculative = sub.raw("speculative", False)
         if not isinstance(speculative, bool):
             raise sub.error("speculative", f"{sub.what}.speculative must be true or false")
-        out.append(ServeProfile(name=name, args=sub.strings("args"), env=sub.string_map("env"),
+        out.append(ServeProfile(name=name, args=sub.strings("args"), env=sub.string_map("env", check_key=grammar.env_name),
                                 consistency=_consistency(sub, None), versions=sub.specifier("versions"),
                                 speculative=speculative))
         sub.finish()
