@@ -97,6 +97,9 @@ def bisect_command(
     bad_ref = resolve_ref(bad, "--bad", cells[cell], every, git.resolve)
     if good_ref.sha == bad_ref.sha:
         raise InputError(f"--good and --bad are the same commit ({good_ref.sha[:12]}): nothing to bisect")
+    if not git.is_ancestor(good_ref.sha, bad_ref.sha):  # before any registry or Engine call
+        raise InputError(f"--good {good} ({good_ref.sha[:12]}) is not an ancestor of --bad {bad} ({bad_ref.sha[:12]}) "
+                         f"in {git.path}: give the older, good revision as --good")
     settings = MeasureSettings(metric=metric, concurrency=concurrency, max_tokens=max_tokens,  # type: ignore[arg-type]
                                pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts)
     image_cell = good_ref.version_cell or cells[cell]
