@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Set
 
+import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import grammar
 from builder.errors import ConfigError
 from builder.names import DIGEST_PATTERN
 from builder.util import read_bounded
@@ -51,14 +53,25 @@ def parse_lock(text: str, path: str = "bases.lock") -> dict[str, LockEntry]:
         if len(fields) != 3:
             raise ConfigError(path, number, f"expected '<reference> <digest> <date>', got {len(fields)} field(s)")
         reference, digest, date = fields
+        problem = grammar.image_reference(reference)  # before it reaches a FROM line or a registry request
+        if problem:
+            raise ConfigError(path, number, problem)
         if digest != LOCAL and not DIGEST_PATTERN.fullmatch(digest):
             raise ConfigError(path, number, f"{reference}: {digest!r} is neither sha256:<64 hex digits> nor 'local'")
-        if not _DATE.match(date):
-            raise ConfigError(path, number, f"{reference}: date {date!r} is not YYYY-MM-DD")
+        if not _DATE.match(date) or not _real_date(date):
+            raise ConfigError(path, number, f"{reference}: date {date!r} is not a YYYY-MM-DD date")
         if reference in entries:
             raise ConfigError(path, number, f"{reference} is locked twice")
         entries[reference] = LockEntry(reference, digest, date)
     return entries
+
+
+def _real_date(text: str) -> bool:
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def render_lock(entries: dict[str, LockEntry]) -> str:

@@ -59,3 +59,17 @@ def test_stale_gone_upstream_and_local_changes():
     assert gone.startswith("l: a:1 (locked at") and "mirror" in gone
     assert "c:1 is locked as local but is now in its registry" in local
     assert stale(lock, {"a:1": A, "c:1": LOCAL}, "l") == []
+
+
+@pytest.mark.parametrize("reference, date, message", [
+    ("../x", "2026-12-01", "'../x' is not an image reference"),
+    ("Nvidia/CUDA:1", "2026-12-01", "is not an image reference"),
+    ("a\x00b", "2026-12-01", "is not an image reference"),
+    ("nvidia/cuda:13.0", "2026-13-45", "date '2026-13-45' is not a YYYY-MM-DD date"),
+])
+def test_a_lock_line_that_is_not_a_reference_or_a_date_is_refused_at_its_line(reference, date, message):
+    """Checked where the lock is read (exit 2, file:line), not when the reference reaches a registry (exit 1)."""
+    text = f"nvidia/cuda:13.0.2-devel-ubuntu24.04 sha256:{'a' * 64} 2026-12-01\n{reference} sha256:{'b' * 64} {date}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_lock(text, "bases.lock")
+    assert str(caught.value).startswith("bases.lock:2: ") and message in str(caught.value)
