@@ -170,10 +170,10 @@ def _load_root(root: Path) -> list[PatchRecord]:
             raise ConfigError(str(folder), None, f"a patch record directory without patch.yaml{hint}")
         record = load_patch(path)
         if record.engine != path.parent.parent.name:
-            raise ConfigError(str(path), None, f"engine '{record.engine}' does not match the directory "
-                                               f"'{path.parent.parent.name}'")
+            raise ConfigError(str(path), _line_of(path, "engine"), f"engine '{record.engine}' does not match the "
+                              f"directory '{path.parent.parent.name}': keep the record under patches/{record.engine}/")
         if record.id in ids:
-            raise ConfigError(str(path), None, f"duplicate patch id '{record.id}' (also {ids[record.id]})")
+            raise ConfigError(str(path), _line_of(path, "id"), f"duplicate patch id '{record.id}' (also {ids[record.id]})")
         ids[record.id] = path
         records.append(record)
     return records
@@ -232,3 +232,11 @@ def plan_static(records: list[PatchRecord], cell: Cell) -> PatchPlan:
         elif record.engine == cell.engine.name:
             skipped.append(Skip(record.id, reason, "not applicable"))
     return PatchPlan(tuple(apply), tuple(skipped), checked=False)
+
+
+def _line_of(path: Path, key: str) -> int | None:
+    """The line of a top-level `key:` in an already loaded (so small and readable) record, for the error."""
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return number
+    return None

@@ -186,3 +186,16 @@ def test_env_patch_gated_on_triton(tmp_path):
     record = load_patch(folder / "patch.yaml")
     assert check_record(record, None, Version("0.16.0"), "sm_121a", "source", "3.5.1").verdict == APPLIES
     assert check_record(record, None, Version("0.20.2"), "sm_121a", "source", "3.6.0").verdict == NOT_APPLICABLE
+
+
+def test_a_record_in_another_engines_directory_is_refused_at_its_engine_line(tmp_path):
+    from builder.errors import ConfigError
+    from builder.patching.records import load_patches
+    record = tmp_path / "patches" / "llama.cpp" / "x"
+    record.mkdir(parents=True)
+    (record / "patch.yaml").write_text('id: x\nengine: vllm\ndescription: d\nupstream: none\napplies_to: ">=0.1"\n'
+                                       'archs: [cpu]\nkind: env\nenv: {A: "1"}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_patches(tmp_path / "patches")
+    assert str(caught.value) == (f"{record / 'patch.yaml'}:2: engine 'vllm' does not match the directory 'llama.cpp': "
+                                 "keep the record under patches/vllm/")
