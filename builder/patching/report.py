@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from packaging.version import Version
 
 from builder.engines import engine_module
+from builder.errors import InputError
 from builder.matrix.model import Matrix, SourceRef
 from builder.patching.check import CONFLICT, Verdict, check_record
 from builder.patching.records import PatchRecord
@@ -36,6 +38,11 @@ def check_versions(matrix: Matrix, records: list[PatchRecord], engine: str, vers
                    arch: str | None, cache: SourceCache, progress=lambda message: None) -> list[Verdict]:
     verdicts: list[Verdict] = []
     gates: dict[str, Version] = {}
+    refs = [source_ref_for(matrix, engine, version) for version in versions]
+    for ref in refs:  # a local tree that is not there is bad input: said before any sdist is fetched
+        if ref.kind == "path" and not Path(ref.path or "").expanduser().is_dir():
+            where = f"{ref.where}: " if ref.where else ""
+            raise InputError(f"{where}source path '{ref.path}' is not a directory; nothing was fetched")
     for version in versions:
         progress(f"fetching {engine} {version} source")
         archive = cache.fetch(source_ref_for(matrix, engine, version))

@@ -490,6 +490,9 @@ add(C("path-source-missing", ("render", "--fetch", "--out", "out", "--cell", "vl
       At(M, '"local": {version'),
       chain(add_version('"local": {version: "0.34.0.dev0", path: no-such-checkout}'),
             add_include('{engine: vllm, versions: ["local"], archs: [sm_121a], cuda: ["13.0"]}'))))
+add(C("path-source-missing-after-sdists", ("patches", "check", "--engine", "vllm", "--versions", "0.20.2,local"),
+      At(M, '"local": {version'),  # refused before the 0.20.2 sdist is fetched (the guard fails any connection)
+      add_version('"local": {version: "0.34.0.dev0", path: no-such-checkout}')))
 add(C("path-source-is-file", ("render", "--fetch", "--out", "out", "--cell", "vllm-local-cu130-sm_121a"),
       At(M, '"local": {version'),
       chain(add_version('"local": {version: "0.34.0.dev0", path: matrix.yaml}'),
