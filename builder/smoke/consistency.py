@@ -84,9 +84,14 @@ def score(base_url: str, spec: SmokeSpec, generated: Generated, *, prompt: str, 
     return verdict(spec.engine.token_scores(response, ids, len(generated.prompt_ids)), prompt=prompt, where=where)
 
 
+def can_score(spec: SmokeSpec) -> bool:
+    """Whether the engine's server scores a prompt (its module gives a scoring request)."""
+    return spec.engine.score_body(spec.served_name, [0]) is not None
+
+
 def try_score(base_url: str, spec: SmokeSpec, generated: Generated, *, prompt: str, where: str) -> Scored | None:
     """score(), or None when the engine or this answer cannot be scored (the caller says so)."""
-    if not generated.scorable or spec.engine.score_body(spec.served_name, [0]) is None:
+    if not generated.scorable or not can_score(spec):
         return None
     try:
         return score(base_url, spec, generated, prompt=prompt, where=where)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from builder.checkresult import FAIL, PASS, CheckResult, one_line
-from builder.smoke.consistency import Generated, Scored, score, try_score
+from builder.smoke.consistency import Generated, Scored, can_score, score, try_score
 from builder.smoke.openai import SmokeSpec, generate, guarded
 from builder.smoke.ties import explain_flip, off_argmax, positions
 
@@ -34,7 +34,7 @@ def _generate(base_url: str, spec: SmokeSpec, prompt: str, **extra: Any) -> tupl
 def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict[str, str]]:
     """Returns the verdict and the prompt -> text map of the first round (the golden outputs when it passes)."""
     scored = spec.consistency == "scored"
-    if scored and spec.engine.score_body(spec.served_name, [0]) is None:
+    if scored and not can_score(spec):
         return CheckResult("determinism", FAIL, f"consistency 'scored' needs prompt scoring, which {spec.engine.name}'s "
                            "server does not offer; set consistency: exact (with determinism_tie_nats)", {}), {}
     first: dict[str, Generated] = {}
@@ -93,7 +93,7 @@ def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict
         verdict = judge(prompt, got, where)
         if verdict:
             return verdict
-    return _passed(spec, outputs, len(batch), answers, first, scores, flips), outputs
+    return _passed(spec, outputs, batch, answers, first, scores, flips), outputs
 
 
 def _off_argmax(response: dict, text: str, tie_nats: float) -> str | None:
@@ -107,8 +107,9 @@ def _off_argmax(response: dict, text: str, tie_nats: float) -> str | None:
     return f"token {index} lies {deficit:.3g} nats below the top-1 of its own logprobs (tolerated: < {tie_nats:g})"
 
 
-def _passed(spec: SmokeSpec, outputs: dict[str, str], concurrent: int, answers: list[tuple[Generated, dict]],
+def _passed(spec: SmokeSpec, outputs: dict[str, str], batch: list[str], answers: list[tuple[Generated, dict]],
             first: dict[str, Generated], scores: list[Scored], flips: list[dict[str, Any]]) -> CheckResult:
+    concurrent = len(batch)
     same = f"{len(spec.prompts)} prompts x {spec.rounds} rounds and {concurrent} concurrent requests"
     data: dict[str, Any] = {"outputs": outputs, "consistency": spec.consistency}
     ids = {prompt: [list(got.prompt_ids), list(got.output_ids)] for prompt, got in first.items() if got.scorable}
@@ -116,7 +117,7 @@ def _passed(spec: SmokeSpec, outputs: dict[str, str], concurrent: int, answers: 
         data["ids"] = ids
     if scores:
         worst = max(scores, key=lambda s: s.deficit)
-        differing = sum(1 for (got, _), prompt in zip(answers, _batch(spec, concurrent)) if got.text != first[prompt].text)
+        differing = sum(1 for (got, _), prompt in zip(answers, batch) if got.text != first[prompt].text)
         data.update(worst=worst.as_data(), scored=len(scores), differing=differing, bound=spec.consistency_nats)
         return CheckResult("determinism", PASS, f"{same} scored by the server: {differing} of {concurrent} concurrent "
                            f"outputs differ from the sequential ones; worst token {worst.deficit:.3g} nats below the "
@@ -128,10 +129,6 @@ def _passed(spec: SmokeSpec, outputs: dict[str, str], concurrent: int, answers: 
                            f"at near-ties (top-2 gap up to {widest:.2g} nats < {spec.tie_nats:g}, the runner-up taken)",
                            data)
     return CheckResult("determinism", PASS, f"{same} gave identical greedy outputs", data)
-
-
-def _batch(spec: SmokeSpec, concurrent: int) -> list[str]:
-    return [spec.prompts[i % len(spec.prompts)] for i in range(concurrent)]
 
 
 def first_divergence(a: str, b: str) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
 from builder.engines import TokenScore
-from builder.smoke.consistency import Generated
+from builder.smoke.consistency import Generated, can_score
 from builder.smoke.openai import ServerError, SmokeSpec, guarded, request_json
 
 MAX_GOLDEN_TOKENS = 4096  # per prompt, when read back from a record
@@ -91,7 +91,7 @@ def generated_outputs(determinism: CheckResult) -> dict[str, Generated]:
 def own_scores(base_url: str, spec: SmokeSpec, generated: Mapping[str, Generated]) -> dict[str, GoldenScore]:
     """The server's scores of its own greedy outputs (they become the goldens when the image is promoted); empty
     when the engine cannot score or the outputs carry no ids, or on server trouble (nothing is recorded then)."""
-    if spec.engine.score_body(spec.served_name, [0]) is None:
+    if not can_score(spec):
         return {}
     out = {}
     try:
@@ -144,7 +144,7 @@ def drift(golden: Mapping[str, GoldenScore], candidate: Mapping[str, list[TokenS
 def check_golden_scores(base_url: str, spec: SmokeSpec, golden: Mapping[str, GoldenScore], bound: float) -> CheckResult:
     if not golden:
         return CheckResult("golden_scores", SKIP, "no golden scores recorded for this cell yet", {})
-    if spec.engine.score_body(spec.served_name, [0]) is None:
+    if not can_score(spec):
         return CheckResult("golden_scores", SKIP, f"{spec.engine.name}'s server cannot score a prompt", {})
     candidate = {prompt: _scores(base_url, spec, record.prompt_ids, record.output_ids)
                  for prompt, record in golden.items()}
