@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -301,6 +302,8 @@ def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_clie
                                              6: ("Use the fast argmax in the sampler (#4646)", second_best)})
     from builder.smoke.model import resolve_model
     model = resolve_model(cell.engine.smoke_for("cpu"), cpu_image, docker_client, engine=cell.engine.module)  # the shared model cache
+    # images other runs made FROM step images carry the label too (the watch's test pushes one): not this bisect's
+    labelled_before = {t for i in docker_client.images.list(filters={"label": BISECT_LABEL}) for t in i.tags}
     started = time.monotonic()
     argv = [sys.executable, "-m", "builder", "bisect", "--cell", CELL, "--repo", str(repo), "--good", shas[0],
             "--bad", shas[-1], "--image", cpu_image, "--metric", "golden", "--max-tokens", "16", "--prompts", "3",
@@ -336,5 +339,7 @@ def test_a_step_that_cannot_boot_is_skipped_and_the_bisect_converges(docker_clie
     out.write_text(json.dumps(TIMINGS, indent=1) + "\n")
     (out.parent / "bisect-transcript.txt").write_text(f"$ builder bisect ...\n{done.stderr}{done.stdout}")
     assert not bisect_containers(docker_client)
-    step_images = {t for i in docker_client.images.list(filters={"label": BISECT_LABEL}) for t in i.tags}
-    assert step_images and all(t.startswith(f"{LOCAL_REPOSITORY}/") for t in step_images)  # local, never pushed
+    built = re.findall(r"built (\S+) \(", done.stderr)
+    labelled = {t for i in docker_client.images.list(filters={"label": BISECT_LABEL}) for t in i.tags}
+    assert built and all(t.startswith(f"{LOCAL_REPOSITORY}/") for t in built)  # local, never pushed
+    assert all(t.startswith(f"{LOCAL_REPOSITORY}/") for t in labelled - labelled_before)
