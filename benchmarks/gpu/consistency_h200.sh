@@ -23,8 +23,7 @@ SHAPE=${SHAPE:-llama-8b-shape}
 CELL=${CELL:-vllm-0.20.2-cu129-sm_90}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 mkdir -p "$OUT" "$LOGS"
-log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/$MODE.log"; }
-builder() { (cd "$P" && PYTHONPATH="$P:$P/pydeps" timeout "${T:-300}" python3 -m builder "$@"); }
+source "$(dirname "$0")/common.sh"
 
 serve() {  # name port util pythonpath [extra args...]
   local name=$1 port=$2 util=$3 path=$4; shift 4
@@ -34,20 +33,9 @@ serve() {  # name port util pythonpath [extra args...]
     > "$LOGS/$name.log" 2>&1 < /dev/null &
 }
 
-wait_ready() {  # deadline_s port...
-  local deadline=$(( $(date +%s) + $1 )); shift
-  for port in "$@"; do
-    until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do
-      if [ "$(date +%s)" -ge "$deadline" ]; then log "port $port not ready"; return 1; fi
-      sleep 2
-    done
-    log "port $port ready"
-  done
-}
-
 case "$MODE" in
 stash)
-  mkdir -p /root/stash && cp ".stage0$2/part" "/root/stash/part.0$2" && ls -la /root/stash | tee -a "$OUT/stash.log"
+  stash_chunk "$2"
   ;;
 setup)
   log "start; $(nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader)"
@@ -71,9 +59,7 @@ setup)
       spec) serve spec 8003 0.3 "$SITE" --speculative-config "$draft" ;;
       garble) serve garble 8004 0.18 "$OVL:$SITE" ;;
     esac
-    # vLLM's first line warns about an OSError (ulimit): wait for the KV cache line, never for "Error"
-    for _ in $(seq 120); do grep -q "Available KV cache memory\|EngineCore failed" "$LOGS/$name.log" 2>/dev/null && break; sleep 2; done
-    log "$name: $(grep -m1 -o "Available KV cache memory.*\|.*Error.*" "$LOGS/$name.log" | cut -c1-200)"
+    wait_kv_cache "$name"
   done
   wait_ready 300 8001 8002 8003 8004 || { for s in default bi spec garble; do echo "== $s" >> "$OUT/setup.log"; tail -30 "$LOGS/$s.log" >> "$OUT/setup.log"; done; exit 1; }
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/setup.log"

@@ -22,9 +22,7 @@ UTIL=${UTIL:-0.25}
 ROUNDS=${ROUNDS:-2}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 mkdir -p "$OUT" "$LOGS"
-log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/$MODE.log"; }
-# cd: `python3 -m` puts the working directory first on sys.path, and the checkout root has its own builder/
-builder() { (cd "$P" && PYTHONPATH="$P:$P/pydeps" timeout "${T:-420}" python3 -m builder "$@"); }
+source "$(dirname "$0")/common.sh"
 
 serve() {  # name port pythonpath
   VLLM_CACHE_ROOT=/root/vcache/$1 PYTHONPATH=$3 setsid nohup timeout 1500 python3 -m vllm.entrypoints.openai.api_server \
@@ -33,20 +31,9 @@ serve() {  # name port pythonpath
     > "$LOGS/$1.log" 2>&1 < /dev/null &
 }
 
-wait_ready() {  # deadline_s port...
-  local deadline=$(( $(date +%s) + $1 )); shift
-  for port in "$@"; do
-    until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do
-      if [ "$(date +%s)" -ge "$deadline" ]; then log "port $port not ready"; return 1; fi
-      sleep 2
-    done
-    log "port $port ready"
-  done
-}
-
 case "$MODE" in
 stash)
-  mkdir -p /root/stash && cp ".stage0$2/part" "/root/stash/part.0$2" && ls -la /root/stash | tee -a "$OUT/stash.log"
+  stash_chunk "$2"
   ;;
 setup)
   log "start; $(nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.max.sm --format=csv,noheader)"
@@ -70,8 +57,7 @@ setup)
   # server loading its weights at that moment makes it find none (seen: all three failed when started at once).
   for spec in "a1 8001 $SITE" "a2 8002 $SITE" "b 8003 $OVL:$SITE"; do
     set -- $spec; serve "$1" "$2" "$3"
-    for _ in $(seq 90); do grep -q "KV cache\|Error" "$LOGS/$1.log" 2>/dev/null && break; sleep 2; done
-    log "$1: $(grep -m1 -o "Available KV cache memory.*\|.*Error.*" "$LOGS/$1.log" | cut -c1-200)"
+    wait_kv_cache "$1"  # not "Error": vLLM's first line names OSError (a ulimit warning), which waited for nothing
   done
   log "servers started (A1 8001, A2 8002: the wheel; B 8003: the wheel + injected delay), utilization $UTIL each"
   if ! wait_ready 240 8001 8002 8003; then

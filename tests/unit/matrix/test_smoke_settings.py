@@ -151,8 +151,12 @@ def test_the_shipped_llamacpp_gpu_cells_tolerate_near_tie_flips_and_cpu_cells_no
     ("profiles: {bi: {versions: 'not a spec'}}", "'not a spec' is not a valid version specifier"),
     ("profiles: {bi: {consistency: loose}}", "consistency must be exact or scored, got 'loose'"),
     ("profiles: {spec: {speculative: 1}}", "speculative must be true or false"),
+    # checked at load, not after a build
+    ("model: generated:tiny-lama", "'generated:tiny-lama' is not a generated model (known: generated:tiny-llama"),
+    ("sweep: {model: 'generated:llama-9b-shape'}", "'generated:llama-9b-shape' is not a generated model"),
+    ("profiles: {p: {env: {'BAD NAME': '1'}}}", "env: key 'BAD NAME' is not an environment variable name"),
 ])
-def test_consistency_backends_and_profile_settings_are_checked_at_load(tmp_path, line, message):
+def test_smoke_settings_are_checked_at_load_with_their_line(tmp_path, line, message):
     path, text = matrix_with(tmp_path, f"    smoke:\n      {line}\n")
     with pytest.raises(ConfigError) as caught:
         load_matrix(path)
@@ -183,18 +187,6 @@ def test_the_shipped_cpu_cells_sweep_two_depths_within_the_tiny_models_context()
         sweep = matrix.engines[engine].smoke_for("cpu").sweep
         assert sweep.depths == (0, 128), engine
         assert max(sweep.depths) + sweep.tokens <= SERVED["max_model_len"]  # 512: the tiny model's context
-
-
-@pytest.mark.parametrize("line, message", [
-    ("model: generated:tiny-lama", "'generated:tiny-lama' is not a generated model (known: generated:tiny-llama"),
-    ("sweep: {model: 'generated:llama-9b-shape'}", "'generated:llama-9b-shape' is not a generated model"),
-    ("profiles: {p: {env: {'BAD NAME': '1'}}}", "env: key 'BAD NAME' is not an environment variable name"),
-])
-def test_smoke_models_and_profile_env_are_checked_at_load_not_after_a_build(tmp_path, line, message):
-    path, text = matrix_with(tmp_path, f"    smoke:\n      {line}\n")
-    with pytest.raises(ConfigError) as caught:
-        load_matrix(path)
-    assert message in str(caught.value) and "matrix.yaml:" in str(caught.value)
 
 
 def test_the_generated_model_names_are_the_ones_tinymodel_makes():
