@@ -25,3 +25,19 @@ wait_kv_cache() {  # name (its log is $LOGS/<name>.log)
 stash_chunk() {  # N: keep .stage0N's chunk in /root/stash (the checkout is replaced per call)
   mkdir -p /root/stash && cp ".stage0$1/part" "/root/stash/part.0$1" && ls -la /root/stash | tee -a "$OUT/stash.log"
 }
+
+install_wheels() {  # the staged chunks in /root/stash -> $SITE (once per machine)
+  [ -d "$SITE/vllm" ] && return 0
+  mkdir -p /root/wh && cat /root/stash/part.* | tar x -C /root/wh || return 1
+  timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /root/wh/*.whl || return 1
+  log "installed $(ls /root/wh | wc -l) wheels"
+}
+
+generate_model() {  # the $SHAPE random model in $MODEL (once per machine)
+  # Run alone, as the image path mounts it: beside builder/smoke/ its directory would shadow packages
+  # (transformers imports one named `kernels`).
+  cp "$P/builder/smoke/tinymodel.py" /root/tinymodel.py
+  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 /root/tinymodel.py "$MODEL" --shape "$SHAPE" --device cuda \
+    > "$OUT/model.json" || return 1
+  log "model: $(head -c 300 "$OUT/model.json")"
+}

@@ -39,14 +39,8 @@ stash)
   ;;
 setup)
   log "start; $(nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader)"
-  if [ ! -d "$SITE/vllm" ]; then
-    mkdir -p /root/wh && cat /root/stash/part.* | tar x -C /root/wh || exit 1
-    timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /root/wh/*.whl || exit 1
-    log "installed $(ls /root/wh | wc -l) wheels"
-  fi
-  cp "$P/builder/smoke/tinymodel.py" /root/tinymodel.py
-  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 /root/tinymodel.py "$MODEL" --shape "$SHAPE" --device cuda > "$OUT/model.json" || exit 1
-  log "model: $(head -c 300 "$OUT/model.json")"
+  install_wheels || exit 1
+  generate_model || exit 1
   f=vllm/v1/sample/sampler.py
   rm -rf "$OVL" && mkdir -p "$OVL" && cp -rs "$SITE/vllm" "$OVL/vllm" && rm "$OVL/$f" && \
     python3 "$P/benchmarks/gpu/controls.py" both "$SITE/$f" "$OVL/$f" 1.05 | tee -a "$OUT/setup.log" || exit 1

@@ -38,18 +38,10 @@ stash)
 setup)
   log "start; $(nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.max.sm --format=csv,noheader)"
   [ -d .stage06 ] && cp .stage06/part /root/stash/part.06
-  n=$(ls /root/stash | wc -l); log "stash has $n chunks"; [ "$n" -eq 7 ] || { log "need 7 chunks"; exit 1; }
+  n=$(ls /root/stash | wc -l); log "stash has $n chunks"; [ "$n" -eq "${CHUNKS:-6}" ] || { log "need ${CHUNKS:-6} chunks (.stage-manifest.json)"; exit 1; }
   for s in a1 a2 b; do grep -h -m2 "Error\|error" "$LOGS/$s.log" 2>/dev/null | grep -v "Traceback\|raise\|File " | cut -c1-300; done >> "$OUT/setup.log"
-  if [ ! -d "$SITE/vllm" ]; then
-    mkdir -p /root/wh && cat /root/stash/part.* | tar x -C /root/wh || exit 1
-    timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /root/wh/*.whl || exit 1
-    log "installed $(ls /root/wh | wc -l) wheels"
-  fi
-  # Run alone, as the image path mounts it: beside builder/smoke/ its directory would shadow packages
-  # (transformers imports one named `kernels`).
-  cp "$P/builder/smoke/tinymodel.py" /root/tinymodel.py
-  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 /root/tinymodel.py "$MODEL" --shape "$SHAPE" --device cuda > "$OUT/model.json" || exit 1
-  log "model: $(cat "$OUT/model.json" | head -c 300)"
+  install_wheels || exit 1
+  generate_model || exit 1
   f=vllm/v1/worker/gpu_model_runner.py
   rm -rf "$OVL" && mkdir -p "$OVL" && cp -rs "$SITE/vllm" "$OVL/vllm" && rm "$OVL/$f" && \
     python3 "$P/benchmarks/gpu/inject_delay.py" "$SITE/$f" "$OVL/$f" "$DELAY_CYCLES" | tee -a "$OUT/setup.log" || exit 1
