@@ -117,16 +117,17 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
                               say=lambda m: typer.echo(m, err=True))
     report = run_watch(targets, found, store, evaluate, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
                        utc_now)
-    for item in report.rejected:
-        typer.echo(f"rejected {item.engine} {item.kind} release: {item.reason}", err=True)
+    for item in report.rejected:  # recorded and notified by this run; an earlier run's are not repeated
+        typer.echo(f"{item.cell}: rejected {item.engine} {item.rejected.kind} release: {item.to_dict()['detail']}",
+                   err=True)
     if as_json:
         typer.echo(json.dumps({"decided": [d.to_dict() for d in report.decided], "already": list(report.already),
-                               "rejected": [vars(r) for r in report.rejected]}, indent=2))
+                               "rejected": [{**r.to_dict(), "record": r.tag} for r in report.rejected]}, indent=2))
         return
     for d in report.decided:
         typer.echo(f"{d.cell}: {d.release.engine} {d.release.label} ({d.release.kind}, {d.release.pin[:19]}): "
                    f"{d.verdict} - {d.detail}")
-    if not report.decided:
+    if not report.decided and not report.rejected:
         typer.echo(f"nothing new ({len(report.already)} release(s) already decided)")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import BuilderError
+from builder.measure.gate import GateResult
 from builder.proof.report import SmokeReport
 
 from .culprit import Culprit
@@ -31,6 +32,15 @@ def classify(report: SmokeReport, promoted: bool) -> tuple[Verdict, str]:
         all(c.name in ("throughput", "gate", "sweep") for c in failed)
     evidence = "; ".join(f"{c.name}: {c.evidence[:160]}" for c in failed)
     return ("regressed" if gate_only else "failing"), evidence
+
+
+def gate_summary(gate: GateResult | None) -> dict[str, Any]:
+    """The A/B gate as the record keeps it: its verdict and, per level, the ratio and its interval."""
+    if gate is None:
+        return {}
+    return {"verdict": gate.verdict,
+            "levels": [{k: v for k, v in lv.to_dict().items() if k not in ("baseline_tps", "candidate_tps")}
+                       for lv in gate.levels]}
 
 
 def bisect_metric(report: SmokeReport) -> Metric:
@@ -69,7 +79,7 @@ class Judge:
             return Outcome(verdict="failing", detail=f"not tested: {str(exc).splitlines()[0]}", proposal=str(proposed))
         verdict, detail = classify(report, self.promote)
         outcome: dict[str, Any] = {"verdict": verdict, "detail": f"{detail} (image {image})",
-                                   "proposal": str(proposed)}
+                                   "proposal": str(proposed), "gate": gate_summary(report.gate)}
         if verdict in ("regressed", "failing") and self.culprit is not None:
             found = self.culprit(target, release, bisect_metric(report))
             if found is not None:

@@ -1,6 +1,7 @@
 """One watch run (pure core): for each watched cell, the releases its engine's matrix lacks, each
 decided once: skipped when the registry already holds its decision, else evaluated, recorded and
-notified. Evaluation (build, smoke, gate, bisect) is injected; the CLI chooses it."""
+notified. A rejected upstream string is decided the same way (recorded and notified once, never
+evaluated). Evaluation (build, smoke, gate, bisect) is injected; the CLI chooses it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .releases import Rejected, Release, newer_than
-from .state import Decision, Records, Verdict, decision_tag
+from .releases import Rejected, Release, newer_than, rejections_newer_than
+from .state import Decision, Records, Rejection, Verdict, decision_tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,13 +34,14 @@ class Outcome:
     proposal: str = ""
     bisect: dict[str, Any] = field(default_factory=dict)
     recheck: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunReport:
     decided: tuple[Decision, ...]
-    already: tuple[str, ...]  # tags of releases decided by an earlier run
-    rejected: tuple[Rejected, ...]
+    already: tuple[str, ...]  # tags of releases (and rejections) decided by an earlier run
+    rejected: tuple[Rejection, ...]  # rejected upstream strings recorded by this run
 
 
 def run_watch(targets: list[Target], found: dict[str, list[Release | Rejected]], records: Records,
@@ -47,9 +49,19 @@ def run_watch(targets: list[Target], found: dict[str, list[Release | Rejected]],
               now: Callable[[], str]) -> RunReport:
     decided: list[Decision] = []
     already: list[str] = []
-    rejected = [r for items in found.values() for r in items if isinstance(r, Rejected)]
+    rejected: list[Rejection] = []
     existing = set(records.watch_tags())
     for target in targets:
+        bad = [r for r in found.get(target.engine, []) if isinstance(r, Rejected)]
+        for item in rejections_newer_than(bad, list(target.known_versions)):
+            rejection = Rejection(engine=target.engine, cell=target.cell, rejected=item, decided_at=now())
+            if rejection.tag in existing:
+                already.append(rejection.tag)
+                continue
+            records.put_watch(rejection.tag, rejection.to_dict())  # recorded before told, as a decision is
+            existing.add(rejection.tag)
+            notify({**rejection.to_dict(), "record": rejection.tag})
+            rejected.append(rejection)
         releases = [r for r in found.get(target.engine, []) if isinstance(r, Release)]
         for release in newer_than(releases, list(target.known_versions)):
             tag = decision_tag(target.engine, target.cell, release)
@@ -60,7 +72,7 @@ def run_watch(targets: list[Target], found: dict[str, list[Release | Rejected]],
             decision = Decision(engine=target.engine, cell=target.cell, release=release, verdict=outcome.verdict,
                                 detail=outcome.detail, decided_at=now(),
                                 candidate_cell=target.candidate_cell(release.label), proposal=outcome.proposal,
-                                bisect=outcome.bisect, recheck=outcome.recheck)
+                                bisect=outcome.bisect, recheck=outcome.recheck, gate=outcome.gate)
             records.put_watch(tag, decision.to_dict())  # recorded before anyone is told: a rerun never re-notifies
             existing.add(tag)
             notify({**decision.to_dict(), "record": tag})

@@ -85,6 +85,18 @@ def newer_than(releases: list[Release], known: list[str]) -> list[Release]:
     return sorted(fresh.values(), key=lambda r: key(r.version) or Version("0"))
 
 
+def rejections_newer_than(rejected: list[Rejected], known: list[str]) -> list[Rejected]:
+    """The rejections worth recording: all but those whose string is a version no newer than the
+    matrix's newest (an old release with, say, no sha256 on its link is not news either)."""
+    def version(value: str) -> Version | None:
+        try:
+            return Version(value)
+        except InvalidVersion:
+            return None
+    newest = max((v for v in map(version, known) if v is not None), default=None)
+    return [r for r in rejected if newest is None or (v := version(r.value)) is None or v > newest]
+
+
 def version_entry(release: Release) -> dict[str, str]:
     """The matrix.yaml entry (engines.<engine>.versions.<label>) of a release, pinned."""
     if release.kind == "git":

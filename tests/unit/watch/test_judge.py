@@ -81,3 +81,21 @@ def test_the_bisect_metric_follows_what_failed():
     assert bisect_metric(_report(ok, CheckResult("golden", "fail", "prompt 'a' changed"))) == "golden"
     assert bisect_metric(_report(ok, CheckResult("gate", "fail", "0.6x"))) == "throughput"
     assert bisect_metric(_report(ok, CheckResult("determinism", "fail", "row 2"))) == "checks"
+
+
+def test_a_regressed_release_keeps_the_gates_interval_per_level():
+    from dataclasses import replace
+
+    from builder.measure.gate import GateResult, GateSettings, compare_level
+    level = compare_level([200.0, 201.0, 199.0, 200.5, 198.0, 202.0], [160.0, 162.0, 158.0, 161.0, 159.0, 163.0],
+                          concurrency=1)
+    gate = GateResult.of([level], GateSettings())
+    report = replace(_report(CheckResult("completions", "pass", "ok"), CheckResult("gate", "fail", "0.80x")), gate=gate)
+    judge = Judge(proposer=StubProposer(), image_of=lambda t, r, p: ("img", DIGEST),  # type: ignore[arg-type]
+                  smoke=lambda *a: report)
+    outcome = judge(TARGET, _release())
+    assert outcome.verdict == "regressed"
+    [kept] = outcome.gate["levels"]
+    assert outcome.gate["verdict"] == "regressed" and kept["concurrency"] == 1
+    assert kept["ci_low"] < kept["ratio"] < kept["ci_high"] < 0.95 and kept["pairs"] == 6
+    assert "baseline_tps" not in kept  # the samples stay in the smoke report, not in every watch record
