@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast, get_args
 
 import typer
 
@@ -13,7 +13,7 @@ from builder.cli.options import MatrixOpt, RegistryOpt, existing_dir, path_optio
 from builder.attest.attach import configured_attestor
 from builder.cli.session import Session
 from builder.errors import InputError
-from builder.matrix.smoke_settings import SmokeSettings
+from builder.matrix.smoke_settings import Consistency, SmokeSettings
 from builder.oci.registry import RegistryClient
 
 
@@ -26,6 +26,7 @@ def smoke_command(
     profile: Optional[str] = typer.Option(None, "--profile", help="With --url and --cell: the server runs this serve profile of the cell (its consistency rule; a speculative profile must show accepted drafts)."),
     server_log: Optional[Path] = path_option(None, "--server-log", help="With --url: the server's log file, for the backends it chose (and the cell's expected_backends)."),
     golden: Optional[Path] = path_option(None, "--golden", help="With --url: a known-good server's report (builder smoke --url ... --json > FILE); this server must reproduce its golden outputs and golden scores."),
+    consistency: Optional[str] = typer.Option(None, "--consistency", help="With --url: exact (identical outputs under concurrency) or scored (each output re-scored by the server: for servers that are not batch-invariant, e.g. vLLM on a GPU); default: the cell's, else exact."),
     engine: Optional[str] = typer.Option(None, "--engine", help="With --url and no --cell: the engine behind the URL (its server's answers and streaming fields differ), e.g. vllm or llama.cpp."),
     concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Sweep levels, e.g. 1,2,4,8 (default: the matrix's sweep.concurrency)."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, max=100, help="Sweep samples per level."),
@@ -55,10 +56,11 @@ def smoke_command(
         if image or promote or model_dir:
             raise InputError("--url checks a running server: IMAGE, --promote and --model-dir do not apply")
         run_url_command(url, known_good_url, served_name, cell, engine, matrix, overrides, accept_inconclusive,
-                        as_json, profile, server_log, calibrate_floor=calibrate_floor, golden_path=golden)
+                        as_json, profile, server_log, calibrate_floor=calibrate_floor, golden_path=golden,
+                        consistency=_consistency(consistency))
         return
-    if known_good_url or served_name or profile or server_log or calibrate_floor:
-        raise InputError("--known-good-url, --served-name, --profile, --server-log and --calibrate-floor go with --url")
+    if known_good_url or served_name or profile or server_log or calibrate_floor or consistency:
+        raise InputError("--known-good-url, --served-name, --profile, --server-log, --calibrate-floor and --consistency go with --url")
     from builder.pipeline import SmokeOptions  # the Docker SDK only where it is used (not on a GPU host)
     session = Session(matrix, None, None, None, None, registry)
     attestor = configured_attestor() if promote else None  # a bad key is exit 2 before anything runs
@@ -111,6 +113,14 @@ def check_floor(floor: Path | None, settings: SmokeSettings) -> None:
         raise InputError(f"--floor: {reason}")
 
 
+def _consistency(text: str | None) -> Consistency | None:
+    if text is None:
+        return None
+    if text not in get_args(Consistency):
+        raise InputError(f"--consistency: {text!r} is not exact or scored")
+    return cast(Consistency, text)
+
+
 def _depths(text: str | None) -> tuple[int, ...] | None:
     from builder.matrix.smoke_settings import MAX_DEPTH
     if text is None:
@@ -129,7 +139,8 @@ def _depths(text: str | None) -> tuple[int, ...] | None:
 def run_url_command(url: str, known_good_url: str | None, served_name: str | None, cell_id: str | None,
                     engine: str | None, matrix: Path, overrides: SweepOverrides, accept_inconclusive: bool,
                     as_json: bool, profile_name: str | None = None, server_log: Path | None = None,
-                    calibrate_floor: Path | None = None, golden_path: Path | None = None) -> None:
+                    calibrate_floor: Path | None = None, golden_path: Path | None = None,
+                    consistency: Consistency | None = None) -> None:
     from builder.engines import ENGINES, engine_module
     from builder.proof.profiles import profile_unavailable
     from builder.proof.url import check_url, smoke_url
@@ -161,6 +172,8 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
     log = read_log(server_log) if server_log is not None else None
     golden = read_golden_report(golden_path) if golden_path is not None else None
     final = overrides.apply(settings)
+    if consistency is not None:  # the user's word for this server beats the cell's
+        final = dataclasses.replace(final, consistency=consistency)
     if calibrate_floor is not None:
         if not known_good_url:
             raise InputError("--calibrate-floor: give --known-good-url, a second process of the image at --url (an A/A)")

@@ -60,7 +60,11 @@ def check_determinism(base_url: str, spec: SmokeSpec) -> tuple[CheckResult, dict
             return None
         why = divergence(prompt, expected, got.text, where)
         worst = try_score(base_url, spec, got, prompt=prompt, where=where)
-        return failed(why + (f"; {worst.describe()}" if worst else ""), prompt, got.text, worst)
+        hint = ""
+        if worst is not None and worst.deficit <= spec.consistency_nats:  # a near-tie flip, not garbage
+            hint = (f"; within the scored bound ({spec.consistency_nats:g}): a server that is not batch-invariant "
+                    "is judged with consistency scored (--consistency scored)")
+        return failed(why + (f"; {worst.describe()}{hint}" if worst else ""), prompt, got.text, worst)
 
     for rnd in range(1, spec.rounds + 1):
         for prompt in spec.prompts:

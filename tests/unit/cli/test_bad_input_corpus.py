@@ -697,6 +697,8 @@ for cid, argv, where, files in [
     ("arg-smoke-samples-zero", ("smoke", "--cell", "vllm-0.32.0-cpu", "--samples", "0"), "--samples", None),
     ("arg-smoke-url-scheme", ("smoke", "--url", "ftp://x"), "--url", None),
     ("arg-smoke-url-concurrency", ("smoke", "--url", "http://127.0.0.1:1", "--concurrency", "0"), "--concurrency", None),
+    ("arg-smoke-url-consistency", ("smoke", "--url", "http://127.0.0.1:1", "--engine", "vllm", "--consistency", "loose"), "--consistency", None),
+    ("arg-smoke-consistency-without-url", ("smoke", "--cell", "vllm-0.32.0-cpu", "--consistency", "scored"), "--consistency", None),
     ("arg-smoke-url-with-image", ("smoke", "x", "--url", "http://127.0.0.1:1"), "--url", None),
     ("arg-smoke-known-good-url-alone", ("smoke", "--known-good-url", "http://127.0.0.1:1"), "--known-good-url", None),
     ("arg-smoke-threshold-range", ("smoke", "--cell", "vllm-0.32.0-cpu", "--threshold", "1.5"), "--threshold", None),

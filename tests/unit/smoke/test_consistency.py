@@ -119,6 +119,16 @@ def test_exact_mode_fails_any_difference_and_names_the_worst_token_when_it_can(s
                                       "0.16 nats below")
 
 
+def test_an_exact_failure_within_the_scored_bound_says_how_to_judge_a_non_batch_invariant_server(serve):
+    # The H200 (2026-12-03): `smoke --url` without --cell failed a 0.03-nat flip with no word on what to do.
+    near, _ = check_determinism(serve(scoring_server(0.16)).url, spec())
+    assert near.status == FAIL and near.evidence.endswith(
+        "within the scored bound (1): a server that is not batch-invariant is judged with consistency scored "
+        "(--consistency scored)")
+    garbage, _ = check_determinism(serve(scoring_server(5.8)).url, spec())
+    assert garbage.status == FAIL and "scored bound" not in garbage.evidence  # garbage gets no such advice
+
+
 def test_scored_mode_on_an_engine_that_cannot_score_is_refused(serve):
     result, _ = check_determinism(serve().url, spec(engine=llamacpp, consistency="scored"))
     assert result.status == FAIL and "needs prompt scoring, which llama.cpp's server does not offer" in result.evidence
