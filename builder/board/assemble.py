@@ -17,6 +17,7 @@ Sweep data: `sweep.read_sweep` (the one reader of the stored sweep format).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -40,6 +41,7 @@ from builder.board.model import (
     SweepLevel,
 )
 from builder.board.sweep import read_sweep
+from builder.board.watchlog import WatchEvidence, watch_history
 
 DEFAULT_THRESHOLD = 0.05
 _STATUSES = ("pass", "fail", "skip")
@@ -48,9 +50,10 @@ _STATUSES = ("pass", "fail", "skip")
 def build_board(*, cells: Iterable[CellInput], excluded: Iterable[ExcludedInput] = (),
                 evidence: Mapping[str, CellEvidence], image_repo: str, generated_at: str,
                 title: str = "Matrix board", regression_threshold: float = DEFAULT_THRESHOLD,
-                arch_order: Iterable[str] = ()) -> Board:
+                arch_order: Iterable[str] = (), watch: WatchEvidence = WatchEvidence()) -> Board:
     """The board of every cell, built or not. `arch_order`: the matrix's arch order (columns);
-    archs not named there follow in order of first appearance."""
+    archs not named there follow in order of first appearance. `watch`: the watch's records, shown
+    on the cell each was measured against (watchlog.py validates them)."""
     built: list[BoardCell] = []
     unreadable: list[str] = []
     for c in cells:  # one bad record costs its cell's evidence, not the board
@@ -62,6 +65,10 @@ def build_board(*, cells: Iterable[CellInput], excluded: Iterable[ExcludedInput]
             unreadable.append(f"{c.id}: its record or smoke report is unreadable ({_why(exc)}); shown without it")
             built.append(_cell(c, CellEvidence(latest=ev.latest), image_repo, regression_threshold))
     board_cells = built + [_excluded(e, image_repo) for e in excluded]
+    entries, totals, bad = watch_history(watch, {c.id for c in board_cells})
+    unreadable += bad
+    board_cells = [dataclasses.replace(c, watch=entries[c.id], watch_total=totals[c.id]) if c.id in entries else c
+                   for c in board_cells]
     ids = [c.id for c in board_cells]
     if len(ids) != len(set(ids)):
         raise ValueError(f"duplicate cell ids: {sorted({i for i in ids if ids.count(i) > 1})}")

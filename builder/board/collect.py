@@ -1,8 +1,9 @@
 """Gathering a board's evidence from the registry: the only module of the board that reads anything.
 
 `StoreSource` reads through the promotion stage's RecordStore (known-good records, smoke reports
-by digest) and `newest_image` (the newest immutable image of a cell); `collect_evidence` asks it,
-per cell, for what the board shows. Tests hand `collect_evidence` any other `RecordSource`.
+by digest, the watch's decisions) and `newest_image` (the newest immutable image of a cell);
+`collect_evidence` asks it, per cell, for what the board shows, and `collect_watch` for the watch's
+records. Tests hand them any other `RecordSource` / `WatchSource`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from builder.board.model import BuiltImage, CellEvidence
+from builder.board.watchlog import WatchEvidence
 from builder.errors import InputError, StepFailed
 from builder.names import immutable_tag_pattern
 from builder.oci.registry import RegistryClient
@@ -55,7 +57,29 @@ def collect_evidence(source: RecordSource, cell_ids: Iterable[str], *,
     return evidence
 
 
+class WatchSource(Protocol):
+    def watch_tags(self) -> list[str]: ...
+    def watch_record(self, tag: str) -> Mapping[str, Any] | None: ...
+
+
+def collect_watch(source: WatchSource, limit: int | None = None) -> WatchEvidence:
+    """Every watch decision the registry holds, up to `limit` records (MAX_WATCH_RECORDS); one
+    problem line per record that cannot be read, and one when records were left unread."""
+    limit = MAX_WATCH_RECORDS if limit is None else limit
+    problems: list[str] = []
+    tags = source.watch_tags()
+    if len(tags) > limit:
+        problems.append(f"{len(tags)} watch records in the registry; the board read {limit} of them")
+    records = []
+    for tag in tags[:limit]:
+        record = _read(lambda: source.watch_record(tag), f"watch record {tag[:60]}", problems)
+        if record is not None:
+            records.append((tag, record))
+    return WatchEvidence(records=tuple(records), problems=tuple(problems))
+
+
 MAX_HISTORY = 1000  # history entries of one record whose reports are read
+MAX_WATCH_RECORDS = 2000  # two registry requests each; a daily watch of a few cells stays far below
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 T = TypeVar("T")
 
@@ -103,3 +127,9 @@ class StoreSource:
         except StepFailed:  # the image went away between the two listings
             return None
         return BuiltImage(digest=digest, tag=tag)
+
+    def watch_tags(self) -> list[str]:
+        return self.store.watch_tags()
+
+    def watch_record(self, tag: str) -> Mapping[str, Any] | None:
+        return self.store.get_watch(tag)

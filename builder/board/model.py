@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
+from builder.board.watchlog import WatchEntry
+
 CellState = Literal["known-good", "smoke-failed", "untested", "never-built", "excluded"]
 CELL_STATES: Final[tuple[CellState, ...]] = get_args(CellState)
 CheckStatus = Literal["pass", "fail", "skip"]
@@ -198,6 +200,8 @@ class BoardCell:
     backends: CheckLine | None = None  # the backends the engine said it chose at start-up (smoke/runtime.py)
     last_smoke: SmokeRun | None = None
     history: tuple[HistoryPoint, ...] = ()  # oldest first
+    watch: tuple[WatchEntry, ...] = ()  # the watch's decisions measured against this cell, newest first
+    watch_total: int = 0  # how many the registry holds (watch shows the newest watchlog.MAX_PER_CELL)
     serve_args: tuple[str, ...] = ()
     serve_command: tuple[str, ...] = ()
     port: int = 8000

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from builder.board.assemble import build_board
-from builder.board.collect import StoreSource, collect_evidence
+from builder.board.collect import StoreSource, collect_evidence, collect_watch
 from builder.board.inputs import PatchPlanView, board_inputs
 from builder.board.render import write_site
 from builder.cli.app import app
@@ -49,8 +49,9 @@ def board_cmd(
     title: str = typer.Option("Matrix board", "--title", help="The page title."),
 ):
     """Write the matrix board: every cell of the matrix (built or not, excluded with the reason)
-    with its state, known-good image, checks, sweep and decode-rate history, read from the
-    registry's known-good records and smoke reports. A static site: no server, no external assets.
+    with its state, known-good image, checks, sweep and decode-rate history, and the watch's history
+    of upstream releases, read from the registry's known-good records, smoke reports and watch
+    decisions. A static site: no server, no external assets.
 
     Example: builder board --out board && xdg-open board/index.html
     """
@@ -68,9 +69,11 @@ def board_cmd(
     inputs, excluded_inputs = board_inputs(session.matrix, cells, excluded, plans)
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()  # unreachable: ServiceError, exit 3
-    evidence = collect_evidence(StoreSource(client, session.names.repository), [c.id for c in inputs])
+    source = StoreSource(client, session.names.repository)
+    evidence = collect_evidence(source, [c.id for c in inputs])
     board = build_board(cells=inputs, excluded=excluded_inputs, evidence=evidence, image_repo=session.names.repo,
-                        generated_at=utc_now(), title=title, arch_order=tuple(session.matrix.archs))
+                        generated_at=utc_now(), title=title, arch_order=tuple(session.matrix.archs),
+                        watch=collect_watch(source))
     for line in board.unreadable:  # the board is written anyway: these cells show what could be read
         typer.echo(f"board: {line}", err=True)
     written = write_site(board, target)
