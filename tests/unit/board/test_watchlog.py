@@ -105,6 +105,8 @@ def test_the_pages_and_board_json_show_the_history_escaped():
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page and 'id="watch-history"' in page
     assert page.count('data-verdict="') == 5 and 'data-status="confirmed"' in page
     assert f"<code class=\"commit\">{wr.SHA[:12]}</code>" in page and "95% CI" in page
+    failing = page.split('data-verdict="failing"')[1].split("</tr>")[0]
+    assert "suspects, the last:" in failing and 'data-status="not confirmed"' in failing  # not named a culprit
     assert 'id="watch-summary"' in index and f'<tr data-cell="{CELL}" data-verdict="rejected">' in index
     assert "watch: &#39;0.34.0&lt;b&gt;" in index  # the grid cell's line, escaped
     data = json.loads(site["board.json"])
