@@ -109,6 +109,7 @@ def test_the_pages_and_board_json_show_the_history_escaped():
     assert "suspects, the last:" in failing and 'data-status="not confirmed"' in failing  # not named a culprit
     assert 'id="watch-summary"' in index and f'<tr data-cell="{CELL}" data-verdict="rejected">' in index
     assert "watch: &#39;0.34.0&lt;b&gt;" in index  # the grid cell's line, escaped
+    assert '<td class="counts">5 (1 failing, 1 found, 1 passed, 1 regressed, 1 rejected)</td>' in index
     data = json.loads(site["board.json"])
     [shown] = [c for c in data["cells"] if c["id"] == CELL]
     assert shown["watch_total"] == 5 and shown["watch"][1]["culprit"]["status"] == "confirmed"
