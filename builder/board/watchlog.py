@@ -78,7 +78,7 @@ class WatchEntry:
     decided_at: str
     verdict: WatchVerdict
     detail: str
-    gate_verdict: str = ""  # "" when no gate ran
+    gate_verdict: GateVerdict | Literal[""] = ""  # "" when no gate ran
     gate: tuple[GateLevel, ...] = ()
     culprit: Culprit | None = None
     bisect_error: str = ""  # a bisect that could not run says why
@@ -126,9 +126,11 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _gate(data: Mapping[str, Any]) -> tuple[str, tuple[GateLevel, ...]]:
+def _gate(data: Mapping[str, Any]) -> tuple[GateVerdict | Literal[""], tuple[GateLevel, ...]]:
     if not data:
         return "", ()
+    if data.get("verdict") not in get_args(GateVerdict):
+        raise ValueError(f"gate.verdict {text(data.get('verdict'), 40)!r} is not pass/regressed/inconclusive")
     levels = data.get("levels") or []
     if not isinstance(levels, list):
         raise ValueError("gate.levels is not a list")
@@ -142,7 +144,7 @@ def _gate(data: Mapping[str, Any]) -> tuple[str, tuple[GateLevel, ...]]:
                              ci_low=_number(lv.get("ci_low"), "ci_low"), ci_high=_number(lv.get("ci_high"), "ci_high"),
                              confidence=_number(lv.get("confidence"), "confidence"),
                              pairs=int(_number(lv.get("pairs", 0), "pairs"))))
-    return text(data.get("verdict"), 20), tuple(out)
+    return cast(GateVerdict, data["verdict"]), tuple(out)
 
 
 def _culprit(bisect: Mapping[str, Any], recheck: Mapping[str, Any]) -> Culprit | None:

@@ -79,6 +79,7 @@ def test_newest_first_bounded_per_cell_and_other_cells_left_out():
                                                    "ci_low": 0.7, "ci_high": 0.8, "confidence": 0.95}]},
      "ratio is not a finite number"),
     ("bisect", {"first_bad": {"sha": "$(rm -rf /)", "subject": "x"}}, "is not a commit id"),
+    ("gate", {"verdict": "<i>fine</i>", "levels": []}, "gate.verdict"),
     ("recheck", {"status": "<b>sure</b>"}, "recheck.status"),
     ("bisect", ["not", "an", "object"], "bisect is not an object"),
 ])
