@@ -15,6 +15,7 @@ from builder.errors import InputError, StepFailed
 from builder.jobs.job import CellJob
 from builder.jobs.workspace import Workspace
 from builder.matrix.smoke_settings import SmokeSettings
+from builder.measure.floor import Floor
 from builder.names import CELL_LABEL, ImageNames
 from builder.oci import dockerd
 from builder.oci.registry import RegistryClient
@@ -35,6 +36,7 @@ class SmokeOptions:
     report_dir: Path = Path("build/reports")
     attestor: Attestor | None = None  # signs and attaches the attestations before the tag moves; None: unsigned
     known_good_cell: str | None = None  # the baseline's cell when not the image's own (`builder watch`: a new version)
+    floor: Floor | None = None  # this runner's gate floor (--floor), named in the gate's evidence
 
 
 def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: CellJob, image: str, digest: str,
@@ -60,6 +62,7 @@ def smoke_and_maybe_promote(names: ImageNames, client: RegistryClient, job: Cell
                          known_good_image=record.image if record else None,
                          known_good_sweep=record.sweep_result() if record else None,
                          accept_inconclusive=options.accept_inconclusive or settings.gate.accept_inconclusive,
+                         floor=options.floor,
                          model_dir=options.model_dir, pull_auth=client.docker_auth(), engine_version=cell.version,
                          helper_image=((built or {}).get(helper) or names.friendly(helper)) if helper else None)
     report = run_smoke(dockerd.connect(), inputs, progress)
@@ -95,7 +98,8 @@ def smoke_target(workspace: Workspace, client: RegistryClient, image: str | None
 
 def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], results: list[CellResult],
                 workdir: Path, promote: bool, say: Callable[[str], None],
-                accept_inconclusive: bool = False, attestor: Attestor | None = None) -> dict[str, str]:
+                accept_inconclusive: bool = False, attestor: Attestor | None = None,
+                floor: Floor | None = None) -> dict[str, str]:
     """Smoke-test (and promote) every image the build produced, in the jobs' order (a model helper
     before the cells that need it); one cell after another, since a smoke test needs the machine's
     memory (and GPU) to itself."""
@@ -112,7 +116,7 @@ def smoke_built(names: ImageNames, client: RegistryClient, jobs: list[CellJob], 
         report = smoke_and_maybe_promote(
             names, client, by_id[result.cell_id], result.image, result.digest,
             SmokeOptions(promote=promote, accept_inconclusive=accept_inconclusive, report_dir=workdir / "reports",
-                         attestor=attestor),
+                         attestor=attestor, floor=floor),
             progress=lambda m, cell=result.cell_id: say(f"{cell}: {m}"), built=built)
         say(report.text())
         verdicts[result.cell_id] = ("passed" + (", promoted" if promote else "")) if report.passed else \

@@ -25,6 +25,7 @@ from builder.cli.options import (
 )
 from builder.attest.attach import configured_attestor
 from builder.cli.session import Session
+from builder.cli.smoke import check_floor
 from builder.errors import InputError, ServiceError, StepFailed
 from builder.render.context import RenderOptions
 from builder.table import print_table
@@ -46,6 +47,7 @@ def build_cmd(
     smoke: bool = typer.Option(False, "--smoke", help="Smoke-test each built (or up-to-date) image."),
     promote: bool = typer.Option(False, "--promote", help="With --smoke: promote each image that passed."),
     accept_inconclusive: bool = typer.Option(False, "--accept-inconclusive", help="With --smoke: let an A/B gate that stayed inconclusive at its resampling cap pass (the report says so)."),
+    floor: Optional[Path] = path_option(None, "--floor", help="With --smoke: this runner's gate floor (builder smoke --calibrate-floor wrote it); a cell whose gate threshold lies below it is refused before anything is built, and each gate names it."),
 ):
     """Build the selected cells through BuildKit and push their immutable tags; a cell whose
     immutable tag the registry already has is skipped as up to date.
@@ -76,6 +78,11 @@ def build_cmd(
     cell_jobs = session.ordered_jobs(selected, smoke=smoke)
     for job in cell_jobs:  # patch records, templates and values of every cell, before Docker or a registry
         session.render(job, options)
+    if floor is not None and not smoke:
+        raise InputError("--floor: the gate's floor applies to the smoke tests: add --smoke")
+    runner_floor = None
+    for job in cell_jobs if smoke else []:  # a threshold this runner cannot resolve: refused before any build
+        runner_floor = check_floor(floor, job.smoke, f"--floor ({job.id})")
     from builder.buildkit.tool import detect_build_tool
     tool = detect_build_tool()  # asks the docker CLI (and so the Engine): after every input is checked
     if dry_run:
@@ -124,7 +131,7 @@ def build_cmd(
     from builder.pipeline import smoke_built  # the Docker SDK only where it is used
     smoked = smoke_built(session.names, client, cell_jobs, results, workdir, promote,
                          say=lambda m: typer.echo(m, err=True), accept_inconclusive=accept_inconclusive,
-                         attestor=attestor) if smoke else {}
+                         attestor=attestor, floor=runner_floor) if smoke else {}
     typer.echo("")
     rows = summary_rows(results)
     if smoke:

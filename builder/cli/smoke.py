@@ -14,6 +14,7 @@ from builder.attest.attach import configured_attestor
 from builder.cli.session import Session
 from builder.errors import InputError
 from builder.matrix.smoke_settings import Consistency, SmokeSettings
+from builder.measure.floor import Floor
 from builder.oci.registry import RegistryClient
 
 
@@ -98,10 +99,11 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
     return levels
 
 
-def check_floor(floor: Path | None, settings: SmokeSettings) -> None:
-    """--floor: refuse a gate threshold below this runner's measured floor (exit 2, before anything runs)."""
+def check_floor(floor: Path | None, settings: SmokeSettings, where: str = "--floor") -> Floor | None:
+    """--floor: refuse a gate threshold below this runner's measured floor (exit 2, before anything runs);
+    the floor, for the gate's evidence."""
     if floor is None:
-        return
+        return None
     from builder.measure.floor import below_floor, read_floor
     from builder.measure.perf import gate_levels
     try:
@@ -110,7 +112,8 @@ def check_floor(floor: Path | None, settings: SmokeSettings) -> None:
         raise InputError(f"--floor: {exc} (write one with --calibrate-floor)") from None
     reason = below_floor(settings.gate.threshold, gate_levels(settings), measured)
     if reason:
-        raise InputError(f"--floor: {reason}")
+        raise InputError(f"{where}: {reason}")
+    return measured
 
 
 def _consistency(text: str | None) -> Consistency | None:
@@ -178,10 +181,10 @@ def run_url_command(url: str, known_good_url: str | None, served_name: str | Non
         if not known_good_url:
             raise InputError("--calibrate-floor: give --known-good-url, a second process of the image at --url (an A/A)")
         writable_dir(calibrate_floor.parent, "--calibrate-floor")
-    else:
-        check_floor(overrides.floor, final)
+    runner_floor = None if calibrate_floor is not None else check_floor(overrides.floor, final)
     report = smoke_url(url, final, module, served_name=served_name, known_good_url=known_good_url,
                        accept_inconclusive=accept_inconclusive, profile=profile, server_log=log, golden=golden,
+                       floor=runner_floor,
                        progress=lambda m: typer.echo(f"smoke: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
     if calibrate_floor is not None and report.gate is not None:
@@ -255,8 +258,9 @@ def run_smoke_command(session, image: str | None, cell_id: str | None, options,
     client.ping()
     job, reference, digest = smoke_target(session, client, image, cell_id)
     cell = job.cell
-    check_floor(overrides.floor, overrides.apply(job.smoke))  # before anything is booted or measured
-    report = smoke_and_maybe_promote(session.names, client, job, reference, digest, options,
+    runner_floor = check_floor(overrides.floor, overrides.apply(job.smoke))  # before anything is booted or measured
+    report = smoke_and_maybe_promote(session.names, client, job, reference, digest,
+                                     dataclasses.replace(options, floor=runner_floor),
                                      settings=overrides.apply(job.smoke),
                                      progress=lambda m: typer.echo(f"{cell.id}: {m}", err=True))
     typer.echo(json.dumps(report.to_dict(), indent=2) if options.as_json else report.text())

@@ -84,6 +84,15 @@ def below_floor(threshold: float, levels: Sequence[int], floor: Floor) -> str | 
     return None
 
 
+def floor_words(floor: Floor | None, concurrency: int) -> str:
+    """The gate's evidence names the runner's floor at the level it judged (empty without a floor)."""
+    if floor is None:
+        return ""
+    value = floor.at(concurrency)
+    known = f"{100 * value:.2f}% at c={concurrency}" if value is not None else f"none measured at c={concurrency}"
+    return f"; this runner's floor {known} ({floor.runs} A/A calibration{'s' if floor.runs != 1 else ''})"
+
+
 def read_floor(path: Path) -> Floor:
     """ValueError (one line) when the file is missing, unreadable or not a floor."""
     try:

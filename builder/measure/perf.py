@@ -15,6 +15,7 @@ from builder.checkresult import FAIL, PASS, SKIP, CheckResult, one_line
 from builder.engines import EngineModule
 from builder.matrix.smoke_settings import SmokeSettings
 from builder.measure.absession import InterleavedRun, interleave_servers
+from builder.measure.floor import Floor, floor_words
 from builder.measure.gate import GateResult, GateSettings
 from builder.measure.sweep import SweepError, SweepSpec, run_sweep
 from builder.measure.sweepreport import LevelResult, SweepResult
@@ -89,7 +90,7 @@ def context_line(recorded: SweepResult | None) -> str:
 
 def check_gate(baseline_url: str | None, candidate_url: str, spec: SweepSpec, settings: GateSettings, *,
                accept_inconclusive: bool = False, known_good: str = "", recorded: SweepResult | None = None,
-               on_pair: Callable[[int, int, float, float], None] | None = None,
+               on_pair: Callable[[int, int, float, float], None] | None = None, floor: Floor | None = None,
                ) -> tuple[CheckResult, InterleavedRun | None]:
     """The A/B gate against a known-good server already running (None: there is none: skip)."""
     context = context_line(recorded)
@@ -102,11 +103,11 @@ def check_gate(baseline_url: str | None, candidate_url: str, spec: SweepSpec, se
         return CheckResult("gate", FAIL, one_line(f"a sample could not be measured: {exc}"),
                            {"error": str(exc), "known_good": known_good, "context": context}), None
     return gate_verdict(run.gate, accept_inconclusive=accept_inconclusive, known_good=known_good,
-                        context=context), run
+                        context=context, floor=floor), run
 
 
 def gate_verdict(gate: GateResult, *, accept_inconclusive: bool = False, known_good: str = "",
-                 context: str = "") -> CheckResult:
+                 context: str = "", floor: Floor | None = None) -> CheckResult:
     """pass -> pass; regressed -> fail; inconclusive (after resampling to the cap) -> fail, not promoted,
     unless the user accepted inconclusive verdicts (then pass, and the evidence says so). An inconclusive
     level whose whole interval lies below the bound (a large slowdown measured too noisily for the gate's
@@ -115,12 +116,14 @@ def gate_verdict(gate: GateResult, *, accept_inconclusive: bool = False, known_g
                                              -lv.ratio)) if gate.levels else None
     resolution = max((lv.resolution for lv in gate.levels), default=None)
     data: dict[str, Any] = {**gate.to_dict(), "known_good": known_good, "accepted_inconclusive": False,
-                            "resolution": resolution, "context": context}
+                            "resolution": resolution, "context": context,
+                            "floor": floor.to_dict() if floor is not None else None}
     if worst is None:
         return CheckResult("gate", FAIL, "no level was compared", data)
     head = (f"{gate.verdict}: c={worst.concurrency} ratio {worst.ratio:.3f} [{worst.ci_low:.3f}, {worst.ci_high:.3f}]"
             f" vs the known-good beside it, threshold {100 * worst.threshold:g}%; smallest resolvable change "
-            f"{100 * (resolution or 0.0):.1f}% ({len(gate.levels)} levels, {sum(lv.pairs for lv in gate.levels)} pairs)")
+            f"{100 * (resolution or 0.0):.1f}% ({len(gate.levels)} levels, {sum(lv.pairs for lv in gate.levels)} pairs)"
+            + floor_words(floor, worst.concurrency))
     if gate.verdict == "pass":
         return CheckResult("gate", PASS, head, data)
     if gate.verdict == "regressed":

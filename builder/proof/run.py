@@ -22,6 +22,7 @@ from builder.engines import EngineModule
 from builder.errors import StepFailed
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
 from builder.measure.absession import InterleavedRun
+from builder.measure.floor import Floor
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.measure.sweepreport import SweepResult
 from builder.oci import dockerd
@@ -51,6 +52,7 @@ class SmokeInputs:
     known_good_image: str | None = None  # the cell's known-good image (by digest): the gate's baseline
     known_good_sweep: SweepResult | None = None  # its recorded sweep: context, never the verdict
     accept_inconclusive: bool = False
+    floor: Floor | None = None  # this runner's gate floor (--floor): the gate's evidence names it
     model_dir: Path | None = None
     pull_auth: dict | None = None  # credentials for pulling the image on a runner that lacks it
     helper_image: str | None = None  # makes the generated model when the image under test cannot (model_helper)
@@ -164,7 +166,7 @@ def _gate(client: docker.DockerClient, inputs: SmokeInputs, model: SmokeModel, c
             progress(f"gate: known-good ready after {known_good.ready_seconds:.0f}s; interleaving samples")
             return check_gate(known_good.base_url, candidate.base_url, spec, gate_settings(settings),
                               accept_inconclusive=inputs.accept_inconclusive, known_good=inputs.known_good_image,
-                              recorded=inputs.known_good_sweep,
+                              recorded=inputs.known_good_sweep, floor=inputs.floor,
                               on_pair=lambda c, i, a, b: progress(f"gate c={c} pair {i + 1}: known-good {a:.1f}, "
                                                                   f"candidate {b:.1f} tok/s"))
     except StepFailed as exc:  # the baseline could not run: nothing was compared

@@ -13,6 +13,7 @@ from builder.checkresult import FAIL, SKIP, CheckResult
 from builder.engines import EngineModule
 from builder.errors import InputError, ServiceError
 from builder.matrix.smoke_settings import ServeProfile, SmokeSettings
+from builder.measure.floor import Floor
 from builder.measure.perf import check_gate, check_sweep, gate_levels, gate_settings, sweep_spec
 from builder.proof.profiles import profile_checks
 from builder.proof.report import SmokeReport
@@ -73,7 +74,8 @@ def pick_served_name(url: str, served_name: str | None) -> str:
 def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served_name: str | None = None,
               known_good_url: str | None = None, accept_inconclusive: bool = False,
               profile: ServeProfile | None = None, server_log: str | None = None,
-              golden: SmokeReport | None = None, progress=lambda message: None) -> SmokeReport:
+              golden: SmokeReport | None = None, floor: Floor | None = None,
+              progress=lambda message: None) -> SmokeReport:
     """`profile`: the server runs that serve profile of the cell (its consistency, its speculation counters);
     `server_log`: the server's start-up log, for the backends it chose; `golden`: a known-good server's report,
     whose golden outputs and golden scores this server must reproduce."""
@@ -124,7 +126,7 @@ def smoke_url(url: str, settings: SmokeSettings, engine: EngineModule, *, served
         progress(f"gate: {url} against the known-good {known_good_url}, samples interleaved")
         gate_check, run = check_gate(
             known_good_url, url, sweep_spec(settings, name, engine, concurrency=gate_levels(settings)),
-            gate_settings(settings), accept_inconclusive=accept_inconclusive, known_good=known_good_url,
+            gate_settings(settings), accept_inconclusive=accept_inconclusive, known_good=known_good_url, floor=floor,
             on_pair=lambda c, i, a, b: progress(f"gate c={c} pair {i + 1}: known-good {a:.1f}, candidate {b:.1f}"))
         checks.append(gate_check)
         gate = run.gate if run else None

@@ -57,3 +57,28 @@ def test_calibrate_then_refuse_a_threshold_under_the_floor_before_any_request(tm
     assert "--floor: threshold 1% is below this runner's floor of" in refused.stderr, refused.stderr
     missing = run_builder(*common, "--url", "http://127.0.0.1:9", "--floor", str(tmp_path / "none.json"))
     assert missing.returncode == 2 and "--floor:" in missing.stderr and "--calibrate-floor" in missing.stderr
+
+
+def test_a_gate_above_the_floor_names_it_in_its_evidence(tmp_path):
+    path = tmp_path / "floor.json"
+    write_floor(path, Floor(levels={1: 0.02}, runs=2, pairs=24, measured_at="2026-12-03T13:50:58Z"))
+    common = ("smoke", "--engine", "vllm", "--concurrency", "1", "--samples", "2", "--tokens", "24", "--json")
+    with fake_engine_for_unit_tests(token_delay_s=0.004) as a, fake_engine_for_unit_tests(token_delay_s=0.004) as b:
+        done = run_builder(*common, "--url", b.url, "--known-good-url", a.url, "--threshold", "0.5",
+                           "--floor", str(path))
+    gate = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "gate")
+    assert gate["evidence"].endswith("; this runner's floor 2.00% at c=1 (2 A/A calibrations)"), gate["evidence"]
+    assert gate["data"]["floor"]["levels"] == {"1": 0.02}
+
+
+def test_build_smoke_refuses_a_cell_whose_threshold_is_under_the_floor_before_any_build(tmp_path):
+    path = tmp_path / "floor.json"
+    write_floor(path, Floor(levels={1: 0.9, 2: 0.9, 4: 0.9}, runs=1, pairs=18))
+    closed = "127.0.0.1:9"  # nothing listens: a registry call would be exit 3, not 2
+    refused = run_builder("build", "--cell", "vllm-0.32.0-cpu", "--smoke", "--floor", str(path), "--registry", closed,
+                          "--workdir", str(tmp_path / "w"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith("error: --floor (vllm-0.32.0-cpu): threshold "), refused.stderr
+    alone = run_builder("build", "--cell", "vllm-0.32.0-cpu", "--floor", str(path), "--registry", closed,
+                        "--workdir", str(tmp_path / "w"))
+    assert alone.returncode == 2 and "add --smoke" in alone.stderr, alone.stderr
