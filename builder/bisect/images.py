@@ -16,9 +16,9 @@ cell's repository. `builder bisect` prints them; `docker image prune --filter la
 
 Tier 1 (the known-good image of the engine version released at that commit, refs.version_images)
 and tier 2 (an upstream image for the commit, upstream.py) are pulled and used as they are; tier 2
-only for cells whose good image carries no patches of ours (an upstream image lacks them). Tier 4
-(a full build at that commit) is a skip naming the reason: wheel cells have no source build, and
-builds of source cells at a commit are not implemented yet.
+only for cells whose good image carries no patches of ours (an upstream image lacks them). Tier 4,
+a full build of a source cell at that commit, is fullbuild.py's (injected as `full_build`); for any
+other cell it is a skip naming the reason (a wheel cell has no source build).
 """
 
 from __future__ import annotations
@@ -32,20 +32,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 
 from builder.errors import StepFailed
-from builder.names import CELL_LABEL, LABEL_PREFIX
+from builder.names import CELL_LABEL
 from builder.oci import dockerd
 
 from .candidates import GitRepo
 from .ladder import StepPlan
 from .model import MadeImage
+from .sourcebuild import BISECT_LABEL, COMMIT_LABEL, LOCAL_REPOSITORY
 
-BISECT_LABEL = f"{LABEL_PREFIX}.bisect"
-COMMIT_LABEL = f"{LABEL_PREFIX}.bisect.commit"
-LOCAL_REPOSITORY = "llm-factory-bisect"
+if TYPE_CHECKING:
+    from .fullbuild import FullBuilt
+
+__all__ = ["BISECT_LABEL", "COMMIT_LABEL", "LOCAL_REPOSITORY", "BuildTiming", "ImageMaker", "local_tag"]
 BUILD_TIMEOUT_S = 600
 
 APPLY = '''\
@@ -90,6 +93,18 @@ class BuildTiming:
     seconds: float
     files: int
     reused: bool
+    ccache_hits: int | None = None  # full builds: compilations ccache answered, and those it compiled
+    ccache_misses: int | None = None
+    log: str | None = None  # full builds: the build log
+
+    def describe(self) -> str:
+        """One line of the answer's footer: which candidate, how long, what ccache did."""
+        what = "found by its tag" if self.reused else f"{self.seconds:.1f}s"
+        line = f"{self.tier} candidate {self.index} {self.sha[:12]}: {what}"
+        if self.ccache_misses is not None and self.ccache_hits is not None:
+            total = self.ccache_hits + self.ccache_misses
+            line += f", ccache {self.ccache_hits}/{total} hits" if total else ", ccache: nothing compiled"
+        return line
 
 
 def input_hash(plan: StepPlan, package_dir: str) -> str:
@@ -103,16 +118,22 @@ def local_tag(cell_id: str, plan: StepPlan, package_dir: str) -> str:
 
 
 class ImageMaker:
-    """make_image for run_bisect: python overlays through the Engine; other tiers skip with a reason."""
+    """make_image for run_bisect: tiers 1-2 pulled, python overlays built through the Engine, full builds
+    by `full_build` (a source cell's FullBuilder); without one a full-build step is a skip with a reason."""
 
     def __init__(self, client: docker.DockerClient, repo: GitRepo, *, cell_id: str, mode: str,
                  package_dir: str | None, patches: tuple[str, ...] = (), log=lambda message: None,
-                 pull_auth: Callable[[str], dict | None] = lambda reference: None):
+                 pull_auth: Callable[[str], dict | None] = lambda reference: None,
+                 full_build: Callable[[str], FullBuilt] | None = None, no_full_build: str = ""):
         self.client, self.repo, self.pull_auth = client, repo, pull_auth
         self.cell_id, self.mode, self.package_dir = cell_id, mode, (package_dir or "").strip("/")
         self.log = log
         self.patches = patches  # the cell's patch ids the base image carries (re-applied over each overlay)
         self.timings: list[BuildTiming] = []
+        self.full_build = full_build
+        # why there is no full build (a wheel cell has no source build)
+        self.no_full_build = no_full_build or ("a wheel cell has no source build" if mode == "wheel"
+                                               else "no full-build settings were given")
 
     def __call__(self, plan: StepPlan) -> MadeImage:
         if plan.tier == "python-overlay":
@@ -120,11 +141,7 @@ class ImageMaker:
         if plan.tier in ("registry", "upstream-image") and plan.image:
             return self.pulled_image(plan)
         if plan.tier == "full-build":
-            # Not built yet for any cell: a source cell would build the engine at this commit (the
-            # content hash and ccache keep repeats cheap); a wheel cell cannot build one at all.
-            why = ("a wheel cell has no source build" if self.mode == "wheel"
-                   else "full builds at a commit are not implemented yet")
-            return MadeImage(digest=None, skip_reason=f"needs a full build ({plan.reason}); {why}: skipped")
+            return self.built_at_commit(plan)
         return MadeImage(digest=None, skip_reason=f"tier {plan.tier} is not available for {self.cell_id}")
 
     def pulled_image(self, plan: StepPlan) -> MadeImage:
@@ -137,6 +154,19 @@ class ImageMaker:
         timing = self._timed(plan, started, reused=True)
         self.log(f"{plan.tier} {plan.image} for {plan.sha[:12]} ({digest[:19]}, {timing.seconds:.1f}s)")
         return MadeImage(digest=digest, built=False)
+
+    def built_at_commit(self, plan: StepPlan) -> MadeImage:
+        """Tier 4 (StepFailed when the build fails: a skip); without a builder a skip with the reason."""
+        if self.full_build is None:
+            return MadeImage(digest=None, skip_reason=f"needs a full build ({plan.reason}); "
+                                                      f"{self.no_full_build}: skipped")
+        built = self.full_build(plan.sha)
+        self.timings.append(BuildTiming(index=plan.index, sha=plan.sha, tier=plan.tier, seconds=built.seconds,
+                                        files=0, reused=built.reused,
+                                        ccache_hits=built.ccache.hits if built.ccache else None,
+                                        ccache_misses=built.ccache.misses if built.ccache else None,
+                                        log=str(built.log) if built.log else None))
+        return MadeImage(digest=built.digest, built=not built.reused, patches=built.patches)
 
     def python_overlay(self, plan: StepPlan) -> MadeImage:
         assert plan.base_digest is not None

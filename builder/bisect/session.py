@@ -3,12 +3,14 @@ Engine, the registry). The CLI validates every argument first (cli/bisect.py); t
 
     candidates  list_candidates over the local repository (first-parent, --paths)
     endpoints   good = the image that carries the good commit (--image, else the --images upstream
-                image of the good commit, else the cell's known-good record); bad = the upstream image
-                of the bad commit when --images has one, else a python overlay of the bad commit over
-                the good image (the same tier the steps use)
+                image of the good commit, else the cell's known-good record; --build-good: a full build
+                of the good commit); bad = made by the ladder as a step is: the upstream image of the bad
+                commit when --images has one, else a python overlay over the good image, else (a source
+                cell) a full build of the bad commit
     reference   Measurer.reference(): the endpoints compared first; a bad endpoint that does not show
                 the problem stops the bisect (BisectError) before any step
-    steps       run_bisect with ImageMaker (tier 2 pulled, tier 3 built, tier 4 a skip for wheel cells), the kernel
+    steps       run_bisect with ImageMaker (tiers 1-2 pulled, tier 3 built, tier 4 fullbuild.py's for source
+                cells and a skip for the others), the kernel
                 audit (GPU cells; cpu cells skip it with the reason) and the Measurer
     answer      render_text / to_json plus the build timings and the reference, written to
                 <cache>/bisect/results/ and stored in the registry as `bisect-<cell>-<key>`
@@ -39,12 +41,14 @@ from .candidates import GitRepo, list_candidates
 from .classify import ClassifyRules
 from .driver import BisectJob, Endpoints, Stages, run_bisect
 from .errors import BisectError, BisectInterrupted
+from .fullbuild import FullBuilder, FullBuildSettings
 from .images import ImageMaker
-from .ladder import plan_step
+from .ladder import StepPlan, plan_step
 from .measure import Measurer, ServerTemplate
 from .model import BisectResult, StepRecord
 from .report import render_text, to_json
 from .settings import MeasureSettings
+from .sourcebuild import full_build_problem
 from .upstream import UpstreamImages, registry_head
 
 
@@ -66,6 +70,8 @@ class BisectRequest:
     registry_for: Callable[[str], Any] | None = None  # host -> RegistryClient, for tier 2 lookups and pulls
     known_images: dict[str, str] = field(default_factory=dict)  # tier 1: release commit -> known-good image
     helper_image: str | None = None  # makes a generated GGUF smoke model (the cell's smoke.model_helper)
+    full_build: FullBuildSettings | None = None  # tier 4 for a source cell (None: full-build steps are skips)
+    build_good: bool = False  # the good endpoint is a full build of `good`, not `image`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +137,20 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     log(f"{len(candidates)} candidates ({len(candidates) - 2} between good and bad)")
     clients = functools.cache(request.registry_for or docker_login_client)  # one client per registry host
     upstream = UpstreamImages(request.images, registry_head(clients), log) if request.images else None
-    good_ref = request.image or (upstream(candidates[0]) if upstream else None)
+    build_settings = request.full_build
+    problem = full_build_problem(cell) or ("" if build_settings else "no full-build settings were given")
+    builder = FullBuilder(client, request.job, repo, build_settings, bisect_dir(cache_root) / "builds", log) \
+        if build_settings and not problem else None
+    maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=rules.package_dir, log=log,
+                       pull_auth=lambda ref: _pull_auth(request, clients, ref), full_build=builder,
+                       no_full_build=problem)
+    if request.build_good:
+        if builder is None:
+            raise BisectError(f"--build-good: {cell.id} cannot be built at a commit: {problem}")
+        first = StepPlan(index=0, sha=candidates[0].sha, tier="full-build", reason="--build-good")
+        good_ref: str | None = _made(maker, first, "the good endpoint")
+    else:
+        good_ref = request.image or (upstream(candidates[0]) if upstream else None)
     if good_ref is None:
         raise BisectError(f"no image for the good commit {candidates[0].short}: "
                           f"{upstream.reference(candidates[0].sha) if upstream else 'no --images template'} "
@@ -140,12 +159,11 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     good_image = client.images.get(good_ref)
     # "none" is the label of an image without patches (a sentinel, never a patch id)
     patches = tuple(pid for pid, _ in label_patches(good_image.labels or {}))
+    maker.patches = patches  # re-applied over each python overlay of it
     if upstream and patches:
         log(f"--images ignored: the good image carries patches ({', '.join(patches)}) that upstream images lack; "
             "every step is a python overlay instead")
         upstream = None
-    maker = ImageMaker(client, repo, cell_id=cell.id, mode=cell.mode, package_dir=rules.package_dir,
-                       patches=patches, log=log, pull_auth=lambda ref: _pull_auth(request, clients, ref))
     lookups: dict[str, Any] = {"upstream": upstream} if upstream else {}  # the ladder's tiers 1 and 2
     if request.known_images:
         lookups["registry"] = lambda cand: request.known_images.get(cand.sha)
@@ -198,15 +216,22 @@ def _bad_endpoint(candidates, good_id: str, maker: ImageMaker, repo: GitRepo, ru
     """The bad commit's image, made as a step's would be (the ladder against the good image): its
     registry or upstream image, else a python overlay of it over the good image."""
     plan = plan_step(candidates, len(candidates) - 1, images={0: good_id}, diff=repo.diff, rules=rules, **lookups)
-    if plan.tier == "full-build":
-        raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image: {plan.reason}")
+    if plan.tier == "full-build" and maker.full_build is None:
+        raise BisectError(f"the bad endpoint {candidates[-1].short} cannot be made over the good image ({plan.reason}) "
+                          f"and not by a full build: {maker.no_full_build}")
     if plan.reuses_base:
         raise BisectError(f"good and bad differ in no file under {rules.package_dir}/: the same image")
+    return _made(maker, plan, "the bad endpoint")
+
+
+def _made(maker: ImageMaker, plan: StepPlan, what: str) -> str:
+    """An endpoint's image id (BisectError when it cannot be made: without both endpoints there is no bisect)."""
     try:
         made = maker(plan)
     except StepFailed as exc:
-        raise BisectError(f"cannot make the bad endpoint's image: {str(exc).splitlines()[0]}") from None
-    assert made.digest is not None
+        raise BisectError(f"cannot make {what}'s image: {str(exc).splitlines()[0]}") from None
+    if made.digest is None:
+        raise BisectError(f"cannot make {what}'s image: {made.skip_reason}")
     return made.digest
 
 
@@ -226,11 +251,16 @@ def _reference_line(reference: dict[str, Any]) -> str:
 
 
 def _footer(reference: dict[str, Any], maker: ImageMaker) -> str:
-    built = [t for t in maker.timings if not t.reused]
+    built = [t for t in maker.timings if not t.reused and t.tier == "python-overlay"]
     lines = [f"reference: {_reference_line(reference)}"]
     if built:
         secs = ", ".join(f"{t.seconds:.1f}s" for t in built)
         lines.append(f"python-overlay builds: {len(built)} ({secs}); step images stay local "
                      f"(llm-factory-bisect/{maker.cell_id.lower()}:<hash>), nothing is pushed")
+    full = [t for t in maker.timings if t.tier == "full-build"]
+    if full:
+        lines.append(f"full builds: {sum(1 for t in full if not t.reused)} (in build order; step images stay local, "
+                     "nothing is pushed)")
+        lines += [f"  {t.describe()}" for t in full]
     return "\n".join(lines) + "\n"
 

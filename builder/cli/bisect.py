@@ -2,7 +2,8 @@
 
 Every argument is validated here, before any registry or Docker Engine call (one-line errors, exit 2):
 the cell, the metric and its numbers, the --paths globs, the repository and both commits, the image
-reference. Then builder.bisect.session runs it; Ctrl-C exits 130 with the state saved.
+reference, --model-dir against the cell's engine's model formats, --build-good against the cell's mode.
+Then builder.bisect.session runs it; Ctrl-C exits 130 with the state saved.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def bisect_command(
     prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
     pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
     min_effect: float = typer.Option(0.05, "--min-effect", help="Throughput: the bad endpoint must be slower by more than this."),
-    model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model (a Hugging Face directory, or one with a single .gguf file for a GGUF engine)."),
+    build_good: bool = typer.Option(False, "--build-good", help="Make GOOD's image by a full build of --repo at GOOD (source cells), instead of --image or the known-good record."),
     ready_timeout: int | None = typer.Option(None, "--ready-timeout", help="Seconds a server may take to boot (default: the cell's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the answer in the registry."),
@@ -53,6 +55,7 @@ def bisect_command(
     from builder.bisect.classify import glob_regex
     from builder.bisect.refs import resolve_ref
     from builder.bisect.settings import MeasureSettings
+    from builder.bisect.sourcebuild import check_origin, full_build_problem
     from builder.bisect.upstream import check_template
 
     if metric not in METRICS:
@@ -83,6 +86,8 @@ def bisect_command(
         raise InputError(f"--image: {problem}")
     if images is not None:
         check_template(images)
+    if build_good and (image is not None or images is not None):
+        raise InputError("--build-good builds GOOD's image from --repo: give no --image or --images with it")
     session = Session(matrix, None, None, None, None, registry)
     cells = {c.id: c for c in session.expansion.cells}
     if cell not in cells:
@@ -90,6 +95,11 @@ def bisect_command(
     problem = model_dir_problem(cells[cell].engine.module, model_dir) if model_dir is not None else None
     if problem:
         raise InputError(f"--model-dir: {problem}")
+    problem = full_build_problem(cells[cell]) if build_good else None
+    if problem:
+        raise InputError(f"--build-good: {cell} cannot be built at a commit: {problem}")
+    if full_build_problem(cells[cell]) is None:  # tier 4 may build from it: its path reaches provenance
+        check_origin(str(repo.resolve()))
     git = GitRepo(path=repo)
     every = session.expansion.cells
     # GitError / BisectInputError (exit 2) name an unknown ref
@@ -106,11 +116,11 @@ def bisect_command(
     for ref in (good_ref, bad_ref):
         typer.echo(f"{cell}: {ref.how}", err=True)
     _run(session, cells[cell], image_cell, git, good_ref, bad_ref, image, images, settings, globs, package_dir,
-         model_dir, ready_timeout, as_json, no_store)
+         model_dir, ready_timeout, as_json, no_store, build_good)
 
 
 def _run(session, cell, image_cell, git, good, bad, image, images, settings, globs, package_dir, model_dir,
-         ready_timeout, as_json, no_store) -> None:
+         ready_timeout, as_json, no_store, build_good) -> None:
     from builder.errors import StepFailed
     try:
         from builder.bisect.session import BisectRequest, docker_login_client, run_request  # the Docker SDK only here
@@ -127,7 +137,8 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
         record = store.get_known_good(cell_id)
         return record.image if record else None
 
-    if image is None and images is None:
+    full_build = _full_build_settings(session, cell)
+    if image is None and images is None and not build_good:
         client.ping()
         image = known_good(image_cell.id)
         if image is None:
@@ -141,6 +152,7 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
                             package_dir=package_dir, pull_auth=client.docker_auth(), model_dir=model_dir,
                             ready_timeout=ready_timeout, images=images, known_images=known,
                             helper_image=session.names.friendly(helper) if helper else None,
+                            full_build=full_build, build_good=build_good,
                             registry_for=lambda host: client if host == client.host else docker_login_client(host))
 
     def put(key: str, data: dict) -> str:
@@ -159,3 +171,15 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
 
     outcome = run_request(dockerd.connect(), request, log=progress, on_step=step, store=put)
     typer.echo(json.dumps(outcome.data, indent=2) if as_json else outcome.text.rstrip())
+
+
+def _full_build_settings(session, cell):
+    """Tier 4's settings for a source cell (None for the others: their full-build steps are skips):
+    the BuildKit client, and the cell's base pinned as `builder build` pins it."""
+    from builder.bisect.fullbuild import FullBuildSettings
+    from builder.bisect.sourcebuild import full_build_problem
+    from builder.buildkit.tool import detect_build_tool
+
+    if full_build_problem(cell) is not None:
+        return None
+    return FullBuildSettings(tool=detect_build_tool(), base=session.bases.choice(cell.base_image))

@@ -21,13 +21,16 @@ RUN mkdir -p /opt/llm-factory/tree \
     && rm -rf /opt/llm-factory/tree
 
 # Parallel compile jobs are capped by memory (too many get the build OOM-killed), by the cores and by
-# the arch's limit; MAX_JOBS given as a build argument wins. ccache lives in a cache mount.
+# the arch's limit; MAX_JOBS given as a build argument wins. ccache lives in a cache mount, so a
+# neighbouring tree (a bisect step, a new release) recompiles only what changed; its statistics are
+# zeroed first and printed last, so the log says what this build took from it.
 # GGML_NATIVE=OFF: portable code, not tuned to the build host's CPU.
 # LLAMA_BUILD_NUMBER/COMMIT: the tree carries no git history; they feed --version and /props.
 # CMAKE_CUDA_ARCHITECTURES from the arch (sm_121a); ggml rewrites a plain 12X to 12Xa only.
 # libcuda.so.1 comes from the host driver at run time: the build links against the toolkit's stub.
 RUN --mount=type=cache,target=/root/.cache/ccache \
     export CCACHE_DIR=/root/.cache/ccache; \
+    (ccache --zero-stats > /dev/null || true); \
     jobs="${MAX_JOBS:-}"; \
     if [ -z "$jobs" ]; then \
       mem_gib=$(awk '/MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo); \
@@ -59,7 +62,7 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
     && cp build/bin/llama-server /opt/llama.cpp/bin/ \
     && cp -P build/bin/*.so* /opt/llama.cpp/lib/ \
     && cp -r convert_hf_to_gguf.py conversion gguf-py LICENSE /opt/llama.cpp/convert/ \
-    && (ccache -s || true)
+    && (ccache --print-stats || ccache -s || true)
 
 FROM nvidia/cuda:13.0.2-devel-ubuntu24.04
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
