@@ -109,3 +109,29 @@ def test_a_full_build_step_is_the_builders_image_with_its_timing_in_the_report(r
     (timing,) = maker.timings
     assert (timing.tier, timing.seconds, timing.ccache_hits, timing.ccache_misses) == ("full-build", 95.5, 290, 3)
     assert timing.describe() == f"full-build candidate 3 {'c' * 12}: 95.5s, ccache 290/293 hits"
+
+
+def test_the_bad_endpoint_of_a_source_cell_is_a_full_build_and_without_a_builder_a_clear_refusal(repo):
+    """Before tier 4 a bad endpoint that changed compiled code stopped every such bisect; now it is built at
+    the bad commit, and a cell that cannot be (a wheel cell) is refused with the reason."""
+    from builder.bisect.candidates import list_candidates
+    from builder.bisect.classify import ClassifyRules
+    from builder.bisect.errors import BisectError
+    from builder.bisect.session import _bad_endpoint
+
+    git_repo, shas = repo
+    rules = ClassifyRules(package_dir=None)  # the engine has no Python package: every change is compiled
+    candidates = list_candidates(git_repo, shas[0], shas[1], rules=rules)
+    built = []
+
+    def fake_full_build(sha: str) -> FullBuilt:
+        built.append(sha)
+        return FullBuilt(sha=sha, digest="sha256:" + "e" * 64, tag="t", seconds=1.0, reused=False, patches=())
+
+    source = ImageMaker(None, git_repo, cell_id="c", mode="source", package_dir=None,  # type: ignore[arg-type]
+                        full_build=fake_full_build)
+    assert _bad_endpoint(candidates, "sha256:" + "0" * 64, source, git_repo, rules, {}) == "sha256:" + "e" * 64
+    assert built == [shas[1]]
+    wheel = ImageMaker(None, git_repo, cell_id="c", mode="wheel", package_dir=None)  # type: ignore[arg-type]
+    with pytest.raises(BisectError, match="not by a full build: a wheel cell has no source build"):
+        _bad_endpoint(candidates, "sha256:" + "0" * 64, wheel, git_repo, rules, {})
