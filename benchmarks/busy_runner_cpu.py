@@ -20,7 +20,8 @@ import time
 from collections import defaultdict
 
 from builder.engines import engine_module
-from builder.measure.sweep import SweepSpec, run_sweep
+from builder.measure.stream import SweepSpec
+from builder.measure.sweep import run_sweep
 
 
 WHY = {"spread": "spread", "chunk gaps": "chunk gap", "client above server": "above the server",

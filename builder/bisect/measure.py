@@ -44,7 +44,7 @@ from builder.jobs.job import CellJob
 from builder.matrix.smoke_settings import ToolRecipe
 from builder.measure.absession import interleave_servers
 from builder.measure.gate import LevelVerdict
-from builder.measure.sweep import SweepError
+from builder.measure.stream import SweepError
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
 from builder.smoke.openai import SmokeSpec, completion_text
 from builder.smoke.server import ServerSpec, serve

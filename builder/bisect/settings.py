@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from builder.measure.gate import GateSettings
-from builder.measure.sweep import SweepSpec
+from builder.measure.stream import SweepSpec
 
 Metric = Literal["throughput", "golden", "checks"]
 METRICS: tuple[str, ...] = ("throughput", "golden", "checks")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .gate import DEFAULT_GATE, GateResult, GateSettings, LevelVerdict, compare_level
 from .serverside import Sample
-from .sweep import SweepSpec, measure_sample, warm_up
+from .stream import SweepSpec
+from .sweep import measure_sample, warm_up
 from .sweepreport import SweepResult, summarize_level
 
 Measure = Callable[[int], float]  # concurrency -> one sample's aggregate decode tok/s (raises if unmeasurable)

@@ -17,7 +17,8 @@ from builder.matrix.smoke_settings import SmokeSettings
 from builder.measure.absession import InterleavedRun, interleave_servers
 from builder.measure.floor import Floor, floor_words
 from builder.measure.gate import GateResult, GateSettings
-from builder.measure.sweep import SweepError, SweepSpec, run_sweep
+from builder.measure.stream import SweepError, SweepSpec
+from builder.measure.sweep import run_sweep
 from builder.measure.sweepreport import LevelResult, SweepResult
 
 NO_INTERVAL = "no interval: no known-good image was measured beside it, so no regression can be resolved"

@@ -12,7 +12,8 @@ from builder.engines.timing import ServerCounters
 from builder.measure.perf import sweep_verdict
 from builder.measure.serverside import NOT_MEASURED, BusyBounds, Sample, server_decode_tps
 from builder.measure.sse import RequestResult
-from builder.measure.sweep import SweepError, SweepSpec, measure_sample, run_sweep
+from builder.measure.stream import SweepError, SweepSpec
+from builder.measure.sweep import measure_sample, run_sweep
 from builder.measure.sweepreport import SweepResult, render_table, summarize_level
 from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
 

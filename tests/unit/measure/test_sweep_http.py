@@ -8,7 +8,8 @@ from tests.hostile import hostile_server
 from builder.measure.absession import interleave_servers
 from builder.measure.gate import GateSettings
 from builder.measure.serverside import BusyBounds
-from builder.measure.sweep import SweepError, SweepSpec, measure_sample, request_body, run_sweep, stream_completion
+from builder.measure.stream import SweepError, SweepSpec, request_body, stream_completion
+from builder.measure.sweep import measure_sample, run_sweep
 from builder.measure.sweepreport import render_table
 from tests.unit.smoke.fake_engine_for_unit_tests import fake_engine_for_unit_tests
 

@@ -10,7 +10,7 @@ import pytest
 
 from builder.checkresult import FAIL, PASS
 from builder.engines import vllm
-from builder.measure.sweep import SweepSpec, stream_completion
+from builder.measure.stream import SweepSpec, stream_completion
 from builder.smoke.checks import check_completions, check_models
 from builder.smoke.openai import SmokeSpec
 from tests.hostile import hostile_server
