@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,9 @@ class FullBuildSettings:
     """How a bisect builds at a commit; the CLI resolves them once, after validating every argument."""
 
     tool: BuildTool
-    base: BaseChoice | None  # the cell's base, pinned as `builder build` pins it (None: FROM as the matrix says)
+    # the cell's base, pinned as `builder build` pins it (None: FROM as the matrix says); asked at the first
+    # full build only, so a bisect that never builds one never resolves it
+    base: Callable[[], BaseChoice | None] = lambda: None
     max_jobs: int | None = None  # overrides the template's memory-based cap (outside the content hash)
     timeout_s: float = FULL_BUILD_TIMEOUT_S
 
@@ -76,6 +79,7 @@ class FullBuilder:
                  workdir: Path, log=lambda message: None):
         self.client, self.job, self.repo, self.settings = client, job, repo, settings
         self.workdir, self.log = workdir, log
+        self._base: list[BaseChoice | None] = []  # resolved once, at the first build
 
     def __call__(self, sha: str) -> FullBuilt:
         sha = check_commit(sha)
@@ -84,7 +88,10 @@ class FullBuilder:
         archive = self.archive(sha)
         archive_sha = file_sha256(archive)
         plan = self.patch_plan(cell, archive, archive_sha)
-        options = RenderOptions(source_archive=archive, source_sha256=archive_sha, base=self.settings.base)
+        if not self._base:
+            self._base.append(self.settings.base())
+        base = self._base[0]
+        options = RenderOptions(source_archive=archive, source_sha256=archive_sha, base=base)
         context = render_cell(cell, plan, options, self.job.template_roots)
         tag = step_tag(cell.id, context.content_hash)
         patches = tuple(p.id for p in plan.apply)
@@ -92,7 +99,6 @@ class FullBuilder:
         if found is not None:
             return FullBuilt(sha=sha, digest=found.id, tag=tag, seconds=time.monotonic() - started, reused=True,
                              patches=patches)
-        base = self.settings.base
         dockerd.ensure_base(self.client, base.from_text if base else cell.base_image)
         log = self.workdir / "logs" / f"{cell.id}-{sha[:12]}.log"
         self.log(f"full build of {sha[:12]} from {self.repo.path} (log {log})")

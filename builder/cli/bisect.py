@@ -182,4 +182,4 @@ def _full_build_settings(session, cell):
 
     if full_build_problem(cell) is not None:
         return None
-    return FullBuildSettings(tool=detect_build_tool(), base=session.bases.choice(cell.base_image))
+    return FullBuildSettings(tool=detect_build_tool(), base=lambda: session.bases.choice(cell.base_image))
