@@ -7,7 +7,10 @@ server exits at start is pushed under an immutable tag and smoke-tested by `buil
 stores its failing report in the registry. `builder board` then makes the site from the registry
 alone; Chromium opens it offline (dead proxy, no name resolution) and the test checks: the
 screenshot is not blank, the grid shows every cell of the matrix with its state, the chart has one
-point per promotion, no console error, and no request leaves the site's own files.
+point per promotion, no console error, and no request leaves the site's own files. The known-good
+cell also has one watch decision in the registry (written through the RecordStore as `builder watch`
+writes it; tests/integration/test_board_watch.py runs the watch CLI itself): its page shows it, and
+the markup in its commit subject stays text.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tests.conftest import REPO, run_builder
 from tests.integration import chromium, pngcheck
 from tests.integration.conftest import build_and_push
 from tests.integration.cpu_cell import CELL, REPOSITORY
+from tests.unit.board import watchrecords
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(chromium.chromium() is None, reason="chromium is not installed (apt-get install chromium)")]
@@ -77,11 +81,15 @@ def site(promoted, docker_client, tmp_path_factory):
     failed = run_builder("smoke", ref, "--registry", host, "--matrix", str(matrix), "--json",
                          "--report-dir", str(work / "reports"))
     assert failed.returncode == 1, f"{failed.stdout}\n{failed.stderr}"
+    # the watch's history of the known-good cell: one decision as `builder watch --build` writes it (regressed,
+    # the gate's interval, a culprit confirmed whose commit subject is markup), through the real RecordStore
+    watch_tag, watch_record = watchrecords.decisions(cell=CELL)[3]
+    store.put_watch(watch_tag, watch_record)
     out = work / "site"
     made = run_builder("board", "--out", str(out), "--registry", host, "--matrix", str(matrix))
     assert made.returncode == 0, f"{made.stdout}\n{made.stderr}"
     loaded = load_matrix(matrix)
-    return {"root": out.resolve(), "matrix": loaded, "expansion": expand(loaded), "store": store,
+    return {"root": out.resolve(), "matrix": loaded, "expansion": expand(loaded), "store": store, "watch": watch_tag,
             "client": RegistryClient(host), "digest": digest, "host": host, "stdout": made.stdout,
             "seconds": time.monotonic() - started}
 
@@ -168,6 +176,12 @@ def test_cell_pages_chart_one_point_per_promotion(browser, site):
     assert browser.evaluate("document.getElementById('pull').textContent") == \
         f"docker pull {site['host']}/{REPOSITORY}@{site['digest']}"
     record = site["store"].get_known_good(CELL)
+    row = f"#watch-history tr[data-record=\"{site['watch']}\"]"
+    assert browser.evaluate(f"document.querySelector('{row}').dataset.verdict") == "regressed"
+    assert browser.evaluate(f"document.querySelector('{row} .subject').textContent") == watchrecords.HOSTILE_SUBJECT
+    assert browser.evaluate(f"document.querySelector('{row} .recheck').dataset.status") == "confirmed"
+    assert "95% CI" in browser.evaluate(f"document.querySelector('{row} .interval').textContent")
+    assert browser.evaluate("document.querySelectorAll('#watch-history img, #watch-history script').length") == 0
     promotions = [h.digest for h in reversed(record.history)] + [record.digest]  # oldest first
     chart = json.loads(browser.evaluate(CHART_JS))
     assert chart["promotions"] == len(promotions)
