@@ -1016,8 +1016,9 @@ def test_corpus_is_big_enough():
 def subprocess_slice(request, tmp_path_factory) -> dict[str, Future]:
     """The selected SUBPROCESS cases, started at once in background threads (each is a subprocess):
     they run while the in-process cases run in the main thread."""
+    # isinstance: another module of the session may parametrize its own `case` (a dict, a string)
     selected = {item.callspec.params["case"].id for item in request.session.items
-                if getattr(item, "callspec", None) and "case" in item.callspec.params}
+                if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("case"), Case)}
     chosen = [c for c in CASES if c.id in selected and c.id in SUBPROCESS]
     root = tmp_path_factory.mktemp("corpus")
     if chosen:
