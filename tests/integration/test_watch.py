@@ -133,3 +133,12 @@ def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirm
     second = builder(*args, cwd=work)
     print(f"second run: {time.monotonic() - started:.1f} s: {second.stdout.strip()}")
     assert "nothing new" in second.stdout and len(verdicts.read_text().splitlines()) == 1
+    # the board shows it: the cell's watch history holds the release, its verdict and the confirmed culprit
+    board = builder("board", "--out", str(tmp_path / "board"), "--cell", CELL, "--registry", registry.host, cwd=work)
+    assert board.returncode == 0, board.stderr
+    [shown] = [c for c in json.loads((tmp_path / "board" / "board.json").read_text())["cells"] if c["id"] == CELL]
+    [entry] = [e for e in shown["watch"] if e["record"] == doc["record"]]
+    assert entry["verdict"] == "failing" and entry["label"] == "0.33.5" and entry["kind"] == "image"
+    assert entry["culprit"]["commit"] == shas[3][:12] and entry["culprit"]["status"] == "confirmed"
+    page = (tmp_path / "board" / "cells" / f"{CELL}.html").read_text()
+    assert f'data-record="{doc["record"]}" data-verdict="failing"' in page and shas[3][:12] in page
