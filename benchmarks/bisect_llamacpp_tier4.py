@@ -196,6 +196,10 @@ def main() -> None:
         seconds = time.monotonic() - started
     finally:
         stop_registry(registry)
+    logs = results / "build-logs"
+    logs.mkdir()
+    for log in sorted((cache / "bisect" / "builds" / "logs").glob("*.log")):
+        shutil.copy(log, logs / log.name)  # each build's BuildKit log, with ccache's statistics at its end
     answers = sorted((cache / "bisect" / "results").glob("*.json"))
     answer = json.loads(answers[-1].read_text()) if answers else {}
     summary = {"versions": versions, "history": shas, "culprit": shas[-2], "exit": code, "seconds": round(seconds, 1),

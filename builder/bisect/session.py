@@ -35,6 +35,7 @@ from builder.oci import dockerd
 from builder.oci.credentials import docker_config_credentials
 from builder.oci.reference import parse_reference
 from builder.oci.registry import RegistryClient
+from builder.smoke.openai import ServerError
 
 from .cache import bisect_dir, write_json_atomic
 from .candidates import GitRepo, list_candidates
@@ -177,7 +178,7 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     root = bisect_dir(cache_root)
     with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
                   audit_note=audit_note, log=log) as measure:
-        reference = measure.reference()
+        reference = compare_endpoints(measure, endpoints)
         log(f"reference: {_reference_line(reference)}")
         stages = Stages(make_image=maker, audit=audit, measure=measure, skip_on=(StepFailed,), on_step=on_step,
                         **lookups)
@@ -196,6 +197,17 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
         where = store(key, data)
         text += f"stored: {where}\n"
     return BisectOutcome(result=result, text=text, data=data, key=key, result_file=result_file)
+
+
+def compare_endpoints(measure: Any, endpoints: Endpoints) -> dict[str, Any]:
+    """The endpoints compared first; an endpoint whose server errors is a one-line BisectError (it gave a
+    traceback: a llama-server of llama-cpp-python 0.3.34 answers /v1/completions with HTTP 500 for the
+    tiny model), since without both endpoints' answers nothing can be judged."""
+    try:
+        return measure.reference()
+    except ServerError as exc:
+        raise BisectError(f"the endpoints could not be compared (good {endpoints.good[:19]}, bad "
+                          f"{endpoints.bad[:19]}): {str(exc).splitlines()[0]}") from None
 
 
 def docker_login_client(host: str) -> RegistryClient:

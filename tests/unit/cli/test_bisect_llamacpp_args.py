@@ -56,7 +56,7 @@ def args(repo, cell: str = LLAMA, **extra: str | None) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("case, message", [
+@pytest.mark.parametrize("given, message", [
     (dict(model="hf"), "--model-dir: '{hf}' holds no model llama.cpp serves (one .gguf file)"),
     (dict(model="two"), "--model-dir: '{two}' holds no model llama.cpp serves (one .gguf file)"),
     (dict(extra={"--build-good": ""}), "--build-good builds GOOD's image from --repo: give no --image or --images"),
@@ -65,13 +65,13 @@ def args(repo, cell: str = LLAMA, **extra: str | None) -> list[str]:
     (dict(extra={"--build-good": "", "--image": None, "--images": "127.0.0.1:5000/up/x:{sha}"}),
      "--build-good builds GOOD's image from --repo: give no --image or --images"),
 ])
-def test_a_bad_argument_is_one_line_exit_2_and_nothing_is_contacted(llama_repo, models, tmp_path, case, message):
+def test_a_bad_argument_is_one_line_exit_2_and_nothing_is_contacted(llama_repo, models, tmp_path, given, message):
     from tests.unit.cli.inprocess_cli import run_in_process
 
-    extra = dict(case.get("extra", {}))
-    if "model" in case:
-        extra["--model-dir"] = str(models[case["model"]])
-    argv = args(llama_repo, case.get("cell", LLAMA), **extra)
+    extra = dict(given.get("extra", {}))
+    if "model" in given:
+        extra["--model-dir"] = str(models[given["model"]])
+    argv = args(llama_repo, given.get("cell", LLAMA), **extra)
     env = {**os.environ, "BUILDER_CACHE": str(tmp_path / "cache"), "BUILDER_REGISTRY": "127.0.0.1:1"}
     result = run_in_process(argv, cwd=tmp_path, env=env, timeout=30)
     assert result.attempts == []  # no socket, no name lookup, no child process (not even git)
