@@ -35,6 +35,7 @@ from builder.oci import dockerd
 from builder.oci.credentials import docker_config_credentials
 from builder.oci.reference import parse_reference
 from builder.oci.registry import RegistryClient
+from builder.smoke.model import model_needs_helper
 from builder.smoke.openai import ServerError
 
 from .cache import bisect_dir, write_json_atomic
@@ -137,6 +138,7 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
                                  first_parent=request.first_parent, rules=rules)
     log(f"{len(candidates)} candidates ({len(candidates) - 2} between good and bad)")
     clients = functools.cache(request.registry_for or docker_login_client)  # one client per registry host
+    check_model_helper(client, request, clients)  # before any build: a llama.cpp endpoint takes ~10 min
     upstream = UpstreamImages(request.images, registry_head(clients), log) if request.images else None
     build_settings = request.full_build
     problem = full_build_problem(cell) or ("" if build_settings else "no full-build settings were given")
@@ -158,6 +160,9 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
                           "is not in its registry; give --image")
     dockerd.ensure_image(client, good_ref, _pull_auth(request, clients, good_ref))
     good_image = client.images.get(good_ref)
+    # the smoke model before the bad endpoint is made: a conversion that fails costs no second build
+    template = server_template(client, request.job, good_ref, request.model_dir, request.ready_timeout,
+                               request.helper_image, request.pull_auth)
     # "none" is the label of an image without patches (a sentinel, never a patch id)
     patches = tuple(pid for pid, _ in label_patches(good_image.labels or {}))
     maker.patches = patches  # re-applied over each python overlay of it
@@ -173,8 +178,6 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
     job = BisectJob(cell=cell.id, candidates=candidates, endpoints=endpoints, diff=repo.diff,
                     settings=settings, rules=rules, paths=request.paths)
     audit, audit_note = cell_audit(client, request.job)
-    template = server_template(client, request.job, good_ref, request.model_dir, request.ready_timeout,
-                               request.helper_image, request.pull_auth)
     root = bisect_dir(cache_root)
     with Measurer(client, template, request.settings, cell_id=cell.id, endpoints=endpoints, cache_dir=root,
                   audit_note=audit_note, log=log) as measure:
@@ -197,6 +200,25 @@ def _run_request(client: docker.DockerClient, request: BisectRequest, *, cache_r
         where = store(key, data)
         text += f"stored: {where}\n"
     return BisectOutcome(result=result, text=text, data=data, key=key, result_file=result_file)
+
+
+def check_model_helper(client: docker.DockerClient, request: BisectRequest,
+                       clients: Callable[[str], RegistryClient]) -> None:
+    """The image that makes the cell's generated GGUF smoke model (smoke.model_helper) is in the local Engine
+    or its registry, before anything is built; asked even when the model is cached, since which model a
+    commit's converter makes is known only once that commit's image exists."""
+    smoke = request.job.smoke
+    helper = request.helper_image
+    if not model_needs_helper(smoke, request.model_dir) or helper is None:  # None: resolve_model says why
+        return
+    ref = parse_reference(helper)
+    if dockerd.image_id(client, helper) or clients(ref.api_host).head_manifest(ref.repository, ref.ref):
+        return
+    cell = smoke.model_helper or ref.tag
+    raise StepFailed(f"{request.job.cell.id}: its smoke model {smoke.model} is made inside {helper} "
+                     f"(smoke.model_helper), which is neither in the local Docker Engine nor in {ref.api_host}: "
+                     f"build and promote {cell} first (builder build --cell {cell} --smoke --promote), "
+                     "or give --model-dir DIR holding one .gguf file")
 
 
 def compare_endpoints(measure: Any, endpoints: Endpoints) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from builder.patching.sources import default_cache_dir
 TINYMODEL_SCRIPT = Path(__file__).resolve().parent / "tinymodel.py"
 TINY_GGUF_SCRIPT = Path(__file__).resolve().parent / "tiny_gguf.py"
 GGUF_FILE = "tiny-f32.gguf"
+GENERATED_GGUF = "generated:tiny-llama-gguf"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class SmokeModel:
     directory: Path  # mounted read-only into the container
     model_id: str  # what golden outputs are keyed by: id@revision or generated:name@script-sha
     file: str | None = None  # a GGUF model: the file in `directory` the server loads
+
+
+def model_needs_helper(settings: SmokeSettings, override: Path | None) -> bool:
+    """Whether the smoke model is made inside the model-helper image (the generated GGUF, no --model-dir)."""
+    return override is None and settings.model == GENERATED_GGUF
 
 
 def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClient, *, engine: EngineModule,
@@ -55,7 +61,7 @@ def resolve_model(settings: SmokeSettings, image: str, client: docker.DockerClie
         if not (directory / "config.json").is_file():
             raise InputError(f"smoke model '{model}': no config.json in {directory}")
         return SmokeModel(directory.resolve(), model)
-    if model == "generated:tiny-llama-gguf":
+    if model == GENERATED_GGUF:
         if engine.converter_dir is None:
             raise InputError(f"smoke model '{model}': the {engine.name} engine keeps no GGUF converter in its images; "
                              "give it a Hugging Face model (engines.<engine>.smoke.model)")
