@@ -10,12 +10,15 @@ The history (a local git repository; commit subjects name where each tree came f
 
 then runs, as a user would (a local registry holds the vLLM cpu image that converts the GGUF smoke model):
 
-    builder bisect --cell llama.cpp-b11312-cpu --repo HISTORY --good <1> --bad <k+2> --build-good --metric golden
+    builder bisect --cell llama.cpp-b11312-cpu --repo HISTORY --good <1> --bad <k+2> --build-good --metric golden \
+        --valid-utf8
 
-and writes the transcript (each stderr line with its elapsed seconds), the answer and each build's seconds
+(--valid-utf8: the llama-servers of trees before 0.3.36's answer HTTP 500 for an output holding malformed
+UTF-8, which the tiny model's byte tokens make in every prompt; a grammar keeps every output valid UTF-8,
+for every image of the bisect alike; --no-valid-utf8 drops it) and writes the transcript (each stderr line with its elapsed seconds), the answer and each build's seconds
 and ccache statistics to benchmarks/results/bisect-llamacpp-tier4/<stamp>/.
 
-    python benchmarks/bisect_llamacpp_tier4.py [--versions 0.3.36] [--helper IMAGE] [--work DIR]
+    python benchmarks/bisect_llamacpp_tier4.py [--versions 0.3.35,0.3.36] [--helper IMAGE] [--work DIR]
 
 A cold llama.cpp build takes 30-70 min on 2 shared cores; a neighbouring commit reuses ccache.
 """
@@ -167,9 +170,9 @@ def run_bisect(argv: list[str], env: dict[str, str], transcript: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # 0.3.34's and 0.3.35's llama-server answer the tiny model's /v1/completions with HTTP 500 (README, Bisect),
-    # so the default history bisects from 0.3.36's tree; a longer one is --versions 0.3.35,0.3.36
-    parser.add_argument("--versions", default="0.3.36", help="consecutive llama-cpp-python sdists, oldest first")
+    parser.add_argument("--versions", default="0.3.35,0.3.36", help="consecutive llama-cpp-python sdists, oldest first")
+    parser.add_argument("--valid-utf8", action=argparse.BooleanOptionalAction, default=True,
+                        help="bisect with --valid-utf8 (needed for trees before 0.3.36's; README, Bisect)")
     parser.add_argument("--helper", help=f"a local image of {HELPER_CELL} (default: the first one found)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bisect-llamacpp-tier4"))
     opts = parser.parse_args()
@@ -192,7 +195,7 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
         env = {**os.environ, "BUILDER_CACHE": str(cache)}
         argv = ["bisect", "--cell", CELL, "--repo", str(repo), "--good", shas[0], "--bad", shas[-1], "--build-good",
-                "--metric", "golden", "--registry", registry.host]
+                "--metric", "golden", "--registry", registry.host, *(["--valid-utf8"] if opts.valid_utf8 else [])]
         started = time.monotonic()
         code = run_bisect(argv, env, results / "transcript.txt")
         seconds = time.monotonic() - started
@@ -204,7 +207,7 @@ def main() -> None:
         shutil.copy(log, logs / log.name)  # each build's BuildKit log, with ccache's statistics at its end
     answers = sorted((cache / "bisect" / "results").glob("*.json"))
     answer = json.loads(answers[-1].read_text()) if answers else {}
-    summary = {"versions": versions, "history": shas, "culprit": shas[-2], "exit": code, "seconds": round(seconds, 1),
+    summary = {"versions": versions, "valid_utf8": opts.valid_utf8, "history": shas, "culprit": shas[-2], "exit": code, "seconds": round(seconds, 1),
                "first_bad": (answer.get("first_bad") or {}).get("sha"), "builds": answer.get("builds_timing", []),
                "load_average": os.getloadavg(), "cpus": os.cpu_count()}
     (results / "answer.json").write_text(json.dumps(answer, indent=2) + "\n")

@@ -46,7 +46,7 @@ from builder.measure.absession import interleave_servers
 from builder.measure.gate import LevelVerdict
 from builder.measure.stream import SweepError
 from builder.smoke.checks import check_completions, check_determinism, check_models, check_tool_call
-from builder.smoke.openai import SmokeSpec, completion_text
+from builder.smoke.openai import SmokeSpec, generate
 from builder.smoke.server import ServerSpec, serve
 
 from .cache import read_json, write_json_atomic
@@ -232,8 +232,10 @@ class Measurer:
 
     def _outputs(self, image: str, role: str) -> dict[str, str]:
         spec = self.template.smoke_spec(self.settings)
+        extra = (self.template.engine.valid_utf8_fields() or {}) if self.settings.valid_utf8 else {}
         with self._serve(image, role) as server:
-            return {prompt: completion_text(server.base_url, spec, prompt) for prompt in spec.prompts}
+            return {prompt: generate(server.base_url, spec, spec.max_tokens, prompt=prompt, **extra)["choices"][0]["text"]
+                    for prompt in spec.prompts}
 
     def _failed_checks(self, image: str, role: str) -> list[CheckResult]:
         spec = self.template.smoke_spec(self.settings)

@@ -25,9 +25,13 @@ class MeasureSettings:
     confidence: float = 0.95
     min_effect: float = 0.05  # throughput: the bad endpoint must be slower than this, with confidence
     prompts: int = 6  # golden: how many of the smoke prompts
+    valid_utf8: bool = False  # golden: greedy outputs kept valid UTF-8 (the engine's valid_utf8_fields)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.valid_utf8:  # absent when off: cache keys of bisects made before it existed still match
+            del data["valid_utf8"]
+        return data
 
     def gate(self, threshold: float, attempt: int = 1) -> GateSettings:
         initial = min(self.pairs * attempt, 200)

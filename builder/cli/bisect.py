@@ -36,6 +36,7 @@ def bisect_command(
     package_dir: str | None = typer.Option(None, "--package-dir", help="The engine's package directory in --repo (default: the engine module's, e.g. vllm)."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per request (throughput: decoded with ignore_eos)."),
     prompts: int = typer.Option(6, "--prompts", help="Golden: how many of the smoke prompts (1-6)."),
+    valid_utf8: bool = typer.Option(False, "--valid-utf8", help="Golden: keep greedy outputs valid UTF-8 (llama.cpp: a grammar), so servers that fail on malformed UTF-8 (llama-servers before llama-cpp-python 0.3.36's tree) can be compared; outputs then differ from the smoke run's."),
     pairs: int = typer.Option(4, "--pairs", help="Throughput: ABBA pairs per step (more on a retry)."),
     min_effect: float = typer.Option(0.05, "--min-effect", help="Throughput: the bad endpoint must be slower by more than this."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Serve this model directory instead of the cell's smoke model (a Hugging Face directory, or one with a single .gguf file for a GGUF engine)."),
@@ -86,6 +87,8 @@ def bisect_command(
         raise InputError(f"--image: {problem}")
     if images is not None:
         check_template(images)
+    if valid_utf8 and metric != "golden":
+        raise InputError(f"--valid-utf8 keeps greedy outputs valid UTF-8: it goes with --metric golden, not {metric}")
     if build_good and (image is not None or images is not None):
         raise InputError("--build-good builds GOOD's image from --repo: give no --image or --images with it")
     session = Session(matrix, None, None, None, None, registry)
@@ -95,6 +98,9 @@ def bisect_command(
     problem = model_dir_problem(cells[cell].engine.module, model_dir) if model_dir is not None else None
     if problem:
         raise InputError(f"--model-dir: {problem}")
+    if valid_utf8 and cells[cell].engine.module.valid_utf8_fields() is None:
+        raise InputError(f"--valid-utf8: the {cells[cell].engine.name} server needs no such constraint "
+                         "(it replaces malformed UTF-8 itself)")
     problem = full_build_problem(cells[cell]) if build_good else None
     if problem:
         raise InputError(f"--build-good: {cell} cannot be built at a commit: {problem}")
@@ -111,7 +117,8 @@ def bisect_command(
         raise InputError(f"--good {good} ({good_ref.sha[:12]}) is not an ancestor of --bad {bad} ({bad_ref.sha[:12]}) "
                          f"in {git.path}: give the older, good revision as --good")
     settings = MeasureSettings(metric=metric, concurrency=concurrency, max_tokens=max_tokens,  # type: ignore[arg-type]
-                               pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts)
+                               pairs=pairs, max_pairs=max(pairs, 10), min_effect=min_effect, prompts=prompts,
+                               valid_utf8=valid_utf8)
     image_cell = good_ref.version_cell or cells[cell]
     for ref in (good_ref, bad_ref):
         typer.echo(f"{cell}: {ref.how}", err=True)

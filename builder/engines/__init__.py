@@ -131,6 +131,11 @@ class EngineModule(Protocol):
         """The scores of token_ids[start:] in the answer to score_body (ValueError for any other shape)."""
         ...
 
+    def valid_utf8_fields(self) -> dict[str, Any] | None:
+        """/v1/completions fields that keep a greedy output valid UTF-8 (a bisect's --valid-utf8, for servers
+        that fail on malformed UTF-8); None: the engine's server needs none."""
+        ...
+
     def speculation(self, metrics: str) -> tuple[int, int] | None:
         """(draft tokens proposed, accepted) so far, from the server's Prometheus /metrics text; None: the
         server does not report speculative decoding."""

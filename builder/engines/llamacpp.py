@@ -114,6 +114,17 @@ def tool_skip(recipe: str) -> str | None:
     return TOOL_SKIP_REASON if recipe == "forced" else None
 
 
+# llama-servers older than the tree of llama-cpp-python 0.3.36 answer HTTP 500 ("does not match the expected
+# Content-only format") for an output holding malformed UTF-8, which a random model's byte tokens make at
+# once: their PEG content parser failed on it (llama.cpp #27543; 0.3.36's tree replaces it with U+FFFD). A
+# grammar of every code point but NUL keeps outputs valid UTF-8, so a bisect can compare such trees.
+UTF8_GRAMMAR = r"root ::= [^\x00]*"
+
+
+def valid_utf8_fields() -> dict[str, Any] | None:
+    return {"grammar": UTF8_GRAMMAR}
+
+
 # -- teacher forcing, speculative decoding, backends --------------------------------------------------
 # llama-server cannot score a prompt (no prompt logprobs: llama.cpp #27174), so its cells keep the
 # first-difference near-tie rule of smoke/ties.py, followed through every flip (smoke/consistency.py).

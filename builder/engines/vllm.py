@@ -79,6 +79,10 @@ def tool_skip(recipe: str) -> str | None:
 # vLLM's completions take `prompt` as a list of token ids; `return_token_ids: true` puts prompt_token_ids
 # and token_ids in the choice; `prompt_logprobs: 1` gives, for every prompt token but the first, a dict
 # keyed by token id holding the token's own logprob and the top-1 (measured on 0.20.2, ../shared/GPU.md).
+def valid_utf8_fields() -> dict[str, Any] | None:
+    return None  # its detokenizer replaces malformed UTF-8 by U+FFFD itself
+
+
 def ids_fields() -> dict[str, Any]:
     return {"return_token_ids": True}
 

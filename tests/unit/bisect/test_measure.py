@@ -29,7 +29,7 @@ TEXT = {"sha256:good": "a", "sha256:bad": "b", "sha256:same": "a", "sha256:other
 
 @pytest.fixture
 def fakes(monkeypatch):
-    seen = {"boots": [], "gates": []}
+    seen = {"boots": [], "gates": [], "fields": []}
 
     @contextmanager
     def serve(client, spec, purpose):
@@ -48,13 +48,17 @@ def fakes(monkeypatch):
 
     monkeypatch.setattr(measure_mod, "serve", serve)
     monkeypatch.setattr(measure_mod, "interleave_servers", interleave)
-    monkeypatch.setattr(measure_mod, "completion_text", lambda url, spec, prompt: TEXT[url] + prompt[:3])
+    def generate(url, spec, max_tokens, *, prompt, **fields):
+        seen["fields"].append(fields)
+        return {"choices": [{"text": TEXT[url] + prompt[:3]}]}
+
+    monkeypatch.setattr(measure_mod, "generate", generate)
     return seen
 
 
-def measurer(tmp_path: Path, metric: str, endpoints: Endpoints = ENDPOINTS) -> Measurer:
-    template = ServerTemplate(engine=vllm, gpu=False, model_dir=tmp_path)
-    return Measurer(None, template, MeasureSettings(metric=metric), cell_id="c", endpoints=endpoints,  # type: ignore[arg-type]
+def measurer(tmp_path: Path, metric: str, endpoints: Endpoints = ENDPOINTS, engine=vllm, **settings) -> Measurer:
+    template = ServerTemplate(engine=engine, gpu=False, model_dir=tmp_path)
+    return Measurer(None, template, MeasureSettings(metric=metric, **settings), cell_id="c", endpoints=endpoints,  # type: ignore[arg-type]
                     cache_dir=tmp_path, audit_note="kernel audit skipped: cpu cell")
 
 
@@ -83,6 +87,21 @@ def test_golden_names_the_changed_prompt(tmp_path, fakes):
     with measurer(tmp_path, "golden") as m:
         result = m("sha256:other", ENDPOINTS, 1)
     assert result.verdict == "bad" and result.metric["changed_prompts"] == 6 and "first changed prompt" in result.note
+
+
+def test_valid_utf8_sends_the_engines_fields_with_every_golden_request_and_has_its_own_cache(tmp_path, fakes):
+    """llama-servers before llama-cpp-python 0.3.36's tree answer HTTP 500 for malformed UTF-8 in an output
+    (measured in benchmarks/results/bisect-llamacpp-tier4/); --valid-utf8 asks for llama.cpp's grammar."""
+    with measurer(tmp_path, "golden", engine=llamacpp) as m:
+        m("sha256:same", ENDPOINTS, 1)
+    assert fakes["fields"] and all(f == {} for f in fakes["fields"])  # off: the smoke run's plain requests
+    fakes["fields"].clear()
+    with measurer(tmp_path, "golden", engine=llamacpp, valid_utf8=True) as m:
+        assert m("sha256:same", ENDPOINTS, 1).verdict == "good"
+    assert len(fakes["fields"]) == 3 * 6  # good, bad and the step measured again: not the plain outputs' cache
+    assert all(f == {"grammar": r"root ::= [^\x00]*"} for f in fakes["fields"])
+    assert "valid_utf8" not in MeasureSettings().to_dict()  # off: the keys of older bisects' caches still match
+    assert MeasureSettings(valid_utf8=True).to_dict()["valid_utf8"] is True
 
 
 def test_a_bad_endpoint_that_shows_nothing_stops_the_bisect(tmp_path, fakes):

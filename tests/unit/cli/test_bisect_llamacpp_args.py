@@ -64,6 +64,10 @@ def args(repo, cell: str = LLAMA, **extra: str | None) -> list[str]:
      f"--build-good: {WHEEL} cannot be built at a commit: a wheel cell has no source build"),
     (dict(extra={"--build-good": "", "--image": None, "--images": "127.0.0.1:5000/up/x:{sha}"}),
      "--build-good builds GOOD's image from --repo: give no --image or --images"),
+    (dict(extra={"--valid-utf8": "", "--metric": "throughput"}),
+     "--valid-utf8 keeps greedy outputs valid UTF-8: it goes with --metric golden, not throughput"),
+    (dict(extra={"--valid-utf8": "", "--metric": "golden"}, cell=WHEEL),
+     "--valid-utf8: the vllm server needs no such constraint (it replaces malformed UTF-8 itself)"),
 ])
 def test_a_bad_argument_is_one_line_exit_2_and_nothing_is_contacted(llama_repo, models, tmp_path, given, message):
     from tests.unit.cli.inprocess_cli import run_in_process
