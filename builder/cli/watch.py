@@ -38,7 +38,10 @@ def watch_command(
     images: list[str] | None = typer.Option(None, "--images", help="ENGINE=REGISTRY/REPO: version tags of an upstream image repository."),
     propose_to: Path | None = path_option(None, "--propose-dir", help="Where proposed matrix files go (<matrix>.<engine>-<label>.proposed.yaml; default: beside --matrix, whose relative paths it keeps)."),
     apply: bool = typer.Option(False, "--apply", help="Write the new version entry into --matrix itself (never without this flag)."),
-    build: bool = typer.Option(False, "--build", help="Test each release: smoke and gate its image against the cell's known-good (upstream-image releases; a PyPI or git release is proposed for `builder build`)."),
+    build: bool = typer.Option(False, "--build", help="Test each release: build its candidate cell from the proposal (a PyPI or git release; an upstream image is used as it is), smoke-test it and gate it against the cell's known-good."),
+    ca_bundle: Path | None = path_option(None, "--ca-bundle", help="With --build: CA bundle for pip inside the build (a BuildKit secret), as for `builder build`."),
+    find_links: Path | None = path_option(None, "--find-links", help="With --build: the runner's wheel directory for pip --find-links, as for `builder build`."),
+    workdir: Path = path_option("build/watch", "--workdir", help="With --build: build contexts, logs (logs/<cell>.log), wheels and smoke reports."),
     promote: bool = typer.Option(False, "--promote", help="With --build: promote a release that passed (never without this flag)."),
     repo: list[str] | None = typer.Option(None, "--repo", help="ENGINE=PATH: a local git repository of the engine; with --build, a regressed or failing release is bisected there and its culprit re-checked."),
     notify: str | None = typer.Option(None, "--notify", help="A command (argv; the JSON on stdin, no shell) or a file (JSON lines): one document per verdict."),
@@ -59,9 +62,10 @@ def watch_command(
     image_repos = _pairs(images, "--images", grammar.image_reference)
     hook = hooks.parse_hook(notify) if notify is not None else None
     repos = {engine: Path(path) for engine, path in _pairs(repo, "--repo", _directory).items()}
-    if (promote or repos) and not build:
-        raise InputError("--promote and --repo act on tested releases: add --build")
+    if (promote or repos or ca_bundle or find_links) and not build:
+        raise InputError("--promote, --repo, --ca-bundle and --find-links act on tested releases: add --build")
     session = Session(matrix, None, None, None, None, registry)
+    inputs = _build_inputs(session, ca_bundle, find_links, workdir) if build else None
     engines = {c.engine.name for c in session.expansion.cells}
     for engine in [*git_urls, *image_repos, *repos]:
         if engine not in engines:
@@ -69,7 +73,22 @@ def watch_command(
     for cell_id in cell or []:
         session.cell(cell_id)  # exit 2 on an unknown id
     _run(session, cell, index_url, no_pypi, git_urls, image_repos, propose_to, apply, hook, as_json,
-         (promote, repos) if build else None)
+         (promote, repos, inputs) if inputs else None)
+
+
+def _build_inputs(session, ca_bundle, find_links, workdir):
+    """--ca-bundle, --find-links and --workdir checked as `builder build` checks them (matrix pip defaults)."""
+    from builder.cli.build import _git_revision
+    from builder.cli.options import existing_file, wheel_dir, writable_dir
+    from builder.watch.candidate import BuildInputs
+    defaults = session.matrix.pip
+    ca = existing_file(ca_bundle, "--ca-bundle") if ca_bundle is not None else \
+        existing_file(defaults.ca_bundle, defaults.ca_bundle_where)
+    links = wheel_dir(find_links, "--find-links") if find_links is not None else \
+        wheel_dir(defaults.find_links, defaults.find_links_where)
+    writable_dir(workdir, "--workdir")
+    return BuildInputs(workdir=workdir.resolve(), secrets={"cabundle": ca.resolve()} if ca else {},
+                       find_links=links.resolve() if links else None, revision=_git_revision(session.root))
 
 
 def _directory(value: str) -> str | None:
@@ -94,27 +113,37 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
     if not cells:
         raise InputError("no cell to watch: none has a known-good record; promote one or give --cell")
     targets = [Target(engine=c.engine.name, cell=c.id, known_label=c.engine_version.label,
-                      known_versions=tuple(str(v.version) for v in c.engine.versions.values())) for c in cells]
-    found: dict[str, list] = {}
+                      known_versions=tuple(str(v.version) for v in c.engine.versions.values()),
+                      known_torch=c.engine_version.torch, platform=c.platform) for c in cells]
+    found: dict[str, list] = {}  # per cell: a wheel cell is offered its arch's wheel, a source cell the sdist
+    asked: dict[tuple, list] = {}
     for c in cells:
         engine = c.engine
-        if engine.name in found:
-            continue
-        items: list = []
-        if not no_pypi:
-            items += discover.pypi_releases(index_url, engine.name, engine.wheel_package(c.arch.name))
-        if engine.name in git_urls:
-            items += discover.git_releases(git_urls[engine.name], engine.name)
-        if engine.name in image_repos:
-            items += _image_releases(image_repos[engine.name], engine.name)
-        found[engine.name] = items
+        prefer: discover.Prefer = "wheel" if c.mode == "wheel" else "sdist"
+        machine = {"linux/arm64": "aarch64"}.get(c.platform, "x86_64")
+        key = (engine.name, engine.wheel_package(c.arch.name), prefer, machine)
+        if key not in asked:
+            items: list = []
+            if not no_pypi:
+                items += discover.pypi_releases(index_url, engine.name, key[1], prefer=prefer, machine=machine)
+            if engine.name in git_urls:
+                items += discover.git_releases(git_urls[engine.name], engine.name)
+            if engine.name in image_repos:
+                items += _image_releases(image_repos[engine.name], engine.name)
+            asked[key] = items
+        found[c.id] = asked[key]
     matrix_file = Path(session.matrix.path)
     proposer = Proposer(matrix=matrix_file, out_dir=propose_to or matrix_file.parent, apply=apply)
     evaluate: Callable[[Target, Release], Outcome] = proposer
     if tested is not None:
         from builder.cli.watch_wiring import make_judge
-        evaluate = make_judge(session, client, store, proposer, promote=tested[0], repos=tested[1],
-                              say=lambda m: typer.echo(m, err=True))
+        from builder.patching.sources import SourceCache
+        from builder.watch.candidate import CandidateBuilder
+        say = lambda m: typer.echo(m, err=True)  # noqa: E731
+        candidates = CandidateBuilder(inputs=tested[2], registry=client, registry_host=session.names.registry,
+                                      cache=SourceCache(), say=say)
+        evaluate = make_judge(session, client, store, proposer, promote=tested[0], repos=tested[1], say=say,
+                              candidates=candidates)
     report = run_watch(targets, found, store, evaluate, (lambda doc: hooks.send(hook, doc)) if hook else (lambda doc: None),
                        utc_now)
     for item in report.rejected:  # recorded and notified by this run; an earlier run's are not repeated

@@ -1,5 +1,5 @@
-"""`builder watch --build`: the judge's parts wired to the pipeline (smoke, gate, promotion) and the
-bisect session (culprit and re-check), for the cells of one workspace."""
+"""`builder watch --build`: the judge's parts wired to the candidate's build, the pipeline (smoke, gate,
+promotion) and the bisect session (culprit and re-check), for the cells of one workspace."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from builder.jobs.workspace import Workspace
 from builder.oci.registry import RegistryClient
 from builder.promotion.store import RecordStore
+from builder.watch.candidate import CandidateBuilder
 from builder.watch.culprit import Culprit, find_culprit
 from builder.watch.evaluate import Proposer
 from builder.watch.judge import Judge
@@ -16,7 +17,7 @@ from builder.watch.releases import Release
 
 
 def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, proposer: Proposer, *,
-               promote: bool, repos: dict[str, Path], say) -> Judge:
+               promote: bool, repos: dict[str, Path], say, candidates: CandidateBuilder) -> Judge:
     from builder.bisect.candidates import GitRepo
     from builder.bisect.errors import BisectInputError
     from builder.bisect.refs import resolve_ref
@@ -28,14 +29,14 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
 
     def image_of(target: Target, release: Release, proposed: Path) -> tuple[str, str] | None:
         if release.kind != "image":
-            return None  # built by `builder build` from the proposal
+            return candidates.build(target, release, proposed)  # the proposal's candidate cell, built and pushed
         return f"{release.package.rsplit(':', 1)[0]}@{release.pin}", release.pin
 
     def smoke(target: Target, release: Release, proposed: Path, image: str, digest: str):
         work = Workspace(proposed, session.names.registry)
         job = work.job(work.cell(target.candidate_cell(release.label)))
         options = SmokeOptions(promote=promote, known_good_cell=target.cell,
-                               report_dir=Path("build/watch/reports"))
+                               report_dir=candidates.inputs.workdir / "reports")
         return smoke_and_maybe_promote(work.names, client, job, image, digest, options,
                                        progress=lambda m: say(f"{job.id}: {m}"))
 
@@ -61,7 +62,8 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
                             store=lambda key, data: f"{client.host}/{store.repo}:{store.put_bisect(cell.id, key, data)}",
                             log=lambda m: say(f"{cell.id} bisect: {m}"))
 
-    return Judge(proposer=proposer, image_of=image_of, smoke=smoke, culprit=culprit, promote=promote)
+    return Judge(proposer=proposer, image_of=image_of, smoke=smoke, culprit=culprit, promote=promote,
+                 pins=candidates.pins)
 
 
 def _release_commit(git, release: Release) -> str:

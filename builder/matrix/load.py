@@ -229,7 +229,11 @@ def _load_version(parent: MappingReader, label: str, pypi: str, git: str | None,
     build_vars = r.string_map("build_vars", check_key=functools.partial(_matches, _BUILD_VAR_KEY, "lower_snake_case"),
                               check=functools.partial(_matches, _BUILD_VAR, "a build variable value (letters, "
                                                       "digits, '.', '_', '+', '-'; at most 64)"))
-    result = EngineVersion(label, version, source, r.string("torch", check=grammar.version), images, build_vars)
+    wheel_sha = r.string("wheel_sha256")
+    if wheel_sha and not re.match(r"^[0-9a-f]{64}$", wheel_sha):
+        raise r.error("wheel_sha256", f"{r.what}.wheel_sha256 must be 64 hex digits")
+    result = EngineVersion(label, version, source, r.string("torch", check=grammar.version), images, build_vars,
+                           wheel_sha256=wheel_sha)
     r.finish()
     return result
 

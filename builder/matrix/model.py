@@ -96,6 +96,8 @@ class EngineVersion:
     # Facts a template needs that the source cannot tell (llama.cpp: the build number and commit of
     # the tree an sdist vendors); strings, rendered as `version.build_vars.<key>`.
     build_vars: dict[str, str] = field(default_factory=dict)
+    # wheel cells: the sha256 of the wheel file pip must install (the build downloads it alone and checks it)
+    wheel_sha256: str | None = None
 
 
 @dataclass(frozen=True)

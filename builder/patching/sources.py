@@ -113,6 +113,18 @@ class SourceCache:
             path.unlink()  # a corrupted cache entry is removed, never used
         return None
 
+    def download(self, url: str, sha256: str, filename: str) -> Path:
+        """A file named by its sha256 (a release's sdist or wheel from a package index), downloaded once
+        into the cache and checked; a source build of that sdist then finds it here by its pin."""
+        kept = self.root / "archives" / sha256 / filename
+        if kept.is_file() and file_sha256(kept) == sha256:
+            return kept
+        try:
+            return self._download(url, sha256, filename)
+        except OSError as exc:
+            raise InputError(f"cache {self.root} (BUILDER_CACHE): cannot write {exc.filename or ''}: "
+                             f"{exc.strerror or exc}") from None
+
     def _download(self, url: str, sha256: str, filename: str) -> Path:
         folder = self.root / "archives" / sha256
         folder.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,9 @@ def source_record(cell: Cell, source_sha256: str | None = None) -> dict[str, Any
     if cell.mode == "source":
         return {"ref": source.describe(), "sha256": source_sha256 or source.sha256, "commit": source.commit or None}
     if cell.mode == "wheel":
-        return {"ref": f"pypi:{cell.engine.wheel_package(cell.arch.name)}=={cell.engine_version.label}"}
+        pinned = cell.engine_version.wheel_sha256
+        return {"ref": f"pypi:{cell.engine.wheel_package(cell.arch.name)}=={cell.engine_version.label}",
+                **({"sha256": pinned} if pinned else {})}
     return {"ref": f"image:{cell.base_image}"}
 
 
@@ -260,7 +262,9 @@ def write_context(context: BuildContext, out_dir: Path) -> Path:
         path = target / name
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(source, path)  # wheels and sdists are large: hard-link when on the same filesystem
+            # wheels and sdists are large: hard-link when on the same filesystem; a symlink in a --find-links
+            # directory is resolved first, or the context would hold a link BuildKit cannot follow
+            os.link(Path(source).resolve(), path)
         except OSError:
             shutil.copyfile(source, path)
     return target

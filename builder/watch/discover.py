@@ -13,6 +13,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
 from builder.errors import ServiceError
@@ -21,6 +22,7 @@ from builder.net import client as net
 from .releases import Rejected, Release, check_release
 
 Found = list[Release | Rejected]
+Prefer = Literal["sdist", "wheel"]
 INDEX_LIMITS = net.Limits(connect_s=5.0, read_s=30.0, total_s=60.0, max_body=32 * net.MiB)
 GIT_TIMEOUT_S = 120
 _TAG_VERSION = re.compile(r"v?(\d+(?:\.\d+)*(?:(?:a|b|rc|\.post|\.dev)\d+)?)|b(\d+)")
@@ -53,15 +55,19 @@ def normalized(project: str) -> str:
     return re.sub(r"[-_.]+", "-", project).lower()
 
 
-def parse_simple_page(html: str, engine: str, project: str, page_url: str) -> Found:
-    """The releases of one PEP 503 page: per version its sdist, else its first wheel, with the sha256."""
+def parse_simple_page(html: str, engine: str, project: str, page_url: str, *, prefer: Prefer = "sdist",
+                      machine: str = "x86_64") -> Found:
+    """The releases of one PEP 503 page, per version one file with its sha256: for a source cell the sdist,
+    else a wheel; for a wheel cell (prefer="wheel") a wheel for its machine (platform tag ending in it, or
+    `any`), else the sdist. Wheels for other machines are never picked."""
     parser = _Links()
     parser.feed(html)
     prefix = re.sub(r"[-.]+", "_", normalized(project))
-    files: dict[str, tuple[int, str, str]] = {}  # version -> (rank, filename, sha256)
+    files: dict[str, tuple[int, str, str, str]] = {}  # version -> (rank, filename, sha256, url)
     rejected: Found = []
     for href, text in parser.links:
-        filename = unquote(urlsplit(urljoin(page_url, href)).path.rsplit("/", 1)[-1]) or text
+        absolute = urljoin(page_url, href)
+        filename = unquote(urlsplit(absolute).path.rsplit("/", 1)[-1]) or text
         fragment = urlsplit(href).fragment
         sha = fragment[len("sha256="):] if fragment.startswith("sha256=") else ""
         stem = re.sub(r"[-.]+", "_", filename.lower())
@@ -69,21 +75,25 @@ def parse_simple_page(html: str, engine: str, project: str, page_url: str) -> Fo
             continue
         rest = filename[len(project) + 1:]
         if filename.endswith(".tar.gz"):
-            version, rank = rest[:-len(".tar.gz")], 0
+            version, rank = rest[:-len(".tar.gz")], 0 if prefer == "sdist" else 2
         elif filename.endswith(".whl"):
+            platform_tag = filename[:-len(".whl")].rsplit("-", 1)[-1]
+            if not (platform_tag == "any" or platform_tag.endswith(machine)):
+                continue
             version, rank = rest.split("-", 1)[0], 1
         else:
             continue
         if version not in files or rank < files[version][0]:
-            files[version] = (rank, filename, sha)
+            files[version] = (rank, filename, sha, urlsplit(absolute)._replace(fragment="").geturl())
     found: Found = list(rejected)
-    for version, (_, filename, sha) in sorted(files.items()):
+    for version, (_, filename, sha, url) in sorted(files.items()):
         found.append(check_release(engine, "pypi", version, version, sha, page_url, package=project,
-                                   filename=filename))
+                                   filename=filename, url=url))
     return found
 
 
-def pypi_releases(index_url: str, engine: str, project: str) -> Found:
+def pypi_releases(index_url: str, engine: str, project: str, *, prefer: Prefer = "sdist",
+                  machine: str = "x86_64") -> Found:
     """GET <index>/<project>/ and parse it; an unreachable index is a ServiceError (exit 3)."""
     url = f"{index_url.rstrip('/')}/{normalized(project)}/"
     try:
@@ -95,7 +105,8 @@ def pypi_releases(index_url: str, engine: str, project: str) -> Found:
         return []
     if reply.status_code != 200:
         raise ServiceError(f"package index {url}: HTTP {reply.status_code}")
-    return parse_simple_page(reply.content.decode("utf-8", "replace"), engine, project, url)
+    return parse_simple_page(reply.content.decode("utf-8", "replace"), engine, project, url, prefer=prefer,
+                             machine=machine)
 
 
 def tag_version(tag: str) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@ pinned entry is one the loader accepts and the candidate cell exists; with --app
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,13 @@ class Proposer:
     out_dir: Path
     apply: bool = False
 
-    def write(self, target: Target, release: Release) -> tuple[Path | None, str]:
-        """(the proposed matrix, "") or (None, why the release cannot be proposed)."""
+    def write(self, target: Target, release: Release, pins: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
+        """(the proposed matrix, "") or (None, why the release cannot be proposed). `pins`: what the
+        release's own file says (a wheel's torch); else the known-good's torch is kept."""
+        known = {"torch": target.known_torch} if target.known_torch and release.kind != "image" else {}
         try:
-            text = propose(self.matrix.read_text(encoding="utf-8"), release, target.known_label)
+            text = propose(self.matrix.read_text(encoding="utf-8"), release, target.known_label,
+                           {**known, **(pins or {})})
         except ValueError as exc:
             return None, f"cannot propose: {exc}"
         name = f"{self.matrix.stem}.{release.engine}-{release.label}.proposed.yaml"

@@ -4,7 +4,7 @@ the smoke run and the bisect are injected (the CLI wires builder/pipeline.py and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,15 +56,21 @@ def bisect_metric(report: SmokeReport) -> Metric:
 @dataclass(frozen=True, kw_only=True)
 class Judge:
     proposer: Proposer
-    # (reference, digest) of the candidate; None: the release is not an image the watch can test (a PyPI or
-    # git release is built by `builder build` from its proposal): it stays `found`, proposed
+    # (reference, digest) of the candidate: the upstream image, or the proposal's candidate cell built; None: not
+    # built here (no --build, or a release kind the runner cannot build): it stays `found`, proposed
     image_of: Callable[[Target, Release, Path], tuple[str, str] | None]
     smoke: Callable[[Target, Release, Path, str, str], SmokeReport]
     culprit: Callable[[Target, Release, Metric], Culprit | None] | None = None  # None: no bisect
     promote: bool = False
+    # what the release's own file pins for its version entry (a wheel's torch), read before it is proposed
+    pins: Callable[[Target, Release], Mapping[str, str]] | None = None
 
     def __call__(self, target: Target, release: Release) -> Outcome:
-        proposed, problem = self.proposer.write(target, release)
+        try:
+            pins = self.pins(target, release) if self.pins else {}
+        except BuilderError as exc:
+            return Outcome(verdict="failing", detail=f"not tested: {str(exc).splitlines()[0]}")
+        proposed, problem = self.proposer.write(target, release, pins)
         if proposed is None:
             return Outcome(verdict="failing", detail=problem)
         try:

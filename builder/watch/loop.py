@@ -21,6 +21,8 @@ class Target:
     cell: str  # the known-good cell, e.g. vllm-0.32.0-cpu
     known_label: str  # its version label
     known_versions: tuple[str, ...]  # every version (PEP 440) the matrix has for the engine
+    known_torch: str | None = None  # the known-good's torch: a release's proposal keeps it unless its wheel pins another
+    platform: str = "linux/amd64"  # the cell's, for the markers of a wheel's requirements
 
     def candidate_cell(self, label: str) -> str:
         return self.cell.replace(f"-{self.known_label}-", f"-{label}-", 1) if f"-{self.known_label}-" in self.cell \
@@ -52,7 +54,8 @@ def run_watch(targets: list[Target], found: dict[str, list[Release | Rejected]],
     rejected: list[Rejection] = []
     existing = set(records.watch_tags())
     for target in targets:
-        bad = [r for r in found.get(target.engine, []) if isinstance(r, Rejected)]
+        offered = found.get(target.cell, found.get(target.engine, []))  # per cell (what its arch installs) or engine
+        bad = [r for r in offered if isinstance(r, Rejected)]
         for item in rejections_newer_than(bad, list(target.known_versions)):
             rejection = Rejection(engine=target.engine, cell=target.cell, rejected=item, decided_at=now())
             if rejection.tag in existing:
@@ -62,7 +65,7 @@ def run_watch(targets: list[Target], found: dict[str, list[Release | Rejected]],
             existing.add(rejection.tag)
             notify({**rejection.to_dict(), "record": rejection.tag})
             rejected.append(rejection)
-        releases = [r for r in found.get(target.engine, []) if isinstance(r, Release)]
+        releases = [r for r in offered if isinstance(r, Release)]
         for release in newer_than(releases, list(target.known_versions)):
             tag = decision_tag(target.engine, target.cell, release)
             if tag in existing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 from .releases import Release, version_entry
 
@@ -15,7 +16,7 @@ def _flow(entry: dict[str, str]) -> str:
     return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in entry.items()) + "}"
 
 
-def propose(text: str, release: Release, known_label: str) -> str:
+def propose(text: str, release: Release, known_label: str, known: Mapping[str, str] | None = None) -> str:
     """matrix.yaml's text with the release added; ValueError when the engine's versions block or an
     include rule naming `known_label` cannot be found."""
     lines = text.splitlines(keepends=True)
@@ -26,7 +27,7 @@ def propose(text: str, release: Release, known_label: str) -> str:
         end += 1
     while not lines[end - 1].strip():  # the entry goes after the last version, not after blank lines
         end -= 1
-    lines.insert(end, f"      {json.dumps(release.label)}: {_flow(version_entry(release))}\n")
+    lines.insert(end, f"      {json.dumps(release.label)}: {_flow(version_entry(release, known))}\n")
     rules = 0
     for i, line in enumerate(lines):
         if re.match(rf"  - engine: {re.escape(release.engine)}\s*(#.*)?$", line.rstrip("\n")):

