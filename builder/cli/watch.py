@@ -100,7 +100,8 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
     from builder.oci.registry import RegistryClient
     from builder.promotion.store import RecordStore
     from builder.util import utc_now
-    from builder.watch import discover, notify as hooks
+    from builder.watch import discover
+    from builder.watch import notify as hooks
     from builder.watch.evaluate import Proposer
     from builder.watch.loop import Outcome, Target, run_watch
     from builder.watch.releases import Release

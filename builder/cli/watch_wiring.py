@@ -55,7 +55,9 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
         job = session.job(cell)
         helper = job.smoke.model_helper
         request = BisectRequest(job=job, repo=path, good=good, bad=bad, image=record.image,
-                                settings=MeasureSettings(metric=metric),  # type: ignore[arg-type]
+                                # throughput: the effect that counts is the one the cell's gate refused
+                                settings=MeasureSettings(metric=metric,  # type: ignore[arg-type]
+                                                         min_effect=job.smoke.gate.threshold),
                                 pull_auth=client.docker_auth(),
                                 helper_image=session.names.friendly(helper) if helper else None)
         return find_culprit(dockerd.connect(), request, cache_root=None,

