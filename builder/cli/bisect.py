@@ -144,7 +144,7 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
         record = store.get_known_good(cell_id)
         return record.image if record else None
 
-    full_build = _full_build_settings(session, cell)
+    full_build = full_build_settings(session, cell)
     if image is None and images is None and not build_good:
         client.ping()
         image = known_good(image_cell.id)
@@ -180,7 +180,7 @@ def _run(session, cell, image_cell, git, good, bad, image, images, settings, glo
     typer.echo(json.dumps(outcome.data, indent=2) if as_json else outcome.text.rstrip())
 
 
-def _full_build_settings(session, cell):
+def full_build_settings(session, cell):
     """Tier 4's settings for a source cell (None for the others: their full-build steps are skips):
     the BuildKit client, and the cell's base pinned as `builder build` pins it."""
     from builder.bisect.fullbuild import FullBuildSettings

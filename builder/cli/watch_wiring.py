@@ -18,11 +18,7 @@ from builder.watch.releases import Release
 
 def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, proposer: Proposer, *,
                promote: bool, repos: dict[str, Path], say, candidates: CandidateBuilder) -> Judge:
-    from builder.bisect.candidates import GitRepo
     from builder.bisect.errors import BisectInputError
-    from builder.bisect.refs import resolve_ref
-    from builder.bisect.session import BisectRequest
-    from builder.bisect.settings import MeasureSettings
     from builder.errors import InputError
     from builder.oci import dockerd
     from builder.pipeline import SmokeOptions, smoke_and_maybe_promote
@@ -42,30 +38,52 @@ def make_judge(session: Workspace, client: RegistryClient, store: RecordStore, p
 
     def culprit(target: Target, release: Release, metric: str) -> Culprit | None:
         path = repos.get(target.engine)
-        record = store.get_known_good(target.cell)
-        if path is None or record is None:
+        if path is None or store.get_known_good(target.cell) is None:
             return None
-        git = GitRepo(path=path)
-        cell = session.cell(target.cell)
         try:
-            good = resolve_ref(target.known_label, "--good", cell, session.expansion.cells, git.resolve).sha
-            bad = release.pin if release.kind == "git" else _release_commit(git, release)
+            request = bisect_request(session, client, store, target, release, metric, path)
         except (InputError, BisectInputError) as exc:
             return Culprit(bisect={"error": str(exc)}, recheck={"status": "not run", "why": "no commits to bisect"})
-        job = session.job(cell)
-        helper = job.smoke.model_helper
-        request = BisectRequest(job=job, repo=path, good=good, bad=bad, image=record.image,
-                                # throughput: the effect that counts is the one the cell's gate refused
-                                settings=MeasureSettings(metric=metric,  # type: ignore[arg-type]
-                                                         min_effect=job.smoke.gate.threshold),
-                                pull_auth=client.docker_auth(),
-                                helper_image=session.names.friendly(helper) if helper else None)
+        cell = request.job.cell
         return find_culprit(dockerd.connect(), request, cache_root=None,
                             store=lambda key, data: f"{client.host}/{store.repo}:{store.put_bisect(cell.id, key, data)}",
                             log=lambda m: say(f"{cell.id} bisect: {m}"))
 
     return Judge(proposer=proposer, image_of=image_of, smoke=smoke, culprit=culprit, promote=promote,
                  pins=candidates.pins)
+
+
+def bisect_request(session: Workspace, client: RegistryClient, store: RecordStore, target: Target, release: Release,
+                   metric: str, path: Path):
+    """The bisect of a regressed release, as `builder bisect --cell <known-good cell> --good <its version> --bad
+    <the release's commit>` makes it: the known-good image as the good endpoint, tier 1 (release commits of the
+    matrix's versions use their known-good images) and tier 4 (a full build at a commit, for a source cell: a
+    llama.cpp release has no Python to overlay, every other commit is a build)."""
+    from builder.bisect.candidates import GitRepo
+    from builder.bisect.refs import resolve_ref, version_images
+    from builder.bisect.session import BisectRequest
+    from builder.bisect.settings import MeasureSettings
+    from builder.cli.bisect import full_build_settings
+
+    record = store.get_known_good(target.cell)
+    git = GitRepo(path=path)
+    cell = session.cell(target.cell)
+    good = resolve_ref(target.known_label, "--good", cell, session.expansion.cells, git.resolve).sha
+    bad = release.pin if release.kind == "git" else _release_commit(git, release)
+
+    def known_good(cell_id: str) -> str | None:
+        found = store.get_known_good(cell_id)
+        return found.image if found else None
+    job = session.job(cell)
+    helper = job.smoke.model_helper
+    return BisectRequest(job=job, repo=path, good=good, bad=bad, image=record.image if record else None,
+                         # throughput: the effect that counts is the one the cell's gate refused
+                         settings=MeasureSettings(metric=metric,  # type: ignore[arg-type]
+                                                  min_effect=job.smoke.gate.threshold),
+                         pull_auth=client.docker_auth(),
+                         helper_image=session.names.friendly(helper) if helper else None,
+                         known_images=version_images(cell, session.expansion.cells, git.resolve, known_good),
+                         full_build=full_build_settings(session, cell))
 
 
 def _release_commit(git, release: Release) -> str:
