@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import StepFailed
-from builder.oci.registry import OCI_INDEX, OCI_MANIFEST, ManifestInfo, RegistryClient, RegistryNotFound, sha256_digest
+from builder.oci.registry import OCI_INDEX, OCI_MANIFEST, ManifestInfo, RegistryClient, sha256_digest
+from builder.oci.transport import RegistryNotFound
 
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"

@@ -16,7 +16,8 @@ import json
 
 from builder.errors import StepFailed
 from builder.names import CELL_LABEL, CREATED_LABEL, DIGEST_ANNOTATION, PASSED_ANNOTATION, immutable_tag_pattern
-from builder.oci.registry import OCI_MANIFEST, RegistryClient, RegistryNotFound
+from builder.oci.registry import OCI_MANIFEST, RegistryClient
+from builder.oci.transport import RegistryNotFound
 from builder.promotion.records import (
     BISECT_PREFIX,
     BISECT_TYPE,

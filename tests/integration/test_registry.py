@@ -11,14 +11,15 @@ import pytest
 
 from builder.errors import InputError, ServiceError, StepFailed
 from builder.oci import registry as registry_module
+from builder.oci import transport
 from builder.oci.auth import parse_challenges
 from builder.oci.credentials import docker_config_credentials
 from builder.oci.registry import (
     OCI_INDEX,
     RegistryClient,
-    RegistryNotFound,
     sha256_digest,
 )
+from builder.oci.transport import RegistryNotFound
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def _repo(prefix: str = "t") -> str:
 def no_ambient_trust(monkeypatch, tmp_path):
     """No CA from the environment or /etc/docker/certs.d: each test says where trust comes from."""
     monkeypatch.delenv("BUILDER_REGISTRY_CA", raising=False)
-    monkeypatch.setattr(registry_module, "DOCKER_CERTS_DIR", tmp_path / "certs.d")
+    monkeypatch.setattr(transport, "DOCKER_CERTS_DIR", tmp_path / "certs.d")
     return tmp_path / "certs.d"
 
 

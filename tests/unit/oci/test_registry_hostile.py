@@ -11,7 +11,7 @@ import time
 import pytest
 
 from builder.errors import ServiceError, StepFailed
-from builder.oci import registry
+from builder.oci import transport
 from builder.oci.registry import RegistryClient
 from tests.hostile import gzip_bomb, hostile_server
 
@@ -34,14 +34,14 @@ def _client(peer, **kwargs) -> RegistryClient:
 
 @pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body", "stall"])
 def test_a_trickling_registry_ends_at_the_request_deadline(peer, mode, monkeypatch):
-    monkeypatch.setattr(registry, "DEADLINE_S", 2.0)  # 120 s in use; the mechanism is the same
+    monkeypatch.setattr(transport, "DEADLINE_S", 2.0)  # 120 s in use; the mechanism is the same
     peer.mode = mode
     client = _client(peer)
     client.ping()
     started = time.monotonic()
     with pytest.raises(ServiceError, match="request deadline|timed out"):
         client.get_manifest("llm/images", "tag")
-    assert time.monotonic() - started < 2.0 * registry._READ_RETRIES + 2  # reads are retried on 5xx only
+    assert time.monotonic() - started < 2.0 * transport._READ_RETRIES + 2  # reads are retried on 5xx only
 
 
 @pytest.mark.parametrize("mode", ["flood", "flood-chunked", "gzip-bomb"])
