@@ -30,7 +30,7 @@ from builder.matrix.model import (
 )
 from builder.matrix.rules import _check_arch, _check_mode, _load_excludes, _load_includes
 from builder.matrix.schema import MappingReader, parse_version
-from builder.matrix.smoke_settings import load_smoke
+from builder.matrix.smoke_load import load_smoke
 from builder.matrix.yamlsrc import LineDict, load_yaml_file
 
 
