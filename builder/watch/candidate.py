@@ -61,10 +61,13 @@ class CandidateBuilder:
                  cache: SourceCache, say: Callable[[str], None]):
         self.inputs, self.registry, self.registry_host, self.cache, self.say = \
             inputs, registry, registry_host, cache, say
+        self._files: dict[str, Path] = {}  # sha256 -> the checked file in the source cache
 
     def file_of(self, release: Release) -> Path:
-        self.say(f"{release.engine} {release.label}: downloading {release.filename} ({release.pin[:12]})")
-        return self.cache.download(release.url, release.pin, release.filename)
+        if release.pin not in self._files:  # once per run: pins() and the build both need it
+            self.say(f"{release.engine} {release.label}: fetching {release.filename} ({release.pin[:12]})")
+            self._files[release.pin] = self.cache.download(release.url, release.pin, release.filename)
+        return self._files[release.pin]
 
     def pins(self, target: Target, release: Release) -> dict[str, str]:
         """The version entry's fields the release's file decides: a wheel's torch. Downloads the file."""

