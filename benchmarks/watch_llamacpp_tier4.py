@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bisect_llamacpp_tier4 import GREEDY, SECOND_BEST, commit_tree, edit_commit, git, run_bisect, vendored_tree  # noqa: E402
-from builder.patching.sources import default_cache_dir  # noqa: E402
-from tests.integration.conftest import registry_binary, start_registry, stop_registry  # noqa: E402
+from bisect_llamacpp_tier4 import GREEDY, SECOND_BEST, commit_tree, edit_commit, git, run_bisect, vendored_tree
+
+from builder.patching.sources import default_cache_dir
+from tests.integration.conftest import registry_binary, start_registry, stop_registry
 
 CELL = "llama.cpp-b11312-cpu"
 HELPER_CELL = "vllm-0.32.0-cpu"
@@ -118,6 +119,7 @@ def main() -> None:
     env = {**os.environ, "BUILDER_CACHE": str(cache)}
     reg = ["--registry", registry.host]
     times: dict = {}
+    verdicts = work / "verdicts.jsonl"
     started = time.monotonic()
     try:
         for cell in (HELPER_CELL, CELL):
@@ -125,7 +127,6 @@ def main() -> None:
                                           "--find-links", WHEELS, "--workdir", str(work / "build")], env, results, times)
             if code:
                 sys.exit(f"{cell} was not built and promoted (exit {code}): see {results}")
-        verdicts = work / "verdicts.jsonl"
         watch = ["watch", "--cell", CELL, "--no-pypi", "--git", f"llama.cpp=file://{repo}", "--build",
                  "--repo", f"llama.cpp={repo}", *reg, "--notify", str(verdicts), "--ca-bundle", CA,
                  "--find-links", WHEELS, "--workdir", str(work / "watch"), "--propose-dir", str(work / "proposals")]
@@ -136,7 +137,8 @@ def main() -> None:
         stop_registry(registry)
     total = time.monotonic() - started
     docs = [json.loads(line) for line in verdicts.read_text().splitlines()] if verdicts.is_file() else []
-    shutil.copy(verdicts, results / "verdicts.jsonl") if verdicts.is_file() else None
+    if verdicts.is_file():
+        shutil.copy(verdicts, results / "verdicts.jsonl")
     answers = sorted((cache / "bisect" / "results").glob("*.json"))
     answer = json.loads(answers[-1].read_text()) if answers else {}
     (results / "answer.json").write_text(json.dumps(answer, indent=2) + "\n")
