@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from builder.matrix.cells import Cell
+from builder.workflows.steps import UNSET_EMPTY, UPLOAD, VENV, checkout, install, registry_env
 from builder.yamlout import Commented, emit
 
 WATCH_SCHEDULE = "41 5 * * *"  # daily, after the nightly build run (17 4 * * *) has had its hour
@@ -19,8 +20,7 @@ def watch_path(workflow_dir: str, name: str) -> str:
 
 
 def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, header: list[str], *, name: str,
-                   environment: str, checkout: dict, install: dict, registry_env: dict, unset_empty: str,
-                   upload: tuple[str, str], venv: str) -> str:
+                   environment: str) -> str:
     jobs: dict[str, Any] = {}
     for cells in groups:
         arch = cells[0].arch
@@ -32,7 +32,7 @@ def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, h
                     "run": (f'dest="${{ARTIFACT_DIR:-$HOME/llm-factory-artifacts}}/$RUN_ID/watch-{arch.name}"\n'
                             f'mkdir -p "$dest"\nif [ -d {OUT} ]; then cp -R {OUT}/. "$dest/"; fi\n')}
         else:
-            keep = {"name": "Upload the verdicts", "if": "${{ always() }}", "uses": Commented(*upload),
+            keep = {"name": "Upload the verdicts", "if": "${{ always() }}", "uses": Commented(*UPLOAD[provider]),
                     "with": {"name": f"watch-{arch.name}", "path": f"{OUT}/", "if-no-files-found": "warn"}}
         jobs[f"watch-{arch.name}"] = {
             "name": f"watch {arch.name}",
@@ -40,11 +40,11 @@ def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, h
             **({"environment": environment} if provider == "github" and environment else {}),
             "timeout-minutes": WATCH_TIMEOUT,
             "concurrency": {"group": f"{name}-watch-{arch.name}", "cancel-in-progress": False},
-            "steps": [checkout, install,
+            "steps": [checkout(offline, None), install(None),
                       {"name": "Watch upstream: new releases tested against the known-good",
-                       "env": registry_env,
-                       "run": unset_empty + f'mkdir -p {OUT}\n'
-                              f'"{venv}/bin/builder" watch {cell_args} --build --propose-dir {OUT} '
+                       "env": registry_env(),
+                       "run": UNSET_EMPTY + f'mkdir -p {OUT}\n'
+                              f'"{VENV}/bin/builder" watch {cell_args} --build --propose-dir {OUT} '
                               f'--notify {OUT}/verdicts.jsonl\n'},
                       keep]}
     workflow = {"name": f"{name}-watch",

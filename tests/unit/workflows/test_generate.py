@@ -15,9 +15,7 @@ from builder.matrix.cells import expand
 from builder.matrix.load import load_matrix
 from builder.matrix.selection import make_selector, require_cells
 from builder.workflows.generate import (
-    CHECKOUT,
     MARKER,
-    UPLOAD,
     WorkflowOptions,
     act_command,
     canonical_command,
@@ -26,6 +24,7 @@ from builder.workflows.generate import (
     workflow_path,
     write_workflows,
 )
+from builder.workflows.steps import CHECKOUT, UPLOAD
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "workflows"
