@@ -100,6 +100,11 @@ class EngineModule(Protocol):
         """Extra variables for the engine's templates (llama.cpp: its CMake options)."""
         ...
 
+    def release_build_vars(self, version: str, commit: str) -> dict[str, str]:
+        """The version entry's build_vars for an upstream release pinned to a git commit (`builder watch`):
+        what the tree cannot say for itself without its git history (llama.cpp: its build number)."""
+        ...
+
     # Smoke hooks: where the engine's OpenAI-compatible server answers differently.
     def max_model_len(self, model: dict) -> int | None:
         """The context length of one /v1/models entry."""

@@ -90,6 +90,12 @@ def template_vars(cell: Cell) -> dict[str, Any]:
     return {"cmake_options": cmake_options(cell)}
 
 
+def release_build_vars(version: str, commit: str) -> dict[str, str]:
+    """A release `b<N>` at a commit: its build number is N (the version), as upstream's CI computes it from
+    the git history the build's archive lacks; without it `llama-server --version` says build 0."""
+    return {"llama_build_number": version, "llama_build_commit": commit[:9]} if version.isdigit() else {}
+
+
 # -- smoke hooks: where llama-server answers differently from vLLM ----------------------------------
 
 def max_model_len(model: dict) -> int | None:

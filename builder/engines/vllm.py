@@ -63,6 +63,10 @@ def template_vars(cell: Cell) -> dict[str, Any]:
     return {}
 
 
+def release_build_vars(version: str, commit: str) -> dict[str, str]:
+    return {}  # setuptools-scm reads the version from the sdist or the tag, not from build variables
+
+
 def max_model_len(model: dict) -> int | None:
     return model.get("max_model_len")
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.engines import engine_module
 from builder.errors import BuilderError
 from builder.matrix.cells import expand
 from builder.matrix.load import load_matrix
@@ -29,8 +30,10 @@ class Proposer:
         release's own file says (a wheel's torch); else the known-good's torch is kept."""
         known = {"torch": target.known_torch} if target.known_torch and release.kind != "image" else {}
         try:
+            build_vars = engine_module(release.engine).release_build_vars(release.version, release.pin) \
+                if release.kind == "git" else {}
             text = propose(self.matrix.read_text(encoding="utf-8"), release, target.known_label,
-                           {**known, **(pins or {})})
+                           {**known, **(pins or {})}, build_vars)
         except ValueError as exc:
             return None, f"cannot propose: {exc}"
         name = f"{self.matrix.stem}.{release.engine}-{release.label}.proposed.yaml"

@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from .releases import Release, version_entry
 
 
-def _flow(entry: dict[str, str]) -> str:
+def _flow(entry: Mapping[str, str | Mapping[str, str]]) -> str:
     # JSON strings are YAML flow scalars; every value here passed the grammar checks already
-    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in entry.items()) + "}"
+    return "{" + ", ".join(f"{k}: {_flow(v) if isinstance(v, Mapping) else json.dumps(v)}"
+                           for k, v in entry.items()) + "}"
 
 
-def propose(text: str, release: Release, known_label: str, known: Mapping[str, str] | None = None) -> str:
+def propose(text: str, release: Release, known_label: str, known: Mapping[str, str] | None = None,
+            build_vars: Mapping[str, str] | None = None) -> str:
     """matrix.yaml's text with the release added; ValueError when the engine's versions block or an
     include rule naming `known_label` cannot be found."""
     lines = text.splitlines(keepends=True)
@@ -27,7 +29,7 @@ def propose(text: str, release: Release, known_label: str, known: Mapping[str, s
         end += 1
     while not lines[end - 1].strip():  # the entry goes after the last version, not after blank lines
         end -= 1
-    lines.insert(end, f"      {json.dumps(release.label)}: {_flow(version_entry(release, known))}\n")
+    lines.insert(end, f"      {json.dumps(release.label)}: {_flow(version_entry(release, known, build_vars))}\n")
     rules = 0
     for i, line in enumerate(lines):
         if re.match(rf"  - engine: {re.escape(release.engine)}\s*(#.*)?$", line.rstrip("\n")):

@@ -114,14 +114,19 @@ def rejections_newer_than(rejected: list[Rejected], known: list[str]) -> list[Re
     return [r for r in rejected if newest is None or (v := version(r.value)) is None or v > newest]
 
 
-def version_entry(release: Release, known: Mapping[str, str] | None = None) -> dict[str, str]:
+def version_entry(release: Release, known: Mapping[str, str] | None = None,
+                  build_vars: Mapping[str, str] | None = None) -> dict[str, str | dict[str, str]]:
     """The matrix.yaml entry (engines.<engine>.versions.<label>) of a release, pinned: an sdist by
     `sdist_sha256`, a wheel by `wheel_sha256`, a commit by `git_commit`. `known`: what the release
-    cannot say for itself (e.g. torch: the known-good's, or what the wheel's metadata pins)."""
+    cannot say for itself (e.g. torch: the known-good's, or what the wheel's metadata pins); `build_vars`:
+    what the engine's build needs to know about a git release's tree (the engine module's)."""
+    entry: dict[str, str | dict[str, str]]
     if release.kind == "image":
         return {"version": release.version}  # the image itself is the pin (its digest), given per arch
     if release.kind == "git":
         entry = {"version": release.version, "git_commit": release.pin, "git_url": release.source}
+        if build_vars:
+            entry["build_vars"] = dict(build_vars)
     else:
         entry = {"wheel_sha256" if release.wheel else "sdist_sha256": release.pin}
         if release.label != release.version:

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.engines import engine_module
 from builder.matrix.cells import expand
 from builder.matrix.load import load_matrix
 from builder.watch.evaluate import Proposer
@@ -65,3 +66,23 @@ def test_a_wheel_release_is_proposed_pinned_by_its_sha256_with_the_torch_its_met
         shutil.copy(path, tmp_path / "check.yaml")
         entry = load_matrix(tmp_path / "check.yaml").engines["vllm"].versions["0.33.1"]
         assert entry.wheel_sha256 == SHA and entry.source.sha256 is None and entry.torch == torch
+
+
+def test_a_llama_cpp_git_release_is_proposed_with_its_build_number(tmp_path):
+    """The archive of a commit has no git history, so llama.cpp's CMake cannot count the build: without
+    build_vars the candidate of b11400 said `version: 0.5.0-dev (build 0, ...)` (watch_llamacpp_tier4)."""
+    matrix = tmp_path / "matrix.yaml"
+    shutil.copy(ROOT / "matrix.yaml", matrix)
+    for extra in ("patches", "templates", "bases.lock"):
+        if (ROOT / extra).exists():
+            (tmp_path / extra).symlink_to(ROOT / extra)
+    commit = "5" * 40
+    release = check_release("llama.cpp", "git", "b11400", "11400", commit, "file:///srv/llama.cpp")
+    assert isinstance(release, Release)
+    target = Target(engine="llama.cpp", cell="llama.cpp-b11312-cpu", known_label="b11312", known_versions=("11312",))
+    path, problem = Proposer(matrix=matrix, out_dir=tmp_path).write(target, release)
+    assert path is not None, problem
+    cell = next(c for c in expand(load_matrix(path)).cells if c.id == "llama.cpp-b11400-cpu")
+    assert cell.engine_version.source.commit == commit
+    options = engine_module("llama.cpp").template_vars(cell)["cmake_options"]
+    assert "-DLLAMA_BUILD_NUMBER=11400" in options and "-DLLAMA_BUILD_COMMIT=555555555" in options
