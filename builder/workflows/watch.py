@@ -12,7 +12,9 @@ from builder.yamlout import Commented, emit
 
 WATCH_SCHEDULE = "41 5 * * *"  # daily, after the nightly build run (17 4 * * *) has had its hour
 WATCH_TIMEOUT = 240  # minutes: a release's smoke run and gate, and a bisect when it regressed
-OUT = "build/watch"
+OUT = "build/watch"  # proposals and verdicts.jsonl
+WORK = "build/watch-work"  # --workdir: build contexts (a release's wheel, hundreds of MB), logs, smoke reports
+KEPT = (OUT, f"{WORK}/logs", f"{WORK}/reports")  # what a run keeps: never the contexts
 
 
 def watch_path(workflow_dir: str, name: str) -> str:
@@ -30,10 +32,13 @@ def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, h
             keep = {"name": "Keep the verdicts (copy to a directory)", "if": "${{ always() }}",
                     "env": {"ARTIFACT_DIR": "${{ vars.FACTORY_ARTIFACT_DIR }}", "RUN_ID": "${{ github.run_id }}"},
                     "run": (f'dest="${{ARTIFACT_DIR:-$HOME/llm-factory-artifacts}}/$RUN_ID/watch-{arch.name}"\n'
-                            f'mkdir -p "$dest"\nif [ -d {OUT} ]; then cp -R {OUT}/. "$dest/"; fi\n')}
+                            f'for d in {" ".join(KEPT)}; do\n'
+                            '  if [ -d "$d" ]; then mkdir -p "$dest/$d" && cp -R "$d/." "$dest/$d/"; fi\n'
+                            'done\n')}
         else:
             keep = {"name": "Upload the verdicts", "if": "${{ always() }}", "uses": Commented(*UPLOAD[provider]),
-                    "with": {"name": f"watch-{arch.name}", "path": f"{OUT}/", "if-no-files-found": "warn"}}
+                    "with": {"name": f"watch-{arch.name}", "path": "".join(f"{d}/\n" for d in KEPT),
+                             "if-no-files-found": "warn"}}
         jobs[f"watch-{arch.name}"] = {
             "name": f"watch {arch.name}",
             "runs-on": list(arch.runs_on),
@@ -45,7 +50,7 @@ def watch_workflow(groups: Sequence[list[Cell]], provider: str, offline: bool, h
                        "env": registry_env(),
                        "run": UNSET_EMPTY + f'mkdir -p {OUT}\n'
                               f'"{VENV}/bin/builder" watch {cell_args} --build --propose-dir {OUT} '
-                              f'--notify {OUT}/verdicts.jsonl\n'},
+                              f'--workdir {WORK} --notify {OUT}/verdicts.jsonl\n'},
                       keep]}
     workflow = {"name": f"{name}-watch",
                 "on": {"schedule": [{"cron": WATCH_SCHEDULE}], "workflow_dispatch": {}},

@@ -289,3 +289,8 @@ def test_the_watch_runs_on_a_schedule_on_each_archs_runners(matrix, provider):
     run = next(s["run"] for s in cpu["steps"] if "builder\" watch" in s.get("run", ""))
     assert "--cell vllm-0.32.0-cpu" in run and "--build" in run and "--notify build/watch/verdicts.jsonl" in run
     assert "--promote" not in run  # a scheduled run proposes; promotion stays a person's decision
+    assert "--workdir build/watch-work" in run  # built candidates' contexts stay out of the kept directory
+    keep = cpu["steps"][-1]
+    kept = keep["with"]["path"].split() if "with" in keep else keep["run"]
+    assert "build/watch/" in kept and "build/watch-work/logs/" in kept and "build/watch-work/reports/" in kept
+    assert "build/watch-work/" not in kept and "contexts" not in str(kept)  # a release's wheel: hundreds of MB
