@@ -156,9 +156,22 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
         return
     for d in report.decided:
         typer.echo(f"{d.cell}: {d.release.engine} {d.release.label} ({d.release.kind}, {d.release.pin[:19]}): "
-                   f"{d.verdict} - {d.detail}")
+                   f"{d.verdict} - {d.detail}{_culprit_words(d.bisect, d.recheck)}")
     if not report.decided and not report.rejected:
         typer.echo(f"nothing new ({len(report.already)} release(s) already decided)")
+
+
+def _culprit_words(bisect: dict, recheck: dict) -> str:
+    """`; culprit <commit> <subject> (confirmed)` for the verdict line, or why there is none."""
+    if not bisect:
+        return ""
+    if "error" in bisect:
+        return f"; no culprit: {bisect['error']}"
+    first = bisect.get("first_bad") or {}
+    named = f"{str(first.get('sha', ''))[:12]} {first.get('subject', '')}".strip() if bisect.get("exact") \
+        else "suspects, not one commit"
+    status = recheck.get("status", "not run")
+    return f"; culprit {named} ({status}{': ' + recheck['why'] if recheck.get('why') else ''})"
 
 
 def _image_releases(reference: str, engine: str) -> list:
