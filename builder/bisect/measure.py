@@ -191,7 +191,7 @@ class Measurer:
         try:
             if metric == "throughput":
                 with self._serve(bad, "bad") as server:
-                    run = interleave_servers(self.good_url(), server.base_url, self.settings.sweep(),
+                    run = interleave_servers(self.good_url(), server.base_url, self.settings.sweep(self.template.engine),
                                              self.settings.gate(self.settings.min_effect))
                 level = run.gate.levels[0]
                 if side(level, 1 - self.settings.min_effect, self.settings.confidence) != "below":
@@ -267,7 +267,7 @@ class Measurer:
         if metric == "throughput":
             threshold = float(reference["threshold"])
             with self._serve(digest, "candidate") as server:
-                run = interleave_servers(self.good_url(), server.base_url, self.settings.sweep(),
+                run = interleave_servers(self.good_url(), server.base_url, self.settings.sweep(self.template.engine),
                                          self.settings.gate(threshold, attempt))
             level = run.gate.levels[0]
             where = side(level, 1 - threshold, self.settings.confidence)

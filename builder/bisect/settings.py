@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from builder.engines import EngineModule
 from builder.measure.gate import GateSettings
 from builder.measure.stream import SweepSpec
 
@@ -38,5 +39,9 @@ class MeasureSettings:
         return GateSettings(threshold=threshold, confidence=self.confidence, initial_pairs=initial,
                             step_pairs=max(1, self.pairs // 2), max_pairs=max(initial, self.max_pairs * attempt))
 
-    def sweep(self) -> SweepSpec:
-        return SweepSpec(model=SERVED, concurrency=(self.concurrency,), samples=1, warmup=1, max_tokens=self.max_tokens)
+    def sweep(self, engine: EngineModule | None = None) -> SweepSpec:
+        """`engine`: whose server, so that its own clock times the tokens (vLLM's /metrics, llama-server's
+        timings); without it only the client's arrival times remain, and vLLM's CPU server streams in
+        bursts that read as a busy runner (every throughput step skipped, 2026-12-03)."""
+        return SweepSpec(model=SERVED, concurrency=(self.concurrency,), samples=1, warmup=1, max_tokens=self.max_tokens,
+                         engine=engine)

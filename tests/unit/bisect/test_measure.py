@@ -40,6 +40,7 @@ def fakes(monkeypatch):
 
     def interleave(baseline_url, candidate_url, spec, settings, on_pair=None):
         seen["gates"].append(settings.threshold)
+        seen.setdefault("engines", []).append(spec.engine)
         base, cand = TPS[baseline_url], TPS[candidate_url]
         jitter = (1.0, 1.01, 0.99, 1.0, 1.02, 0.98)
         level = compare_level([base * j for j in jitter], [cand * j for j in reversed(jitter)], concurrency=1,
@@ -71,6 +72,9 @@ def test_throughput_verdicts_use_the_midpoint_of_the_endpoints(tmp_path, fakes):
     assert fakes["gates"][0] == 0.05  # the reference: bad vs good at --min-effect
     assert fakes["gates"][1] == pytest.approx(1 - math.sqrt(0.5), abs=0.01)  # then the midpoint
     assert fakes["boots"].count("sha256:good") == 1  # resident for the session
+    # the server's own clock times the tokens: without its engine only client arrival times remain, and vLLM's
+    # CPU server streams in bursts that read as "the runner is too busy" (every step skipped, 2026-12-03)
+    assert fakes["engines"] == [vllm] * len(fakes["gates"])
 
 
 def test_the_reference_is_cached_and_servers_start_only_when_needed(tmp_path, fakes):
