@@ -242,11 +242,7 @@ def watched_once(args: tuple[str, ...], work: Path, verdicts: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize(("culprit", "verdict", "metric"), [
     ("second_best", "failing", "golden"),
-    # 2026-12-03 on 2 cores: regressed and bisected by throughput, but 5 of 6 steps were skipped as "the runner
-    # is too busy" (the good endpoint's chunks came in bursts beside the idle candidate server), so the answer
-    # was suspects and the re-check "not confirmed" (README, Watch)
-    pytest.param("slow_step", "regressed", "throughput", marks=pytest.mark.xfail(
-        reason="throughput steps on a 2-core runner are skipped as too busy; the bisect names suspects", strict=False))])
+    ("slow_step", "regressed", "throughput")])
 def test_a_bad_wheel_on_the_index_is_built_tested_bisected_and_confirmed(promoted, docker_client, index,  # noqa: F811
                                                                         tmp_path, culprit, verdict, metric):
     from tests.integration.cpu_cell import WHEELS
