@@ -104,7 +104,7 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
     from builder.watch import notify as hooks
     from builder.watch.evaluate import Proposer
     from builder.watch.loop import Outcome, Target, run_watch
-    from builder.watch.releases import Release
+    from builder.watch.releases import Release, machine_of
 
     client = RegistryClient.from_environment(session.names.registry)
     client.ping()
@@ -121,7 +121,7 @@ def _run(session, cell_ids, index_url, no_pypi, git_urls, image_repos, propose_t
     for c in cells:
         engine = c.engine
         prefer: discover.Prefer = "wheel" if c.mode == "wheel" else "sdist"
-        machine = {"linux/arm64": "aarch64"}.get(c.platform, "x86_64")
+        machine = machine_of(c.platform)
         key = (engine.name, engine.wheel_package(c.arch.name), prefer, machine)
         if key not in asked:
             items: list = []

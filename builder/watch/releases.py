@@ -134,11 +134,15 @@ def version_entry(release: Release, known: Mapping[str, str] | None = None,
     return {**entry, **(known or {})}
 
 
+def machine_of(platform: str) -> str:
+    """The machine a wheel's platform tag and its requirement markers name for a cell's platform."""
+    return {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}.get(platform, "x86_64")
+
+
 def wheel_torch(metadata: str, platform: str) -> str | None:
     """The torch release a wheel's METADATA pins (`Requires-Dist: torch==2.13.0+cpu; <markers>`) on a
     Linux platform (linux/amd64, linux/arm64), without its local label; None when it pins none exactly."""
-    machine = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}.get(platform, "x86_64")
-    env = {"platform_machine": machine, "platform_system": "Linux", "sys_platform": "linux", "extra": ""}
+    env = {"platform_machine": machine_of(platform), "platform_system": "Linux", "sys_platform": "linux", "extra": ""}
     for line in metadata.splitlines():
         if not line.startswith("Requires-Dist:"):
             continue
